@@ -1,0 +1,61 @@
+"""The metaparameter box and the paper's initial law (Sec. 4).
+
+lambda = [lambda1, T]; lambda1 in [0, 1] weights the classification term, T in [0.1, 10] is the temperature.
+Every update, gradient or extrapolated (eq. 4), is projected back into the box with :func:`project`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+LAMBDA1_RANGE: tuple[float, float] = (0.0, 1.0)
+TEMPERATURE_RANGE: tuple[float, float] = (0.1, 10.0)
+
+
+def bounds(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Lower and upper corners of the box as tensors of shape (2,)."""
+    lo = torch.tensor([LAMBDA1_RANGE[0], TEMPERATURE_RANGE[0]], device=device, dtype=dtype)
+    hi = torch.tensor([LAMBDA1_RANGE[1], TEMPERATURE_RANGE[1]], device=device, dtype=dtype)
+    return lo, hi
+
+
+def project(metaparams: Tensor) -> Tensor:
+    """Clamp (..., 2) metaparameters into the box; works on a batch of stacked seeds, never syncs."""
+    lo, hi = bounds(metaparams.device, metaparams.dtype)
+    return torch.maximum(torch.minimum(metaparams, hi), lo)
+
+
+def in_box(metaparams: Tensor, atol: float = 1e-6) -> bool:
+    lo, hi = bounds(metaparams.device, metaparams.dtype)
+    return bool(((metaparams >= lo - atol) & (metaparams <= hi + atol)).all())
+
+
+def sample_initial(rng: np.random.Generator) -> Tensor:
+    """The paper's initial law: lambda1 ~ U(0, 1), log10 T ~ U(-1, 1)."""
+    lambda1 = rng.uniform(*LAMBDA1_RANGE)
+    temperature = 10.0 ** rng.uniform(-1.0, 1.0)
+    return torch.tensor([lambda1, temperature], dtype=torch.float32)
+
+
+def sample_random_baseline(rng: np.random.Generator, law: str = "uniform") -> Tensor:
+    """The random baseline: lambda1 ~ U(0,1) and T ~ U(0.1, 10) (paper text, ``law="uniform"``)
+    or log10 T ~ U(-1, 1) (the authors' code, ``law="loguniform"``)."""
+    lambda1 = rng.uniform(*LAMBDA1_RANGE)
+    if law == "uniform":
+        temperature = rng.uniform(*TEMPERATURE_RANGE)
+    elif law == "loguniform":
+        temperature = 10.0 ** rng.uniform(-1.0, 1.0)
+    else:
+        raise ValueError(f"unknown random law {law!r}; choose 'uniform' or 'loguniform'")
+    return torch.tensor([lambda1, temperature], dtype=torch.float32)
+
+
+def check_metaparams(metaparams: Tensor) -> None:
+    """Raise a clear error if (lambda1, T) is outside the box."""
+    if metaparams.shape[-1] != 2:
+        raise ValueError(f"metaparams must have shape (..., 2) = (lambda1, T), got {tuple(metaparams.shape)}")
+    if not in_box(metaparams.detach()):
+        raise ValueError(f"metaparams {metaparams.detach().cpu().tolist()} are outside the box "
+                         f"lambda1 in {LAMBDA1_RANGE}, T in {TEMPERATURE_RANGE}; project them with "
+                         f"kdlib.metaparams.project")
