@@ -1,0 +1,40 @@
+# kd-metaopt: two entry points.
+#   make book   create .venv if missing, install, execute the notebooks (PROFILE=quick), build the book
+#   make test   create .venv if missing, install, run the whole test suite (unit tests, nbval, smoke book)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+DEVICE ?= cpu
+STAMP := $(VENV)/.kdlib-installed
+# real data: $KDLIB_DATA if set, else ../shared/data when it is there (this project's verified copies)
+KDLIB_DATA ?= $(if $(wildcard ../shared/data/README.md),$(abspath ../shared/data),)
+export KDLIB_DATA
+KDLIB_CACHE ?= $(abspath .kdlib/cache)
+export KDLIB_CACHE
+
+.PHONY: book test install clean-book bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# reinstall only when the packaging changes
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test,book]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (kdlib)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	$(PY) tools/build_book.py --profile $(PROFILE) --device $(DEVICE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) tools/build_book.py --profile smoke --device cpu --warnings-as-errors
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run --device $(DEVICE)
+
+clean-book:
+	rm -rf book/_build book/*.ipynb

@@ -1,0 +1,333 @@
+"""The authors' own run logs, parsed, and the paper's Table 2 regenerated from them.
+
+The authors (Intelligent-Systems-Phystech/Gorpinich-BS-Thesis, pinned commit :data:`PINNED_COMMIT`) logged
+every run as one JSON line ``{"results": [{"epoch", "accuracy", "lambda1", "temp", ...}, ...], "version"}``
+in ``log/*.jsonl``. Each Table 2 cell is the mean, and in brackets the max, over the runs (lines) of a file
+of the *last* logged accuracy; :data:`TABLE2_FILES` maps the cells to the files (see the README of the data
+folder).
+
+Convention. In the authors' ``param_loss`` (code/funcs.py, code/synthetic_funcs.py) ``lambda1`` weights the
+**distillation** term, the opposite of the paper and of kdlib. Every log written through ``param_loss`` is
+converted on reading, ``lambda1_ours = 1 - lambda1_theirs``: the gradient-based, proposed ("splines") and
+hyperopt logs of every dataset, and the random baseline of the image datasets (``cifar_base`` also calls
+``param_loss``). The synthetic baselines (``synthetic_base``) already use the paper's convention and are
+left as they are. The raw value stays available in the ``lambda1_theirs`` column.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+REPO = "Intelligent-Systems-Phystech/Gorpinich-BS-Thesis"
+PINNED_COMMIT = "885af35bfdf96da070a43fa7d7c8916854d05d6f"
+RAW_URL = f"https://raw.githubusercontent.com/{REPO}/{PINNED_COMMIT}/log/{{name}}"
+
+DATASETS = ("synthetic", "fashion_mnist", "cifar10_reduced", "cifar10")
+METHODS = ("no_distillation", "naive", "random", "gradient", "hyperopt", "proposed")
+
+# Table 2 cell -> log file (None: the paper reports no value for that cell)
+TABLE2_FILES: dict[str, dict[str, str | None]] = {
+    "synthetic": {
+        "no_distillation": "synthetic_exp8_nodistil.jsonl",
+        "naive": "synthetic_exp8_distil.jsonl",
+        "random": "synthetic_exp8_random.jsonl",
+        "gradient": "synthetic_exp8_opt.jsonl",
+        "hyperopt": "synthetic_exp8_hyperopt.jsonl",
+        "proposed": "synthetic_exp8_splines_esize_10_period_2.jsonl",
+    },
+    "fashion_mnist": {
+        "no_distillation": "exp4_full_fmnist__nodistil.jsonl",
+        "naive": "exp4_full_fmnist__distil.jsonl",
+        "random": "exp4_full_fmnist__random.jsonl",
+        "gradient": "exp4_full_fmnist__opt.jsonl",
+        "hyperopt": "exp3_full_fmnist__hyperopt.jsonl",  # 40 epochs, the only FMNIST hyperopt log
+        "proposed": "exp4_full_fmnist__splines.jsonl",
+    },
+    "cifar10_reduced": {
+        "no_distillation": "exp33_nodistil.jsonl",
+        "naive": "exp33_distil.jsonl",
+        "random": "exp33_random.jsonl",
+        "gradient": "exp33_opt.jsonl",
+        "hyperopt": "exp33_hyperopt.jsonl",
+        "proposed": "exp33_splines.jsonl",
+    },
+    "cifar10": {
+        "no_distillation": "exp20_full_cifar__nodistil.jsonl",
+        "naive": "exp20_full_cifar__distil.jsonl",
+        "random": "exp20_full_cifar__random.jsonl",
+        "gradient": "exp20_full_cifar__opt.jsonl",
+        "hyperopt": None,  # the paper has no hyperopt value for full CIFAR-10
+        "proposed": "exp20_full_cifar__splines.jsonl",
+    },
+}
+
+# The e1/e2 sweeps of Fig. 6 (synthetic): (e1, e2) -> file; e1 = m_e, e2 = (period - 1) * m_e.
+SWEEP_FILES: dict[tuple[int, int], str] = {
+    (10, 10): "synthetic_exp8_splines_esize_10_period_2.jsonl",
+    (100, 100): "synthetic_exp8_splines_esize_100_period_2.jsonl",
+    (500, 500): "synthetic_exp8_splines_esize_500_period_2.jsonl",
+    (1000, 1000): "synthetic_exp8_splines_esize_1000_period_2.jsonl",
+    (10, 20): "synthetic_exp8_splines_esize_10_period_3.jsonl",
+    (10, 40): "synthetic_exp8_splines_esize_10_period_5.jsonl",
+    (10, 90): "synthetic_exp8_splines_esize_10_period_10.jsonl",
+}
+
+# The values printed in the paper's Table 2 (mean; None where the paper has no value).
+PAPER_TABLE2: dict[str, dict[str, float | None]] = {
+    "synthetic": dict(no_distillation=0.630, naive=0.630, random=0.6425, gradient=0.770, hyperopt=0.771,
+                      proposed=0.7635),
+    "fashion_mnist": dict(no_distillation=0.8734, naive=0.8737, random=0.7945, gradient=0.8816,
+                          hyperopt=0.8741, proposed=0.8817),
+    "cifar10_reduced": dict(no_distillation=0.5483, naive=0.5489, random=0.5411, gradient=0.5711,
+                            hyperopt=0.5483, proposed=0.5705),
+    "cifar10": dict(no_distillation=0.6554, naive=0.6583, random=0.6419, gradient=0.7043, hyperopt=None,
+                    proposed=0.7036),
+}
+
+CURVE_COLUMNS = ["dataset", "method", "file", "run", "step", "accuracy", "lambda1", "temperature",
+                 "lambda1_theirs"]
+
+
+class AuthorsLogsMissing(FileNotFoundError):
+    """The authors' logs are neither in the data root nor downloadable."""
+
+
+def _data_root() -> Path:
+    try:
+        from kdlib.paths import data_root
+        return Path(data_root())
+    except ImportError:  # pragma: no cover - kdlib.paths not there yet
+        env = os.environ.get("KDLIB_DATA")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "kdlib" / "data"
+
+
+def _candidate_dirs(root: str | os.PathLike | None) -> list[Path]:
+    if root is not None:
+        return [Path(root) / "authors" / "logs", Path(root)]
+    out = [_data_root() / "authors" / "logs"]
+    try:
+        from kdlib.paths import shared_data_dir
+        shared = shared_data_dir()
+        if shared is not None:
+            out.append(Path(shared) / "authors" / "logs")
+    except ImportError:  # pragma: no cover
+        pass
+    out.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "authors" / "logs")
+    return out
+
+
+def find_logs_dir(root: str | os.PathLike | None = None) -> Path | None:
+    """The first folder holding the authors' ``*.jsonl`` logs: ``<root>/authors/logs`` (``root`` defaults to
+    the kdlib data root, ``$KDLIB_DATA``), then the project's ``../shared/data``; ``None`` if none has them."""
+    for d in _candidate_dirs(root):
+        if d.is_dir() and any(d.glob("*.jsonl")):
+            return d
+    return None
+
+
+def logs_dir(root: str | os.PathLike | None = None, download: bool = False) -> Path:
+    """Like :func:`find_logs_dir` but raises :class:`AuthorsLogsMissing` naming the fix; with ``download``
+    fetches the Table 2 files from the pinned commit into ``<data root>/authors/logs`` first."""
+    d = find_logs_dir(root)
+    if d is not None:
+        return d
+    if download:
+        target = (Path(root) if root is not None else _data_root()) / "authors" / "logs"
+        fetch_logs(target)
+        return target
+    raise AuthorsLogsMissing(
+        "the authors' run logs were not found (looked in: "
+        + ", ".join(str(p) for p in _candidate_dirs(root))
+        + "). Set KDLIB_DATA to a data root holding authors/logs/*.jsonl, or call "
+          "kdlib.authors_logs.fetch_logs() (needs internet) to download them from "
+          f"{REPO}@{PINNED_COMMIT[:7]}.")
+
+
+def table2_file_names() -> list[str]:
+    names = {f for cols in TABLE2_FILES.values() for f in cols.values() if f}
+    names.update(SWEEP_FILES.values())
+    return sorted(names)
+
+
+def fetch_logs(target: str | os.PathLike | None = None, names: Iterable[str] | None = None,
+               timeout: float = 30.0) -> Path:
+    """Download the logs behind Table 2 (and Fig. 6) from the pinned commit into ``target``
+    (default ``<data root>/authors/logs``). Raises :class:`AuthorsLogsMissing` with a clear message when
+    there is no network."""
+    target = Path(target) if target is not None else _data_root() / "authors" / "logs"
+    names = list(names) if names is not None else table2_file_names()
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        dest = target / name
+        if dest.exists():
+            continue
+        url = RAW_URL.format(name=name)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed https URL
+                data = resp.read()
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise AuthorsLogsMissing(
+                f"could not download {url} ({exc}). There is no network access, or the host is blocked. "
+                f"Copy the authors' logs (log/*.jsonl of {REPO} at commit {PINNED_COMMIT}) into {target} "
+                f"by hand, or set KDLIB_DATA to a data root that holds authors/logs.") from exc
+        tmp = dest.with_suffix(dest.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+    return target
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+@dataclass
+class Run:
+    """One logged run (one JSON line)."""
+
+    results: list[dict]
+    version: str | None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Run]:
+    """Parse one authors' log file into runs; blank lines are skipped, malformed lines raise ``ValueError``
+    naming the file and line."""
+    runs: list[Run] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
+            if not isinstance(obj, dict) or not isinstance(obj.get("results"), list):
+                raise ValueError(f"{path}:{lineno}: expected an object with a 'results' list")
+            for r in obj["results"]:
+                if "accuracy" not in r or "epoch" not in r:
+                    raise ValueError(f"{path}:{lineno}: every result needs 'epoch' and 'accuracy'")
+            runs.append(Run(results=obj["results"], version=obj.get("version")))
+    return runs
+
+
+def uses_authors_convention(dataset: str, method: str) -> bool:
+    """True if this log's ``lambda1`` weights the distillation term (written through ``param_loss``)."""
+    if method in ("gradient", "proposed", "hyperopt"):
+        return True
+    return method == "random" and dataset != "synthetic"
+
+
+def parse_log(path: str | os.PathLike, dataset: str = "", method: str = "",
+              convert: bool | None = None) -> pd.DataFrame:
+    """Tidy per-step curves of one log file, columns :data:`CURVE_COLUMNS`.
+
+    ``step`` is the logged ``epoch`` field (an iteration for synthetic, an epoch for images). ``lambda1`` is in
+    kdlib's convention (weight of the classification term): converted as ``1 - lambda1_theirs`` when
+    ``convert`` is true (default: :func:`uses_authors_convention`). Missing metaparameters are NaN.
+    """
+    path = Path(path)
+    if convert is None:
+        convert = uses_authors_convention(dataset, method)
+    # the image baselines log no metaparameters; their values are fixed by the protocol
+    fixed = {"no_distillation": (1.0, np.nan), "naive": (0.5, 1.0)}.get(method, (np.nan, np.nan))
+    rows = []
+    for run_id, run in enumerate(read_jsonl(path)):
+        for r in run.results:
+            theirs = r.get("lambda1")
+            theirs = float(theirs) if theirs is not None else np.nan
+            temp = float(r["temp"]) if r.get("temp") is not None else fixed[1]
+            rows.append(dict(dataset=dataset, method=method, file=path.name, run=run_id, step=int(r["epoch"]),
+                             accuracy=float(r["accuracy"]),
+                             lambda1=(1.0 - theirs) if convert else (fixed[0] if np.isnan(theirs) else theirs),
+                             temperature=temp,
+                             lambda1_theirs=theirs))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def final_accuracies(path: str | os.PathLike) -> np.ndarray:
+    """The last logged accuracy of every run (line) of a file."""
+    return np.array([run.results[-1]["accuracy"] for run in read_jsonl(path) if run.results], dtype=float)
+
+
+def summarize(acc: np.ndarray) -> dict[str, float]:
+    """mean, max, population std (ddof=0, as the paper's ± values) and count of final accuracies."""
+    acc = np.asarray(acc, dtype=float)
+    if acc.size == 0:
+        return dict(mean=np.nan, max=np.nan, std=np.nan, n=0)
+    return dict(mean=float(acc.mean()), max=float(acc.max()), std=float(acc.std(ddof=0)), n=int(acc.size))
+
+
+def curves(root: str | os.PathLike | None = None, datasets: Iterable[str] = DATASETS,
+           methods: Iterable[str] = METHODS, download: bool = False) -> pd.DataFrame:
+    """Per-step curves of every Table 2 log as one tidy DataFrame (see :func:`parse_log`)."""
+    d = logs_dir(root, download=download)
+    frames = []
+    for ds in datasets:
+        for m in methods:
+            name = TABLE2_FILES[ds][m]
+            if name is None:
+                continue
+            frames.append(parse_log(d / name, dataset=ds, method=m))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
+
+
+def sweep_curves(root: str | os.PathLike | None = None, download: bool = False) -> pd.DataFrame:
+    """Curves of the synthetic e1/e2 sweep logs (Fig. 6), with ``e1``/``e2`` columns."""
+    d = logs_dir(root, download=download)
+    frames = []
+    for (e1, e2), name in SWEEP_FILES.items():
+        if not (d / name).exists():
+            continue
+        df = parse_log(d / name, dataset="synthetic", method="proposed")
+        df["e1"], df["e2"] = e1, e2
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS + ["e1", "e2"])
+
+
+def table2_numeric(root: str | os.PathLike | None = None, download: bool = False) -> pd.DataFrame:
+    """Table 2 regenerated from the logs, long form: one row per (dataset, method) with mean, max, std, n and
+    the source file; cells with no log (full CIFAR-10 hyperopt) have NaN and ``file=None``."""
+    d = logs_dir(root, download=download)
+    rows = []
+    for ds in DATASETS:
+        for m in METHODS:
+            name = TABLE2_FILES[ds][m]
+            stats = summarize(final_accuracies(d / name)) if name else summarize(np.array([]))
+            rows.append(dict(dataset=ds, method=m, file=name, **stats))
+    return pd.DataFrame(rows)
+
+
+def format_cell(mean: float, mx: float, std: float, digits: int = 4) -> str:
+    """``mean (max) ± std`` with ``digits`` decimals; an em dash for a missing cell."""
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    return f"{mean:.{digits}f} ({mx:.{digits}f}) ± {std:.{digits}f}"
+
+
+def table2(root: str | os.PathLike | None = None, download: bool = False, digits: int = 4) -> pd.DataFrame:
+    """Table 2 as the paper lays it out: rows = methods, columns = datasets, cells ``mean (max) ± std``."""
+    num = table2_numeric(root, download=download)
+    num["cell"] = [format_cell(a, b, c, digits) for a, b, c in zip(num["mean"], num["max"], num["std"])]
+    out = num.pivot(index="method", columns="dataset", values="cell")
+    return out.loc[list(METHODS), list(DATASETS)]
+
+
+def paper_table2() -> pd.DataFrame:
+    """The printed Table 2 means (rows methods, columns datasets; NaN where the paper is empty)."""
+    return pd.DataFrame({ds: {m: (np.nan if v is None else v) for m, v in col.items()}
+                         for ds, col in PAPER_TABLE2.items()}).loc[list(METHODS), list(DATASETS)]
