@@ -1,0 +1,156 @@
+"""The six methods and their controllers: box, determinism, Algorithm 1's phases, NaN handling, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import kdlib.methods as methods
+from kdlib.config import resolve_config
+from kdlib.metaparams import in_box
+from kdlib.train import Problem, Split
+
+
+def _problem(seed: int = 0, n: int = 15, n_val: int = 60) -> Problem:
+    """A small fixed logistic problem in the synthetic shape: 3 features, 2 classes."""
+    g = torch.Generator().manual_seed(1234 + seed)
+    x = torch.randn(n + n_val, 3, generator=g)
+    y = ((x[:, 0] * x[:, 1] + 0.5 * torch.randn(n + n_val, generator=g)) > 0).long()
+    teacher = torch.stack([-x[:, 0] * x[:, 1], x[:, 0] * x[:, 1]], 1) * 2.0
+    return Problem(train=Split(x[:n], y[:n], teacher[:n]), val=Split(x[n:], y[n:]), test=Split(x[n:], y[n:]),
+                   make_student=lambda: nn.Linear(3, 2))
+
+
+def _cfg(method: str, **kw):
+    seed = kw.pop("seed", 0)
+    base = dict(iterations=40, log_every=1)
+    base.update(kw)
+    return resolve_config("synthetic", method, "smoke", seed=seed, **base)
+
+
+def _strip(history):
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in history]
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_history_never_leaves_the_box(method):
+    # an aggressive metaparameter learning rate pushes against the box at every step
+    cfg = _cfg(method, meta_lr=500.0, meta_clip=1.0, e1=3, e2=7, hyperopt_evals=2)
+    res = methods.get_method(method).run(cfg, _problem())
+    lam = torch.tensor([[r["lambda1"], r["temperature"]] for r in res.history])
+    assert len(res.history) == 40
+    assert in_box(lam, atol=1e-6), lam
+
+
+def test_gradient_moves_towards_the_box_edges_with_large_steps():
+    cfg = _cfg("gradient", meta_lr=500.0, meta_clip=1.0)
+    res = methods.get_method("gradient").run(cfg, _problem())
+    lam = torch.tensor([[r["lambda1"], r["temperature"]] for r in res.history])
+    # with huge steps the iterates must hit a face of the box (projection is active), not stay inside
+    on_face = (lam[:, 0] == 0) | (lam[:, 0] == 1) | (lam[:, 1] == 0.1) | (torch.isclose(lam[:, 1], torch.tensor(10.0)))
+    assert on_face.any()
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_same_seed_same_history(method):
+    cfg = _cfg(method, e1=3, e2=4, hyperopt_evals=2)
+    a = methods.get_method(method).run(cfg, _problem()).history
+    b = methods.get_method(method).run(cfg, _problem()).history
+    assert _strip(a) == _strip(b)
+
+
+def test_different_seeds_differ():
+    a = methods.get_method("gradient").run(_cfg("gradient", seed=0), _problem()).history
+    b = methods.get_method("gradient").run(_cfg("gradient", seed=1), _problem()).history
+    assert a[0]["lambda1"] != b[0]["lambda1"]
+
+
+def test_proposed_follows_algorithm1():
+    e1, e2 = 4, 3
+    cfg = _cfg("proposed", e1=e1, e2=e2, iterations=3 * (e1 + e2), meta_lr=5.0, meta_clip=1.0)
+    hist = methods.get_method("proposed").run(cfg, _problem()).history
+    phases = [r["phase"] for r in hist]
+    expected = (["gradient"] * e1 + ["extrapolate"] * e2) * 3
+    assert phases == expected
+    lam = np.array([[r["lambda1"], r["temperature"]] for r in hist])
+    for c in range(3):
+        start = c * (e1 + e2)
+        grad_part = lam[start:start + e1]
+        for d in range(2):
+            line = np.polyfit(np.arange(e1), grad_part[:, d], 1)
+            pred = np.polyval(line, np.arange(e1, e1 + e2))
+            lo, hi = (0.0, 1.0) if d == 0 else (0.1, 10.0)
+            np.testing.assert_allclose(lam[start + e1:start + e1 + e2, d], np.clip(pred, lo, hi), atol=1e-5)
+    # hypergradients are only evaluated in the gradient phase: e1 per cycle
+    assert hist[-1]["hypergrad_evals"] == 3 * e1
+
+
+def test_proposed_costs_about_half_of_gradient_in_hypergradients():
+    g = methods.get_method("gradient").run(_cfg("gradient", iterations=40), _problem()).history
+    p = methods.get_method("proposed").run(_cfg("proposed", iterations=40), _problem()).history
+    assert g[-1]["hypergrad_evals"] == 40
+    assert p[-1]["hypergrad_evals"] == 20
+
+
+def test_fixed_methods_keep_their_values():
+    nd = methods.get_method("no_distillation").run(_cfg("no_distillation"), _problem()).history
+    nv = methods.get_method("naive").run(_cfg("naive"), _problem()).history
+    assert {(r["lambda1"], r["temperature"]) for r in nd} == {(1.0, 1.0)}
+    assert {(r["lambda1"], r["temperature"]) for r in nv} == {(0.5, 1.0)}
+    rnd = methods.get_method("random").run(_cfg("random"), _problem()).history
+    assert len({(r["lambda1"], r["temperature"]) for r in rnd}) == 1
+
+
+def test_random_law_uniform_vs_loguniform():
+    from kdlib.metaparams import sample_random_baseline
+
+    uni = np.array([float(sample_random_baseline(np.random.default_rng(s), "uniform")[1]) for s in range(400)])
+    log = np.array([float(sample_random_baseline(np.random.default_rng(s), "loguniform")[1]) for s in range(400)])
+    # U(0.1, 10) has median ~5; 10^U(-1,1) has median 1
+    assert 4.0 < np.median(uni) < 6.0
+    assert 0.7 < np.median(log) < 1.4
+
+
+def test_nan_hypergradient_is_skipped_and_counted(monkeypatch):
+    real = methods.hypergradient
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        g = real(*args, **kwargs)
+        if calls["n"] % 3 == 0:
+            return torch.full_like(g, float("nan"))
+        return g
+
+    monkeypatch.setattr(methods, "hypergradient", flaky)
+    hist = methods.get_method("gradient").run(_cfg("gradient", iterations=30), _problem()).history
+    assert hist[-1]["nan_skipped"] == 10
+    lam = np.array([[r["lambda1"], r["temperature"]] for r in hist])
+    assert np.isfinite(lam).all()
+    # a skipped step leaves the metaparameters where they were
+    for step in (2, 5, 8):
+        np.testing.assert_array_equal(lam[step], lam[step - 1])
+
+
+def test_hyperopt_counts_full_trainings():
+    res = methods.get_method("hyperopt").run(_cfg("hyperopt", hyperopt_evals=3), _problem())
+    assert res.full_trainings == 4
+    assert len(res.extra["trials"]) == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(method="nope"), "unknown method"),
+    (dict(dataset="mnist"), "unknown dataset"),
+    (dict(profile="huge"), "unknown profile"),
+    (dict(e1=1), "e1"),
+    (dict(init_lambda1=1.5), "outside"),
+    (dict(init_temperature=0.01), "outside"),
+    (dict(estimator="magic"), "unknown estimator"),
+    (dict(bogus_field=3), "unknown config field"),
+])
+def test_bad_input_names_the_fix(kwargs, match):
+    args = dict(dataset="synthetic", method="gradient", profile="smoke")
+    args.update({k: kwargs.pop(k) for k in list(kwargs) if k in args})
+    with pytest.raises(ValueError, match=match):
+        resolve_config(args["dataset"], args["method"], args["profile"], 0, **kwargs)

@@ -1,0 +1,97 @@
+"""The runner: tidy results on disk, atomic per-run records, resume without redoing finished seeds, CLI errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import kdlib.runner as runner
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+
+
+def test_results_csv_schema_and_values(tmp_path):
+    out = tmp_path / "res"
+    df = runner.run_experiments("synthetic", ["no_distillation", "gradient"], 2, "smoke", out, progress=False)
+    on_disk = pd.read_csv(out / "results.csv")
+    assert set(runner.RESULT_COLUMNS) <= set(on_disk.columns)
+    assert len(on_disk) == len(df) > 0
+    assert set(on_disk["method"]) == {"no_distillation", "gradient"}
+    assert set(on_disk["seed"]) == {0, 1}
+    # each run's record holds the same history as the CSV rows
+    rec = json.loads((out / "runs" / "synthetic__gradient__seed1.json").read_text())
+    rows = on_disk[(on_disk.method == "gradient") & (on_disk.seed == 1)].sort_values("step")
+    assert list(rows["test_accuracy"]) == [h["test_accuracy"] for h in rec["history"]]
+    assert rec["summary"]["final_accuracy"] == rec["history"][-1]["test_accuracy"]
+    assert rec["summary"]["hypergrad_evals"] == rec["config"]["iterations"]
+    configs = json.loads((out / "config.json").read_text())
+    assert len(configs) == 4
+
+
+def test_resume_skips_finished_runs(tmp_path, monkeypatch):
+    out = tmp_path / "res"
+    calls: list[str] = []
+    real = runner.run_one
+
+    def interrupted(cfg, progress=False):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the sweep is killed during its third run
+        calls.append(cfg.key())
+        return real(cfg, progress)
+
+    monkeypatch.setattr(runner, "run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False)
+    assert len(list((out / "runs").glob("*.json"))) == 2
+    assert not list((out / "runs").glob(".*tmp"))  # no half-written record
+
+    resumed: list[str] = []
+
+    def counting(cfg, progress=False):
+        resumed.append(cfg.key())
+        return real(cfg, progress)
+
+    monkeypatch.setattr(runner, "run_one", counting)
+    df = runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False)
+    assert sorted(resumed) == sorted({"synthetic__naive__seed0", "synthetic__naive__seed1",
+                                      "synthetic__random__seed0", "synthetic__random__seed1"} - set(calls))
+    assert len(df.groupby(["method", "seed"])) == 4
+    # a third call has nothing left to do
+    resumed.clear()
+    runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False)
+    assert resumed == []
+
+
+def test_changed_config_is_recomputed(tmp_path, monkeypatch):
+    out = tmp_path / "res"
+    runner.run_experiments("synthetic", ["gradient"], 1, "smoke", out, progress=False)
+    seen: list[str] = []
+    real = runner.run_one
+    monkeypatch.setattr(runner, "run_one", lambda cfg, progress=False: (seen.append(cfg.key()), real(cfg))[1])
+    runner.run_experiments("synthetic", ["gradient"], 1, "smoke", out, progress=False, overrides={"meta_lr": 0.5})
+    assert seen == ["synthetic__gradient__seed0"]
+
+
+def test_cli_unknown_method_exits_with_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kdlib", "run", "--dataset", "synthetic", "--methods", "bogus",
+                           "--seeds", "1", "--profile", "smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unknown method 'bogus'" in proc.stderr and "gradient" in proc.stderr
+
+
+def test_cli_runs_and_prints_json(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kdlib", "run", "--dataset", "synthetic", "--methods",
+                           "no_distillation,naive", "--seeds", "1", "--profile", "smoke", "--out", str(tmp_path),
+                           "--no-progress", "--set", "iterations=20"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert set(summary) == {"no_distillation", "naive"}
+    assert (tmp_path / "results.csv").exists()

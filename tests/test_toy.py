@@ -1,0 +1,69 @@
+"""kdlib.toy: the quadratic bilevel problem behind the Theorem 1 page."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdlib import toy
+
+
+def test_exact_optimum_matches_grid_and_brute_force():
+    p = toy.make_problem(dim=6, hessian_spread=0.3, seed=1)
+    opt = p.optimum()
+    grid = p.grid_optimum((-4, -4), (4, 4), n=321)
+    assert np.linalg.norm(opt - grid) < 0.05
+    # optimality: the gradient of the outer objective vanishes (finite differences)
+    eps = 1e-5
+    g = [(p.val_loss(opt + eps * e) - p.val_loss(opt - eps * e)) / (2 * eps) for e in np.eye(2)]
+    assert np.abs(g).max() < 1e-6
+
+
+def test_inner_solution_is_stationary():
+    p = toy.make_problem(dim=5, hessian_spread=0.5, seed=2)
+    lam = np.array([0.3, -1.2])
+    w = p.inner_solution(lam)
+    assert np.allclose(p.H @ w - p.B @ lam - p.c, 0, atol=1e-10)
+
+
+def test_hypergradient_matches_finite_difference():
+    p = toy.make_problem(dim=5, hessian_spread=0.4, seed=3)
+    w = np.random.default_rng(0).normal(size=5)
+    lam = np.array([0.5, 0.7])
+    lr = 0.3
+
+    def outer(l):
+        return float(p.val_loss_w(w - lr * (p.H @ w - p.B @ l - p.c)))
+
+    eps = 1e-6
+    fd = np.array([(outer(lam + eps * e) - outer(lam - eps * e)) / (2 * eps) for e in np.eye(2)])
+    assert np.allclose(p.hypergradient(w, lam, lr), fd, atol=1e-6)
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.5])
+def test_greedy_converges_to_its_fixed_point(spread):
+    p = toy.make_problem(dim=8, hessian_spread=spread, seed=0)
+    run = p.greedy(np.array([2.0, -2.0]), steps=20000, lr=0.5, meta_lr=1.0)
+    assert np.linalg.norm(run["lam"][-1] - p.greedy_fixed_point()) < 1e-6
+    dist = np.linalg.norm(run["lam"][-1] - p.optimum())
+    if spread == 0.0:
+        assert dist < 1e-6  # Theorem 1: H = I, the greedy method is exact
+    else:
+        assert dist > 1e-3  # H far from I: it stops elsewhere
+    assert run["lam"].shape == (20001, 2) and run["hypergrad"].shape == (20000, 2)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="positive definite"):
+        toy.make_problem(hessian_spread=1.0)
+    with pytest.raises(ValueError):
+        toy.make_problem(dim=1)
+
+
+def test_extrapolation_error_small_for_linear_path():
+    pytest.importorskip("kdlib.trajectory")
+    hist = np.stack([np.arange(100) * 0.1, 3.0 - np.arange(100) * 0.02], axis=1)
+    errs = toy.extrapolation_errors(hist, start=5, e1=10, e2_values=[10, 50])
+    assert max(errs) < 1e-8
+    curved = np.stack([np.arange(100) ** 2 * 1e-3, np.zeros(100)], axis=1)
+    e = toy.extrapolation_errors(curved, start=0, e1=10, e2_values=[10, 80])
+    assert e[1] > e[0] > 0
