@@ -391,6 +391,28 @@ def load_raw(name: str, root: str | os.PathLike | None = None,
     raise FileNotFoundError(missing_data_message(name, root, [p for _, p in locs]))
 
 
+def load_labels(name: str, root: str | os.PathLike | None = None, split: str = "train") -> np.ndarray:
+    """Only the int64 labels of an image dataset split, in the official order (cheap: an npz cache reads
+    just its ``labels`` entry, Fashion-MNIST just its label file)."""
+    if name not in IMAGE_DATASETS:
+        raise ValueError(f"unknown image dataset {name!r}; choose one of: {', '.join(IMAGE_DATASETS)}")
+    r = data_root(root)
+    locs = _search_locations(name, r)
+    for kind, loc in locs:
+        if kind == "npz" and (loc / f"{split}.npz").is_file():
+            with np.load(loc / f"{split}.npz") as f:
+                return np.asarray(f["labels"]).astype(np.int64)
+        if kind == "idx" and loc.is_dir():
+            p = _find_idx(loc, _FMNIST_FILES[split][1])
+            if p is not None:
+                return read_idx(p).astype(np.int64)
+        if kind == "pickle" and loc.is_dir():
+            arrays = _try_read(kind, loc)
+            if arrays is not None:
+                return arrays[split][1]
+    raise FileNotFoundError(missing_data_message(name, r, [p for _, p in locs]))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # image bundles (Sec. 4.2)
 # ----------------------------------------------------------------------------------------------------------

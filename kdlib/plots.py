@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 METHODS = ("no_distillation", "naive", "random", "gradient", "hyperopt", "proposed")
 LABELS = {"no_distillation": "without distillation", "naive": "naive", "random": "random",

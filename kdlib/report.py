@@ -39,6 +39,8 @@ def git_commit(repo: str | Path | None = None) -> str:
 def _fmt_seeds(seeds: Any) -> str:
     if seeds is None:
         return "—"
+    if isinstance(seeds, dict):
+        return ", ".join(f"{k}: {len(v) if isinstance(v, (list, tuple)) else v}" for k, v in seeds.items())
     if isinstance(seeds, int):
         return f"{seeds} (0..{seeds - 1})" if seeds > 0 else "0"
     seeds = list(seeds)

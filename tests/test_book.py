@@ -48,8 +48,9 @@ def test_notebooks_run_under_nbval_at_smoke(tmp_path):
         nb = jupytext.read(p)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         jupytext.write(nb, tmp_path / f"{p.stem}.ipynb", fmt="ipynb")
-    env = dict(os.environ, KDLIB_PROFILE="smoke", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
+    env = dict(os.environ, KDLIB_PROFILE="smoke", OMP_NUM_THREADS="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("MPLBACKEND", None)
     if not env.get("KDLIB_DATA") and (REPO.parent / "shared" / "data").is_dir():
         env["KDLIB_DATA"] = str(REPO.parent / "shared" / "data")
     proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",

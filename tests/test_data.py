@@ -251,3 +251,14 @@ def test_paths_resolution(tmp_path, monkeypatch, isolated_kdlib_env):
     assert writable_data_dir() == c / "data"
     monkeypatch.delenv("KDLIB_DATA")
     assert data_root().parts[-3:] == (".cache", "kdlib", "data")
+
+
+def test_load_labels_reads_only_labels(tmp_path):
+    root = tmp_path / "root"
+    (_, ytr), (_, yte) = make_fmnist_root(root, n_train=12, n_test=4)
+    assert D.load_labels("fashion_mnist", root).tolist() == ytr.tolist()
+    assert D.load_labels("fashion_mnist", root, split="test").tolist() == yte.tolist()
+    (_, ctr), _ = make_cifar_npz(root, n_train=15, n_test=3)
+    assert D.load_labels("cifar10", root).tolist() == ctr.tolist()
+    with pytest.raises(FileNotFoundError, match="KDLIB_DATA"):
+        D.load_labels("cifar10", tmp_path / "none")

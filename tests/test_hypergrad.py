@@ -14,6 +14,17 @@ import higher
 from kdlib.hypergrad import METHODS, hypergradient
 from kdlib.losses import distillation_loss, validation_loss
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest and avoids spin-waiting on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # test models and data
 # ---------------------------------------------------------------------------------------------------------
@@ -221,9 +232,13 @@ def test_unrolled_float64_is_tight():
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 0.03), (torch.float64, 1e-4)])
-def test_finite_difference_agrees_with_unrolled_logreg(dtype, tol):
-    errs = []
+# The authors' eps = 0.01 / ||dw|| moves w by exactly 0.01 in norm; the resulting error is curvature
+# (truncation) dominated, hence the same in float32 and float64 (measured: logreg median 3e-5, max 1.2e-3;
+# the BN CNN 0.2%-10%, median 1.7%). In float64 a small eps_scale removes the truncation error
+# (CNN ~1e-9 at 1e-6), which checks that the difference quotient targets exactly the unrolled value.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_finite_difference_agrees_with_unrolled_logreg(dtype):
+    errs, errs_small = [], []
     for seed in range(3):
         train, val = synthetic_data(seed, dtype=dtype)
         model = make_logreg(seed, dtype)
@@ -231,17 +246,24 @@ def test_finite_difference_agrees_with_unrolled_logreg(dtype, tol):
         un = hypergradient(model, train, val, lam, 1.0, 0.1)
         fd = hypergradient(model, train, val, lam, 1.0, 0.1, method="finite_difference")
         errs.append(rel_err(fd, un))
-    assert max(errs) < tol, errs
+        if dtype == torch.float64:
+            fd = hypergradient(model, train, val, lam, 1.0, 0.1, method="finite_difference", fd_eps_scale=1e-6)
+            errs_small.append(rel_err(fd, un))
+    assert max(errs) < 0.01, errs
+    assert max(errs_small, default=0.0) < 1e-8, errs_small
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 0.05), (torch.float64, 1e-2)])
-def test_finite_difference_agrees_with_unrolled_cnn(dtype, tol):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_finite_difference_agrees_with_unrolled_cnn(dtype):
     train, val = cifar_data(dtype=dtype)
     model = make_cnn(dtype=dtype, train=True)
     lam = LAM.to(dtype)
     un = hypergradient(model, train, val, lam, 0.1)
     fd = hypergradient(model, train, val, lam, 0.1, method="finite_difference")
-    assert rel_err(fd, un) < tol
+    assert rel_err(fd, un) < 0.05
+    if dtype == torch.float64:
+        fd = hypergradient(model, train, val, lam, 0.1, method="finite_difference", fd_eps_scale=1e-6)
+        assert rel_err(fd, un) < 1e-6
 
 
 def test_finite_difference_structure():

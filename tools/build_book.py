@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     os.environ["KDLIB_PROFILE"] = args.profile
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend puts the figures into the notebook
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     if args.profile == "smoke":  # tiny models: one thread each is faster and fair on a shared 2-core machine
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -126,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     t_all = time.perf_counter()
     for src in srcs:
-        print(f"[build_book] {src.stem} ...", end=" ", flush=True)
+        print(f"[build_book] {src.stem}: executing", flush=True)
         ok, secs, err = execute(src, args.profile, args.device, args.seeds, args.timeout)
         timings[src.stem] = {"seconds": round(secs, 2), "ok": ok}
-        print(f"{'ok' if ok else 'FAILED'} in {secs:.1f} s" + (f"  ({err})" if err else ""), flush=True)
+        print(f"[build_book] {src.stem}: {'ok' if ok else 'FAILED'} in {secs:.1f} s" + (f"  ({err})" if err else ""),
+              flush=True)
         if not ok:
             failed.append(src.stem)
     total = time.perf_counter() - t_all
