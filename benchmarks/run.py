@@ -165,7 +165,7 @@ def bench_steps(students, timer: Timer, quick: bool) -> tuple[dict, dict, dict, 
         plain[name] = _r(timer.median(lambda: _plain_step(model, opt, s["train"], lam), reps, warmup=2))
         hyper[name], ratio[name] = {}, {}
         for est, (method, steps) in ESTIMATOR_SPECS.items():
-            if quick and est in ("unrolled_k3", "forward") and name != "synthetic":
+            if quick and est in ("unrolled_k3", "forward", "neumann") and name != "synthetic":
                 continue
             cfg = ExperimentConfig(dataset="synthetic" if name == "synthetic" else "cifar10", method="gradient",
                                    estimator=method, unroll_steps=steps, iterations=10, epochs=1,
@@ -234,7 +234,7 @@ def bench_runs(device: torch.device, quick: bool, allow_real: bool) -> dict[str,
     from kdlib.models import make_student
     from kdlib.train import Problem, Split
 
-    n_train, n_test, epochs = (640, 128, 1) if quick else (2560, 512, 2)
+    n_train, n_test, epochs = (384, 64, 1) if quick else (2560, 512, 2)
     x, y, src = _image_data("cifar10_reduced", n_train + n_test, device, allow_real)
     t = _fake_teacher(y)
     full = Split(x[:n_train], y[:n_train], t[:n_train])
@@ -242,7 +242,7 @@ def bench_runs(device: torch.device, quick: bool, allow_real: bool) -> dict[str,
     train = Split(x[:n_tr], y[:n_tr], t[:n_tr])
     val = Split(x[n_tr:n_train], y[n_tr:n_train])
     test = Split(x[n_train:], y[n_train:])
-    evals = 2 if quick else 5
+    evals = 1 if quick else 5
     run_s: dict[str, float] = {}
     info: dict[str, Any] = {}
     timer = Timer(device)
@@ -290,7 +290,8 @@ def bench_estimator_error(students, quick: bool) -> dict[str, Any]:
                 lam = lam.to(batch[0].device)
                 ref = hypergradient(model, batch, s["val"], lam, 0.1, t_val=s["t_val"], method="unrolled")
                 for est, (method, steps) in ESTIMATOR_SPECS.items():
-                    if est == "unrolled" or (quick and est in ("unrolled_k3", "forward") and name != "synthetic"):
+                    if est == "unrolled" or (quick and est in ("unrolled_k3", "forward", "neumann")
+                                             and name != "synthetic"):
                         continue
                     try:
                         with _quiet():
@@ -313,7 +314,7 @@ def bench_teacher(quick: bool) -> dict[str, Any]:
     from kdlib.data import ArraySplit, DataBundle
     from kdlib.teachers import get_teacher
 
-    n = 256 if quick else 512
+    n = 128 if quick else 1024  # (OneCycleLR in kdlib.teachers divides by zero at exactly 4 steps)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n + 64, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (n + 64,), generator=g)
@@ -384,9 +385,9 @@ def bench_batching(quick: bool) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- synthetic column
 def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
-    from kdlib.batched import run_batched
+    from kdlib.batched import run_batched, single_thread
     from kdlib.config import resolve_config
-    from kdlib.runner import build_problem, load_bundle, load_teacher, run_one
+    from kdlib.runner import load_bundle, load_teacher, run_one
 
     iterations = 200 if quick else AUTHORS_ITERATIONS
     seeds = list(range(10))
@@ -415,10 +416,11 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
     common = ("no_distillation", "gradient", "proposed", "hyperopt")
     speedup = {m: _r(authors_scaled[m] / per_method[m], 4) for m in common}
     # generic kdlib path on the same problem (one seed, gradient, short) for the per-iteration comparison
-    n_gen = 50 if quick else 200
+    n_gen = 20 if quick else 200
     cfg_g = resolve_config("synthetic", "gradient", "paper", 0, **dict(over, iterations=n_gen, log_every=n_gen))
-    run_one(cfg_g)  # warm-up
-    t_gen, _ = timer.once(lambda: run_one(cfg_g))
+    with single_thread(device):  # the same thread setting as the batched engine (fair to the generic path)
+        run_one(cfg_g)  # warm-up
+        t_gen, _ = timer.once(lambda: run_one(cfg_g))
     cfgs_b = [resolve_config("synthetic", "gradient", "paper", s, **dict(over, iterations=n_gen, log_every=n_gen))
               for s in seeds]
     t_bat, _ = timer.once(lambda: run_batched(cfgs_b))

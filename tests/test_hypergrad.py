@@ -543,3 +543,68 @@ def test_bad_arguments():
         hypergradient(model, [train, train], val, LAM, 1.0, steps=3)
     with pytest.raises(ValueError, match="option"):
         hypergradient(model, train, val, LAM, 1.0, method="unrolled", neumann_terms=3)
+
+
+class _FrozenAndUnused(TinyCifarStudent):
+    """A frozen first conv (requires_grad=False, not stepped) and a parameter the forward never uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused_head = nn.Linear(64, 3)
+        self.features[0].weight.requires_grad_(False)
+
+
+def test_frozen_and_unused_parameters_all_estimators_consistent():
+    train, val = cifar_data(4, batch=8, dtype=torch.float64)
+    model = make_cnn(_FrozenAndUnused, seed=4, dtype=torch.float64, train=True)
+    lam = LAM.double()
+    snap = snapshot(model)
+    ref = reference_higher_trainable(model, train, val, lam, 0.3)
+    for method, opts in [("unrolled", {}), ("unrolled", {"unrolled_impl": "reverse"}), ("forward", {})]:
+        got = hypergradient(model, train, val, lam, 0.3, method=method, **opts)
+        assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12), (method, opts)
+    fd = hypergradient(model, train, val, lam, 0.3, method="finite_difference", fd_eps_scale=1e-6)
+    assert rel_err(fd, ref) < 1e-6
+    assert torch.isfinite(hypergradient(model, train, val, lam, 0.3, method="neumann")).all()
+    assert_unchanged(model, snap)
+
+
+def reference_higher_trainable(model, batch, val_batch, lam, lr):
+    """Hand-written one-step reference on the trainable parameters only (frozen ones held fixed)."""
+    model = copy.deepcopy(model)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    lam = lam.detach().clone().requires_grad_(True)
+    x, y, t = batch
+    loss = distillation_loss(model(x), t, y, lam[0], lam[1])
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True, materialize_grads=True)
+    new = {n: p - lr * g for n, p, g in zip(names, params, grads)}
+    out = torch.func.functional_call(model, new, (val_batch[0],))
+    (g,) = torch.autograd.grad(validation_loss(out, val_batch[1]), lam)
+    return g
+
+
+# --- the `higher` implementation behind unrolled_impl="higher" ----------------------------------------------
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_higher_impl_matches_default_and_leaves_state(steps, train_mode):
+    import copy
+
+    from kdlib.hypergrad import hypergradient as hg_fn
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
+    model.train(train_mode)
+    x, y, t = torch.randn(12, 3, 8, 8), torch.randint(0, 10, (12,)), torch.randn(12, 10)
+    xv, yv = torch.randn(10, 3, 8, 8), torch.randint(0, 10, (10,))
+    lam = torch.tensor([0.3, 2.5])
+    before = copy.deepcopy(model.state_dict())
+    ref = hg_fn(model, (x, y, t), (xv, yv), lam, 0.1, t_val=1.0, method="unrolled", steps=steps,
+                unrolled_impl="reverse")
+    got = hg_fn(model, (x, y, t), (xv, yv), lam, 0.1, t_val=1.0, method="unrolled", steps=steps,
+                unrolled_impl="higher")
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training == train_mode
