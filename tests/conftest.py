@@ -12,6 +12,18 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The suite's models are tiny: on a shared 2-core machine one intra-op thread is several times faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def isolated_kdlib_env(tmp_path, monkeypatch):
     """Every test gets its own empty data root and cache: nothing is read from or written to ~/.cache."""

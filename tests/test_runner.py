@@ -11,9 +11,15 @@ import pytest
 import kdlib.runner as runner
 
 
+@pytest.fixture(scope="module")
+def _module_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("runner_cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+def _shared_cache(_module_cache, monkeypatch):
+    # one cache for this module: the synthetic teacher (20,000 SGD steps) is trained once, then loaded
+    monkeypatch.setenv("KDLIB_CACHE", str(_module_cache))
 
 
 def test_results_csv_schema_and_values(tmp_path):
