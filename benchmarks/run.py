@@ -461,6 +461,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     device = torch.device(a.device)
+    if a.quick:  # schema smoke run: one thread avoids OpenMP barrier stalls on a shared, loaded machine
+        torch.set_num_threads(1)
     allow_real = not (a.quick or a.no_real_data)
     t_start = time.perf_counter()
     timer = Timer(device)

@@ -21,9 +21,12 @@ def bounds(device: torch.device | str | None = None, dtype: torch.dtype = torch.
 
 
 def project(metaparams: Tensor) -> Tensor:
-    """Clamp (..., 2) metaparameters into the box; works on a batch of stacked seeds, never syncs."""
-    lo, hi = bounds(metaparams.device, metaparams.dtype)
-    return torch.maximum(torch.minimum(metaparams, hi), lo)
+    """Clamp (..., 2) metaparameters into the box; works on a batch of stacked seeds.
+
+    Scalar clamps only: no host-to-device copy of the bounds, so the CUDA path never synchronises.
+    """
+    return torch.stack([metaparams[..., 0].clamp(*LAMBDA1_RANGE), metaparams[..., 1].clamp(*TEMPERATURE_RANGE)],
+                       dim=-1)
 
 
 def in_box(metaparams: Tensor, atol: float = 1e-6) -> bool:

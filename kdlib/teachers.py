@@ -253,7 +253,9 @@ def _train_image_teacher(bundle: DataBundle, kind: str, epochs: int, seed: int, 
     data = bundle.train_full.to(device)
     steps = epochs * math.ceil(len(data) / batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 1), pct_start=0.25)
+    # one-cycle needs a few steps per phase; very short (smoke-scale) trainings keep a constant lr
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.25)
+             if steps >= 8 else None)
     pad, flip = (4, True) if bundle.name.startswith("cifar") else (2, False)
     t0 = time.perf_counter()
     for ep in range(epochs):
@@ -266,7 +268,8 @@ def _train_image_teacher(bundle: DataBundle, kind: str, epochs: int, seed: int, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             tot += float(loss.detach()) * len(yb)
             correct += int((out.argmax(1) == yb).sum())
             n += len(yb)

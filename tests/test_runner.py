@@ -53,7 +53,7 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "run_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False)
+        runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False, batched=False)
     assert len(list((out / "runs").glob("*.json"))) == 2
     assert not list((out / "runs").glob(".*tmp"))  # no half-written record
 
@@ -64,13 +64,13 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
         return real(cfg, progress)
 
     monkeypatch.setattr(runner, "run_one", counting)
-    df = runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False)
+    df = runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False, batched=False)
     assert sorted(resumed) == sorted({"synthetic__naive__seed0", "synthetic__naive__seed1",
                                       "synthetic__random__seed0", "synthetic__random__seed1"} - set(calls))
     assert len(df.groupby(["method", "seed"])) == 4
     # a third call has nothing left to do
     resumed.clear()
-    runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False)
+    runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False)  # batched too
     assert resumed == []
 
 
@@ -80,7 +80,8 @@ def test_changed_config_is_recomputed(tmp_path, monkeypatch):
     seen: list[str] = []
     real = runner.run_one
     monkeypatch.setattr(runner, "run_one", lambda cfg, progress=False: (seen.append(cfg.key()), real(cfg))[1])
-    runner.run_experiments("synthetic", ["gradient"], 1, "smoke", out, progress=False, overrides={"meta_lr": 0.5})
+    runner.run_experiments("synthetic", ["gradient"], 1, "smoke", out, progress=False, overrides={"meta_lr": 0.5},
+                           batched=False)
     assert seen == ["synthetic__gradient__seed0"]
 
 
@@ -101,3 +102,24 @@ def test_cli_runs_and_prints_json(tmp_path):
     summary = json.loads(proc.stdout)
     assert set(summary) == {"no_distillation", "naive"}
     assert (tmp_path / "results.csv").exists()
+
+
+def test_batched_engine_is_used_and_resumes(tmp_path, monkeypatch):
+    import kdlib.batched as batched
+
+    out = tmp_path / "res"
+    groups: list[list[str]] = []
+    real = batched.run_batched
+
+    def spy(configs, *a, **k):
+        groups.append([c.key() for c in configs])
+        return real(configs, *a, **k)
+
+    monkeypatch.setattr(batched, "run_batched", spy)
+    runner.run_experiments("synthetic", ["gradient", "naive"], 3, "smoke", out, progress=False)
+    assert sorted(map(len, groups)) == [3, 3]  # one batch of three seeds per method
+    (out / "runs" / "synthetic__gradient__seed1.json").unlink()
+    groups.clear()
+    df = runner.run_experiments("synthetic", ["gradient", "naive"], 3, "smoke", out, progress=False)
+    assert groups == [["synthetic__gradient__seed1"]]
+    assert len(df.groupby(["method", "seed"])) == 6
