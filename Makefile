@@ -26,15 +26,20 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# the summary page tabulates the benchmark's JSON (quick mode unless PROFILE=paper)
+BENCH_FLAGS := $(if $(filter paper,$(PROFILE)),,--quick)
+
 book: $(STAMP)
+	$(PY) -m benchmarks.run $(BENCH_FLAGS) --device $(DEVICE) --out results/$(PROFILE)/benchmark.json >/dev/null
 	$(PY) tools/build_book.py --profile $(PROFILE) --device $(DEVICE)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m benchmarks.run --quick --out results/smoke/benchmark.json >/dev/null
 	$(PY) tools/build_book.py --profile smoke --device cpu --warnings-as-errors
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run --device $(DEVICE)
+	$(PY) -m benchmarks.run --device $(DEVICE) --out results/benchmark-$(DEVICE).json
 
 clean-book:
 	rm -rf book/_build book/*.ipynb

@@ -261,3 +261,26 @@ def final_accuracy(df: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, method, seed): the test accuracy at the last logged point."""
     last = df.sort_values("step").groupby(["dataset", "method", "seed"], as_index=False).tail(1)
     return last[["dataset", "method", "seed", "test_accuracy"]].reset_index(drop=True)
+
+
+def fixed_grid(cfg: ExperimentConfig, lambda1s: Sequence[float], temperatures: Sequence[float]) -> pd.DataFrame:
+    """Train the student of ``cfg`` once per fixed (lambda1, T) on a grid, from the same initialisation.
+
+    Returns one row per grid point: lambda1, temperature, val_loss (L_val at T_val on D_val after training)
+    and test_accuracy: the outer objective of the bilevel problem (1)-(2), drawn pointwise.
+    """
+    from kdlib.methods import FixedController
+    from kdlib.train import evaluate, train_student
+
+    rows = []
+    with _threads_for(cfg):
+        bundle = load_bundle(cfg)
+        problem = build_problem(cfg, bundle, load_teacher(cfg, bundle))
+        for l1 in lambda1s:
+            for temp in temperatures:
+                lam = torch.tensor([float(l1), float(temp)], dtype=torch.float32)
+                out = train_student(cfg, problem, FixedController(lam))
+                _, val_loss = evaluate(out.model, problem.val, cfg.t_val)
+                rows.append(dict(lambda1=float(l1), temperature=float(temp), val_loss=val_loss,
+                                 test_accuracy=out.history[-1]["test_accuracy"]))
+    return pd.DataFrame(rows)

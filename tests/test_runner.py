@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import torch
 import pytest
 
 import kdlib.runner as runner
@@ -123,3 +124,21 @@ def test_batched_engine_is_used_and_resumes(tmp_path, monkeypatch):
     df = runner.run_experiments("synthetic", ["gradient", "naive"], 3, "smoke", out, progress=False)
     assert groups == [["synthetic__gradient__seed1"]]
     assert len(df.groupby(["method", "seed"])) == 6
+
+
+def test_fixed_grid_matches_single_runs(tmp_path):
+    from kdlib.config import resolve_config
+    from kdlib.methods import FixedController
+    from kdlib.train import train_student
+
+    cfg = resolve_config("synthetic", "gradient", "smoke", 0, variant="authors")
+    grid = runner.fixed_grid(cfg, [0.0, 1.0], [0.5, 5.0])
+    assert len(grid) == 4
+    # lambda1 = 1 is pure label training: T has no effect
+    pure = grid[grid.lambda1 == 1.0]
+    assert pure.val_loss.nunique() == 1 and pure.test_accuracy.nunique() == 1
+    bundle = runner.load_bundle(cfg)
+    problem = runner.build_problem(cfg, bundle, runner.load_teacher(cfg, bundle))
+    out = train_student(cfg, problem, FixedController(torch.tensor([0.0, 5.0])))
+    row = grid[(grid.lambda1 == 0.0) & (grid.temperature == 5.0)].iloc[0]
+    assert row.test_accuracy == out.history[-1]["test_accuracy"]
