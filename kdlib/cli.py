@@ -22,6 +22,11 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:  # its options belong to kdlib.data.export_main
+        from kdlib.data import export_main
+
+        return int(export_main(argv[1:]) or 0)
     parser = argparse.ArgumentParser(prog="kdlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run methods x seeds on a dataset and write DIR/results.csv")
@@ -36,13 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--set", dest="overrides", action="append", type=_parse_override, default=[],
                      metavar="KEY=VALUE", help="override any ExperimentConfig field, e.g. --set e2=20")
     run.add_argument("--no-progress", action="store_true")
-    exp = sub.add_parser("export", help="export a torchvision copy of a dataset into the npz cache format")
-    exp.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("export", help="export a torchvision copy of a dataset into the npz cache format "
+                                  "(see `kdlib export --help`)")
     args = parser.parse_args(argv)
-    if args.command == "export":
-        from kdlib.data import export_main
-
-        return int(export_main(args.args) or 0)
     from kdlib.runner import run_experiments
 
     overrides = dict(args.overrides)

@@ -142,3 +142,18 @@ def test_fixed_grid_matches_single_runs(tmp_path):
     out = train_student(cfg, problem, FixedController(torch.tensor([0.0, 5.0])))
     row = grid[(grid.lambda1 == 0.0) & (grid.temperature == 5.0)].iloc[0]
     assert row.test_accuracy == out.history[-1]["test_accuracy"]
+
+
+def test_cli_export_round_trip(tmp_path):
+    import numpy as np
+
+    from conftest import make_fmnist_root
+    from kdlib.data import read_npz
+
+    (xtr, ytr), (xte, yte) = make_fmnist_root(tmp_path / "root", n_train=12, n_test=5)
+    proc = subprocess.run([sys.executable, "-m", "kdlib", "export", "--dataset", "fashion_mnist", "--root",
+                           str(tmp_path / "root"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    images, labels = read_npz(tmp_path / "out" / "fashion_mnist" / "train.npz")
+    np.testing.assert_array_equal(images, xtr)
+    np.testing.assert_array_equal(labels, ytr)
