@@ -392,7 +392,7 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
 
     iterations = 200 if quick else AUTHORS_ITERATIONS
     seeds = list(range(10))
-    over = dict(device=str(device), iterations=iterations)
+    over = dict(device=str(device), iterations=iterations, variant="authors")  # the authors' protocol
     if quick:
         over["teacher_epochs"] = 2000  # logreg teacher SGD steps (the paper's 20,000 outside quick mode)
     cfg0 = resolve_config("synthetic", "no_distillation", "paper", 0, **over)
