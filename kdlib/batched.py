@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from kdlib.config import ExperimentConfig
 from kdlib.metaparams import project
+from kdlib.train import single_thread  # noqa: F401  (re-exported: benchmarks use it)
 
 ESTIMATORS = ("finite_difference", "unrolled")
 FIXED_METHODS = ("no_distillation", "naive", "random")
@@ -497,27 +498,6 @@ def _default_problem(cfg: ExperimentConfig):
     bundle = load_bundle(cfg)
     teacher = load_teacher(cfg, bundle)
     return build_problem(cfg, bundle, teacher), bundle, teacher
-
-
-class single_thread:
-    """Run tiny-tensor CPU work on one intra-op thread (restored on exit).
-
-    The engine's tensors hold a few hundred numbers: a second OpenMP thread brings no speed, and on a busy
-    machine its barriers spin while the other thread waits for a core (measured: the 10-seed, 200-iteration
-    gradient batch took 8 s with 2 threads under load vs 0.2 s with 1). Process-global while active."""
-
-    def __init__(self, device) -> None:
-        self.active = torch.device(device).type == "cpu"
-        self.saved = torch.get_num_threads()
-
-    def __enter__(self) -> "single_thread":
-        if self.active and self.saved != 1:
-            torch.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.active and torch.get_num_threads() != self.saved:
-            torch.set_num_threads(self.saved)
 
 
 def run_method_batched(configs: Sequence[ExperimentConfig], problem) -> tuple[BatchRun, int, list[dict]]:

@@ -27,7 +27,7 @@ from torch import Tensor
 from kdlib.config import ExperimentConfig
 from kdlib.hypergrad import hypergradient
 from kdlib.metaparams import project, sample_initial, sample_random_baseline
-from kdlib.train import Problem, RunOutput, StepInfo, train_student
+from kdlib.train import Problem, StepInfo, train_student
 from kdlib.trajectory import extrapolate
 
 

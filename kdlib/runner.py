@@ -13,14 +13,14 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 import torch
 
 from kdlib.config import ExperimentConfig, profile_seeds, resolve_config
 from kdlib.methods import get_method
-from kdlib.train import Problem, Split
+from kdlib.train import Problem, Split, single_thread
 
 RESULT_COLUMNS = ["dataset", "method", "seed", "profile", "variant", "holdout", "step", "epoch",
                   "test_accuracy", "val_accuracy", "val_loss", "lambda1", "temperature", "hypergrad_evals",
@@ -100,18 +100,9 @@ def build_problem(cfg: ExperimentConfig, bundle, teacher) -> Problem:
                    make_student=make)
 
 
-@contextlib.contextmanager
-def _threads_for(cfg: ExperimentConfig) -> Iterator[None]:
+def _threads_for(cfg: ExperimentConfig) -> contextlib.AbstractContextManager:
     """One intra-op thread for the tiny synthetic problem (extra threads only add dispatch overhead there)."""
-    if cfg.dataset != "synthetic" or cfg.device != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return single_thread(cfg.device) if cfg.dataset == "synthetic" else contextlib.nullcontext()
 
 
 def run_one(cfg: ExperimentConfig, progress: bool = False) -> dict[str, Any]:
@@ -150,19 +141,18 @@ def _batched_supports(cfg: ExperimentConfig) -> bool:
     return supports(cfg)
 
 
-def _groups(todo: list[ExperimentConfig], batched: bool) -> list[list[ExperimentConfig]]:
-    """Configs that differ only by seed, grouped for the batched engine (singletons when it does not apply)."""
-    if not batched:
-        return [[c] for c in todo]
+def _groups(todo: list[ExperimentConfig], batched: bool) -> list[tuple[bool, list[ExperimentConfig]]]:
+    """``(on_batched, configs)``: configs that differ only by seed, grouped for the batched engine, and
+    singletons for the generic loop where the engine does not apply (or ``batched`` is off)."""
     groups: dict[str, list[ExperimentConfig]] = {}
-    singles: list[list[ExperimentConfig]] = []
+    singles: list[tuple[bool, list[ExperimentConfig]]] = []
     for cfg in todo:
-        if _batched_supports(cfg):
+        if batched and _batched_supports(cfg):
             key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True)
             groups.setdefault(key, []).append(cfg)
         else:
-            singles.append([cfg])
-    return list(groups.values()) + singles
+            singles.append((False, [cfg]))
+    return [(True, g) for g in groups.values()] + singles
 
 
 def _same_config(stored: dict[str, Any], cfg: ExperimentConfig) -> bool:
@@ -220,11 +210,11 @@ def run_experiments(dataset: str, methods: Sequence[str] | str, seeds: int | Seq
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=f"{dataset} runs")
-    for group in _groups(todo, batched):
-        if len(group) > 1 or (batched and _batched_supports(group[0])):
+    for on_batched, group in _groups(todo, batched):
+        if on_batched:
             from kdlib.batched import run_batched
 
-            with _threads_for(group[0]):
+            with _threads_for(group[0]):  # also covers the teacher set-up done before the engine starts
                 recs = run_batched(group)
         else:
             recs = [run_one(group[0], progress=False)]

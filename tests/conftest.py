@@ -109,10 +109,6 @@ def make_cifar_npz(root: Path, n_train: int, n_test: int = 20, seed: int = 0, ra
 
 def shared_data() -> Path | None:
     """The verified data folder (env KDLIB_SHARED_DATA, else ../shared/data next to the repo), if any."""
-    env = os.environ.get("KDLIB_SHARED_DATA")
-    cands = [Path(env)] if env else []
-    cands.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data")
-    for c in cands:
-        if c.is_dir():
-            return c
-    return None
+    from kdlib.paths import shared_data_dir
+
+    return shared_data_dir()

@@ -12,13 +12,6 @@ from kdlib.losses import (distillation_loss, kl_divergence, soft_cross_entropy, 
 B, K = 7, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _data(seed: int = 0, dtype=torch.float64):
