@@ -259,6 +259,21 @@ def parse_log(path: str | os.PathLike, dataset: str = "", method: str = "",
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
+def extrapolation_extremes(root: str | os.PathLike | None = None) -> dict[str, float]:
+    """Smallest and largest logged ``lambda1`` (the authors' convention) and ``temp`` over the linear-trajectory
+    ("splines") runs behind the paper (synthetic exp8 and reduced-CIFAR exp33, including the e1/e2 sweeps):
+    values outside the box show that their extrapolations were not clamped."""
+    logs = find_logs_dir(root)
+    if logs is None:
+        raise FileNotFoundError("the authors' logs are not on this machine (see kdlib.authors_logs.fetch_logs)")
+    lam, temp = [], []
+    for path in sorted([*logs.glob("synthetic_exp8_splines*.jsonl"), *logs.glob("exp33_splines*.jsonl")]):
+        for run in read_jsonl(path):
+            lam += [float(r["lambda1"]) for r in run.results if r.get("lambda1") is not None]
+            temp += [float(r["temp"]) for r in run.results if r.get("temp") is not None]
+    return dict(lambda1_min=min(lam), lambda1_max=max(lam), temperature_min=min(temp), temperature_max=max(temp))
+
+
 def final_accuracies(path: str | os.PathLike) -> np.ndarray:
     """The last logged accuracy of every run (line) of a file."""
     return np.array([run.results[-1]["accuracy"] for run in read_jsonl(path) if run.results], dtype=float)

@@ -142,3 +142,16 @@ def test_real_logs_reproduce_paper_table2():
     assert round(syn.loc["gradient", "std"], 3) == pytest.approx(0.013)
     assert round(syn.loc["hyperopt", "std"], 3) == pytest.approx(0.042)
     assert syn.loc["proposed", "n"] == 20  # duplicate GPU runs are part of that file
+
+
+def test_extrapolation_extremes(tmp_path):
+    from kdlib.authors_logs import extrapolation_extremes
+
+    logs = tmp_path / "authors" / "logs"
+    logs.mkdir(parents=True)
+    _write(logs / "synthetic_exp8_splines_esize_10_period_2.jsonl",
+           [[{"epoch": 0, "accuracy": 0.5, "lambda1": 0.2, "temp": 1.0},
+             {"epoch": 200, "accuracy": 0.6, "lambda1": 1.087, "temp": -0.58}]])
+    _write(logs / "synthetic_exp8_opt.jsonl", [[{"epoch": 0, "accuracy": 0.5, "lambda1": 5.0, "temp": 50.0}]])
+    ext = extrapolation_extremes(tmp_path)
+    assert ext == dict(lambda1_min=0.2, lambda1_max=1.087, temperature_min=-0.58, temperature_max=1.0)
