@@ -1,7 +1,19 @@
 """kdlib: metaparameter optimization in knowledge distillation (Gorpinich, Bakhteev, Strijov).
 
-Modules, one per concept: ``losses`` (L_train, L_val), ``metaparams`` (the box and the initial law),
-``hypergrad`` (eq. 3 estimators), ``trajectory`` (eq. 4 / Algorithm 1), ``methods`` (the six strategies),
-``train`` (one student run), ``runner`` (sweeps on disk), ``data``, ``models``, ``teachers``, ``plots``.
+The public API, one concept per module: :class:`Tuner` (tuning (lambda1, T) in any training loop, Sec. 3),
+:func:`hypergradient` (eq. 3), :func:`distillation_loss` / :func:`validation_loss` (L_train, L_val of
+Sec. 2), :func:`fit_line` / :func:`extrapolate` (eq. 4, Algorithm 1), :func:`project` (the box), and
+:func:`cycle` (an endless, re-iterating loader). The paper's experiments live in ``kdlib.methods`` (the six
+strategies), ``kdlib.train`` (the one training loop) and the runner.
 """
+from kdlib.hypergrad import hypergradient
+from kdlib.losses import distillation_loss, validation_loss
+from kdlib.metaparams import project
+from kdlib.schedules import Schedule
+from kdlib.trajectory import extrapolate, fit_line
+from kdlib.tuner import NonFiniteHypergradient, Tuner, cycle
+
 __version__ = "0.1.0"
+
+__all__ = ["Tuner", "cycle", "NonFiniteHypergradient", "Schedule", "hypergradient", "distillation_loss",
+           "validation_loss", "fit_line", "extrapolate", "project", "__version__"]

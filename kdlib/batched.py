@@ -9,16 +9,16 @@ per-iteration Python and dispatch overhead, not arithmetic. This engine runs all
 * the hypergradient estimators ``finite_difference`` (the paper's, DARTS-style) and ``unrolled`` (one step,
   exact) in closed form, agreeing with :func:`kdlib.hypergrad.hypergradient` seed by seed
   (``tests/test_batched.py``);
-* the controllers of :mod:`kdlib.methods` reproduced step for step: fixed, gradient (NaN-skip by ``where``,
-  value clipping, metaparameter SGD, projection), proposed (Algorithm 1: e1 gradient steps whose post-step
-  values are recorded, a least-squares line by :func:`kdlib.trajectory.extrapolate`, e2 extrapolated steps,
-  projected), and hyperopt (one TPE ``fmin`` per seed, in lock-step threads whose candidates are trained as
-  one batch);
+* the metaparameters move by the same :class:`kdlib.schedules.Schedule` as the Tuner of the generic loop
+  (fixed, gradient, proposed; clipping, NaN skip by ``where``, metaparameter SGD, projection, Algorithm 1's
+  line), here on (S, 2) stacked values; hyperopt is the same TPE outer loop
+  (:func:`kdlib.methods.hyperopt_search`), one ``fmin`` per seed in lock-step threads whose candidates are
+  trained as one batch;
 * logs at ``step % log_every == 0`` and the last step with exactly the fields of ``train.py``'s history rows,
   kept on the device until the run ends (one host transfer per run).
 
 Initial student weights are those of the generic path (``torch.manual_seed(seed)`` then the problem's
-``make_student()``), initial metaparameters come from the same ``Method.controller(cfg, default_rng(seed))``.
+``make_student()``), initial metaparameters come from the same ``Method.initial(cfg)``.
 
 Entry points: :func:`supports` and :func:`run_batched` (same records as :func:`kdlib.runner.run_one`).
 """
@@ -36,9 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.config import ExperimentConfig
+from kdlib.methods import METHODS, get_method, hyperopt_search
 from kdlib.metaparams import project
-from kdlib.train import single_thread  # noqa: F401  (re-exported: benchmarks use it)
+from kdlib.schedules import Schedule
+from kdlib.train import Settings, single_thread  # noqa: F401  (single_thread re-exported: benchmarks use it)
+
+ExperimentConfig = Any  # duck-typed: any config with the fields of kdlib.train.Settings, a seed, method, dataset
 
 ESTIMATORS = ("finite_difference", "unrolled")
 FIXED_METHODS = ("no_distillation", "naive", "random")
@@ -52,14 +55,15 @@ _SYN_TRAIN_SIZE = 15  # kdlib.data.SYN_STUDENT
 # ------------------------------------------------------------------------------------------------ support
 def supports(cfg: ExperimentConfig) -> bool:
     """True when ``cfg`` can run on the batched engine (synthetic, full batch, a known method/estimator)."""
-    from kdlib.methods import METHODS
-
     if cfg.dataset != "synthetic" or cfg.method not in BATCHED_METHODS:
         return False
     if METHODS.get(cfg.method) is None or METHODS[cfg.method].__module__ != "kdlib.methods":
         return False  # a user re-registered the name
     if cfg.shuffle or (cfg.batch_size is not None and cfg.batch_size < _SYN_TRAIN_SIZE):
         return False
+    st = Settings.of(cfg)
+    if st.optimizer != "sgd" or st.momentum or st.nesterov or st.weight_decay or st.lr_step_epochs:
+        return False  # the closed form is plain SGD at a constant lr
     if cfg.method in TUNED_METHODS:
         if cfg.estimator not in ESTIMATORS:
             return False
@@ -277,13 +281,6 @@ class BatchRun:
     wall_time: float
 
 
-def _fixed_init(method: str, cfg: ExperimentConfig, seed: int) -> Tensor:
-    from kdlib.methods import get_method
-
-    ctrl = get_method(method).controller(cfg, np.random.default_rng(seed))
-    return ctrl.value.detach().float().cpu()
-
-
 def train_batched(cfg: ExperimentConfig, lp: LinearProblem, seeds: Sequence[int], lam0: Tensor, mode: str,
                   with_test: bool = True) -> BatchRun:
     """Train one student per seed (stacked) under a controller ``mode`` in {"fixed", "gradient", "proposed"}.
@@ -297,54 +294,20 @@ def train_batched(cfg: ExperimentConfig, lp: LinearProblem, seeds: Sequence[int]
     n_train = lp.f_train.shape[0]
     bs = cfg.batch_size if cfg.batch_size is not None else n_train
     batches_per_epoch = max(1, -(-n_train // bs))  # 1: full batch (supports() guarantees it)
-    e1, e2 = int(cfg.e1), int(cfg.e2)
-    cycle = e1 + e2
-    clip = float(cfg.meta_clip)
-    meta_lr = float(cfg.meta_lr)
     n_test, n_val = lp.y_test.shape[0], lp.y_val.shape[0]
     with torch.inference_mode():
         w, b = initial_weights(lp, seeds, device)
-        lam = lam0.to(device=device, dtype=torch.float32).clone()
-        nan = torch.zeros(len(seeds), dtype=torch.long, device=device)
-        evals = 0
-        line: Tensor | None = None
-        hist: list[Tensor] = []
+        schedule = Schedule(lam0.to(device=device, dtype=torch.float32), mode, cfg.e1, cfg.e2, cfg.meta_lr,
+                            cfg.meta_clip, 1, cfg.proposed_reset, cfg.clamp_extrapolation)
         logs: list[tuple] = []
         t0 = time.perf_counter()
 
-        def gradient_step(lam_: Tensor, nan_: Tensor) -> tuple[Tensor, Tensor]:
-            g = hypergradient_batched(lp, w, b, lam_, lr, cfg.t_val, cfg.estimator, cfg.loss_form, cfg.t2_scaling)
-            finite = torch.isfinite(g).all(-1, keepdim=True)
-            nan_ = nan_ + (~finite[:, 0]).long()
-            g = torch.where(finite, g, torch.zeros_like(g)).clamp(-clip, clip)
-            return project(lam_ - meta_lr * g), nan_
+        def hypergradient(lam_: Tensor) -> Tensor:
+            return hypergradient_batched(lp, w, b, lam_, lr, cfg.t_val, cfg.estimator, cfg.loss_form, cfg.t2_scaling)
 
         for step in range(total):
-            phase = "fixed"
-            if mode == "gradient":
-                lam, nan = gradient_step(lam, nan)
-                evals += 1
-                phase = "gradient"
-            elif mode == "proposed":
-                counter = step if cfg.proposed_reset == "global" else step % batches_per_epoch
-                pos = counter % cycle
-                if pos < e1:
-                    if pos == 0:
-                        hist = []
-                    lam, nan = gradient_step(lam, nan)
-                    evals += 1
-                    hist.append(lam)
-                    if pos == e1 - 1 and e2 > 0:
-                        line = _extrapolate_stacked(torch.stack(hist), e2)
-                    phase = "gradient"
-                elif line is None:
-                    lam, nan = gradient_step(lam, nan)
-                    evals += 1
-                    phase = "gradient"
-                else:
-                    value = line[pos - e1]
-                    lam = project(value) if cfg.clamp_extrapolation else value
-                    phase = "extrapolate"
+            lam = schedule.step(step, step % batches_per_epoch, hypergradient)
+            phase, evals, nan = schedule.phase, schedule.evals, schedule.nonfinite
             # one SGD step on L_train at lam
             z = logits(lp.f_train, w, b)
             gw, gb = param_grad(lp.f_train, train_logit_grad(z, lp.onehot_train, lp.t_train, lam, cfg.t2_scaling))
@@ -381,16 +344,6 @@ def train_batched(cfg: ExperimentConfig, lp: LinearProblem, seeds: Sequence[int]
                 lambda1=float(lam32[j, i, 0]), temperature=float(lam32[j, i, 1]),
                 hypergrad_evals=int(ev), nan_skipped=int(nn_), wall_time=wt, phase=phase, lr=lr))
     return BatchRun(histories, best, wall)
-
-
-def _extrapolate_stacked(history: Tensor, steps: int) -> Tensor:
-    """:func:`kdlib.trajectory.extrapolate` per seed: history (e1, S, 2) -> (steps, S, 2).
-
-    One call per seed on its own (e1, 2) history, as the generic controller makes it, so that a seed's line
-    does not depend on the other seeds of the batch (a few calls per e1 + e2 iterations, negligible)."""
-    from kdlib.trajectory import extrapolate
-
-    return torch.stack([extrapolate(history[:, i].contiguous(), steps) for i in range(history.shape[1])], 1)
 
 
 # ------------------------------------------------------------------------------------------------ hyperopt
@@ -444,33 +397,23 @@ class _LockStep:
 
 
 def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) -> tuple[BatchRun, list[dict]]:
-    from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
-
+    """Hyperopt's outer loop (:func:`kdlib.methods.hyperopt_search`) per seed, in lock-step threads."""
     seeds = [c.seed for c in configs]
     cfg = configs[0]
     sync = _LockStep(len(configs))
-    trials_logs: list[list[dict]] = [[] for _ in configs]
-    bests: list[dict | None] = [None] * len(configs)
-    space = {"lambda1": hp.uniform("lambda1", 0.0, 1.0),
-             "log10_temperature": hp.uniform("log10_temperature", -1.0, 1.0)}
+    results: list[tuple[Tensor, list[dict]] | None] = [None] * len(configs)
 
     def worker(i: int) -> None:
-        def objective(point: dict) -> dict:
-            lam = torch.tensor([point["lambda1"], 10.0 ** point["log10_temperature"]], dtype=torch.float32)
-            score = sync.ask(i, lam)
-            trials_logs[i].append(dict(lambda1=float(lam[0]), temperature=float(lam[1]), best_val_accuracy=score))
-            return {"loss": -score if math.isfinite(score) else 0.0, "status": STATUS_OK}
-
         try:
-            bests[i] = fmin(objective, space, algo=tpe.suggest, max_evals=configs[i].hyperopt_evals,
-                            trials=Trials(), rstate=np.random.default_rng(configs[i].seed), show_progressbar=False)
+            results[i] = hyperopt_search(configs[i].hyperopt_evals, configs[i].seed,
+                                         lambda lam: sync.ask(i, lam))
             sync.finish(i)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
             sync.finish(i, exc)
 
     def train(batch: dict[int, Tensor]) -> dict[int, float]:
         idx = sorted(batch)
-        lam0 = project(torch.stack([batch[i] for i in idx]))  # FixedController projects
+        lam0 = project(torch.stack([batch[i] for i in idx]))  # a fixed Tuner projects
         res = train_batched(cfg, lp, [seeds[i] for i in idx], lam0, "fixed", with_test=False)
         return {i: res.best_val_accuracy[k] for k, i in enumerate(idx)}
 
@@ -485,10 +428,9 @@ def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) ->
             t.join()
     if sync.errors:
         raise sync.errors[0]
-    lam = torch.stack([torch.tensor([bests[i]["lambda1"], 10.0 ** bests[i]["log10_temperature"]],
-                                    dtype=torch.float32) for i in range(len(configs))])
+    lam = torch.stack([results[i][0] for i in range(len(configs))])
     final = train_batched(cfg, lp, seeds, project(lam), "fixed")
-    return final, [{"trials": t} for t in trials_logs]
+    return final, [{"trials": results[i][1]} for i in range(len(configs))]
 
 
 # ----------------------------------------------------------------------------------------------- the runner
@@ -518,7 +460,8 @@ def _run_method(configs: Sequence[ExperimentConfig], problem) -> tuple[BatchRun,
     if cfg.method == "hyperopt":
         run, extras = _hyperopt_batched(configs, lp)
         return run, cfg.hyperopt_evals + 1, extras
-    lam0 = torch.stack([_fixed_init(cfg.method, c, c.seed) for c in configs])
+    method = get_method(cfg.method)
+    lam0 = torch.stack([method.initial(c).detach().float().cpu() for c in configs])
     mode = "fixed" if cfg.method in FIXED_METHODS else cfg.method
     return train_batched(cfg, lp, seeds, lam0, mode), 1, [{} for _ in configs]
 

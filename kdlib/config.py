@@ -71,6 +71,16 @@ class ExperimentConfig:
     init_lambda1: float | None = None  # None: draw lambda1 ~ U(0,1)
     init_temperature: float | None = None  # None: draw log10 T ~ U(-1,1)
 
+    # the student's optimizer (issue 9; the paper: plain SGD)
+    optimizer: str = "sgd"            # "sgd" | "adam" | "adamw" (the paper: plain SGD)
+    momentum: float = 0.0             # SGD only
+    nesterov: bool = False            # SGD only
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)   # Adam/AdamW
+    init_law: str = "uniform"         # "uniform": lambda1 ~ U(0,1), log10 T ~ U(-1,1) from default_rng(seed) (today);
+                                      # "authors": the authors' sequence, np.random.seed(42), run index = seed
+    fd_virtual_lr: str = "current"    # finite-difference virtual step at the "current" lr or the "initial" lr (authors)
+
     # loss form
     loss_form: str = "ce"  # "ce" (paper) or "kl" (authors' code)
     t2_scaling: bool = False  # Hinton's T^2 factor on the distillation term

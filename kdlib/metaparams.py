@@ -41,6 +41,37 @@ def sample_initial(rng: np.random.Generator) -> Tensor:
     return torch.tensor([lambda1, temperature], dtype=torch.float32)
 
 
+def authors_initial(run: int) -> Tensor:
+    """The authors' initial sequence (``init_law="authors"``): ``np.random.seed(42)``, then per run, in order,
+    ``lambda1_a = U(0, 1)`` and ``T = 10 ** U(-1, 1)``; ``run`` is the run index (the seed).
+
+    The authors weighted the *distillation* term by ``lambda1_a`` (authors-code notes, discrepancy 1), so kdlib's
+    ``lambda1 = 1 - lambda1_a``. A private ``RandomState(42)`` draws the same numbers as the global
+    ``np.random.seed(42)`` stream without touching it.
+    """
+    if run < 0:
+        raise ValueError(f"run index must be >= 0, got {run}")
+    state = np.random.RandomState(42)
+    lambda1_a, temperature = 0.0, 1.0
+    for _ in range(int(run) + 1):
+        lambda1_a = state.uniform(0, 1)
+        temperature = 10.0 ** state.uniform(-1, 1)
+    return torch.tensor([1.0 - lambda1_a, temperature], dtype=torch.float32)
+
+
+INIT_LAWS = ("uniform", "authors")
+
+
+def initial_metaparams(law: str, seed: int) -> Tensor:
+    """The initial (lambda1, T) of run ``seed`` under ``law``: ``"uniform"`` (:func:`sample_initial` with
+    ``default_rng(seed)``) or ``"authors"`` (:func:`authors_initial`)."""
+    if law == "uniform":
+        return sample_initial(np.random.default_rng(seed))
+    if law == "authors":
+        return authors_initial(seed)
+    raise ValueError(f"unknown init_law {law!r}; choose one of: {', '.join(INIT_LAWS)}")
+
+
 def sample_random_baseline(rng: np.random.Generator, law: str = "uniform") -> Tensor:
     """The random baseline: lambda1 ~ U(0,1) and T ~ U(0.1, 10) (paper text, ``law="uniform"``)
     or log10 T ~ U(-1, 1) (the authors' code, ``law="loguniform"``)."""

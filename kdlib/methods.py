@@ -1,13 +1,14 @@
 """The six metaparameter strategies of the paper (Sec. 4), as a registry of named methods.
 
-Each method turns a config and a :class:`kdlib.train.Problem` pair (full data for the baselines, the
-train/val split for the tuning methods) into a logged run. Methods know nothing of datasets.
+Each method is a :class:`kdlib.tuner.Tuner` schedule from an initial value (hyperopt: fixed Tuners inside
+TPE's outer loop) and turns settings (a :class:`kdlib.train.Settings` or any object with its field names) and
+a :class:`kdlib.train.Problem` into a logged run and the trained model. Methods know nothing of datasets.
 
 - ``no_distillation``: lambda1 = 1 (plain cross-entropy);
 - ``naive``: (lambda1, T) = (0.5, 1);
 - ``random``: lambda1 ~ U(0,1), T ~ U(0.1,10) (``random_law="uniform"``, the paper's text) or
   log10 T ~ U(-1,1) (``"loguniform"``, the authors' code), fixed for the run;
-- ``gradient``: a hypergradient step (eq. 3) every iteration, value clipping, metaparameter SGD, projection;
+- ``gradient``: the Tuner's ``"gradient"`` schedule (eq. 3 every iteration, clipping, NaN skip, projection);
 - ``hyperopt``: TPE with ``hyperopt_evals`` fixed-metaparameter runs scored by best validation accuracy,
   then one run with the best values;
 - ``proposed``: Algorithm 1: ``e1`` gradient iterations whose values are recorded, a least-squares line
@@ -18,122 +19,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor
+from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+from torch import Tensor, nn
 
-from kdlib.config import ExperimentConfig
-from kdlib.hypergrad import hypergradient
-from kdlib.metaparams import project, sample_initial, sample_random_baseline
-from kdlib.train import Problem, StepInfo, train_student
-from kdlib.trajectory import extrapolate
+from kdlib.metaparams import initial_metaparams, project, sample_random_baseline
+from kdlib.train import Problem, Settings, TunerFactory, make_tuner, train_student
+from kdlib.tuner import NonFiniteHypergradient
 
-
-class NonFiniteHypergradient(RuntimeError):
-    """Raised when every hypergradient of a run was NaN/inf (nothing could be applied)."""
-
-
-# ----------------------------------------------------------------------------------------------- controllers
-class FixedController:
-    """Constant (lambda1, T) for the whole run."""
-
-    def __init__(self, metaparams: Tensor) -> None:
-        self.value = project(metaparams.detach().clone())
-        self.hypergrad_evals = 0
-        self.nan_skipped = 0
-
-    def metaparams(self, info: StepInfo) -> Tensor:
-        if self.value.device != info.train_batch[0].device:
-            self.value = self.value.to(info.train_batch[0].device)
-        return self.value
-
-    def phase(self, info: StepInfo) -> str:
-        return "fixed"
+__all__ = ["Method", "MethodResult", "METHODS", "get_method", "register", "fixed_tuner", "hyperopt_space",
+           "hyperopt_point", "NonFiniteHypergradient", "NoDistillation", "Naive", "Random", "Gradient",
+           "Hyperopt", "Proposed"]
 
 
-class GradientController:
-    """Greedy hypergradient descent on (lambda1, T): eq. (3) every iteration.
-
-    A non-finite hypergradient is skipped (never applied) and counted in ``nan_skipped``; the check is a
-    tensor ``where`` so that the CUDA path does not synchronise.
-    """
-
-    def __init__(self, cfg: ExperimentConfig, init: Tensor) -> None:
-        self.cfg = cfg
-        self.value = project(init.detach().clone().float())
-        self.hypergrad_evals = 0
-        self._nan = torch.zeros((), dtype=torch.long)
-
-    @property
-    def nan_skipped(self) -> int:
-        return int(self._nan)
-
-    def gradient_step(self, info: StepInfo) -> Tensor:
-        device = info.train_batch[0].device
-        if self.value.device != device:
-            self.value = self.value.to(device)
-            self._nan = self._nan.to(device)
-        steps = self.cfg.unroll_steps if self.cfg.estimator == "unrolled" else 1
-        g = hypergradient(info.model, info.train_batch, info.next_val_batch(), self.value, info.lr,
-                          t_val=self.cfg.t_val, method=self.cfg.estimator, steps=steps,
-                          form=self.cfg.loss_form, t2_scaling=self.cfg.t2_scaling)
-        self.hypergrad_evals += 1
-        finite = torch.isfinite(g).all()
-        self._nan = self._nan + (~finite).long()
-        g = torch.where(finite, g, torch.zeros_like(g)).clamp(-self.cfg.meta_clip, self.cfg.meta_clip)
-        self.value = project(self.value - self.cfg.meta_lr * g.detach().to(self.value.dtype))
-        return self.value
-
-    def metaparams(self, info: StepInfo) -> Tensor:
-        return self.gradient_step(info)
-
-    def phase(self, info: StepInfo) -> str:
-        return "gradient"
+def fixed_tuner(metaparams: Tensor, settings: Any = None) -> TunerFactory:
+    """A factory of ``"fixed"`` Tuners at ``metaparams`` (projected into the box) for :func:`train_student`."""
+    st = Settings.of(settings) if settings is not None else Settings()
+    value = project(torch.as_tensor(metaparams, dtype=torch.float32).detach().clone())
+    return lambda optimizer: make_tuner(st, optimizer, value, "fixed")
 
 
-class ProposedController(GradientController):
-    """Algorithm 1: e1 gradient iterations, a fitted line (eq. 4), e2 extrapolated iterations, repeated.
-
-    The recorded trajectory is the metaparameter *values* after each gradient step (as in the authors'
-    code; the paper's text says "trajectory of nabla lambda"). Extrapolated values continue the line's
-    index (e1, e1+1, ...) and are projected into the box (the authors left them unclamped).
-    """
-
-    def __init__(self, cfg: ExperimentConfig, init: Tensor) -> None:
-        super().__init__(cfg, init)
-        self.history: list[Tensor] = []
-        self.line: Tensor | None = None  # (e2, 2) extrapolated values of the current cycle
-        self._phase = "gradient"
-
-    def _position(self, info: StepInfo) -> int:
-        counter = info.step if self.cfg.proposed_reset == "global" else info.batch_in_epoch
-        return counter % (self.cfg.e1 + self.cfg.e2)
-
-    def metaparams(self, info: StepInfo) -> Tensor:
-        pos = self._position(info)
-        if pos < self.cfg.e1:
-            if pos == 0:
-                self.history = []
-            value = self.gradient_step(info)
-            self.history.append(value.clone())
-            if pos == self.cfg.e1 - 1 and self.cfg.e2 > 0:
-                self.line = extrapolate(torch.stack(self.history), self.cfg.e2)
-            self._phase = "gradient"
-            return value
-        if self.line is None:  # an epoch reset cut the gradient phase short: keep optimising
-            self._phase = "gradient"
-            return self.gradient_step(info)
-        value = self.line[pos - self.cfg.e1]
-        if self.cfg.clamp_extrapolation:
-            value = project(value)
-        self.value = value
-        self._phase = "extrapolate"
-        return value
-
-    def phase(self, info: StepInfo) -> str:
-        return self._phase
+# the name the experiments' fixed grid (kdlib.runner.fixed_grid) uses: FixedController(lam) is a tuner factory
+FixedController = fixed_tuner
 
 
 # ------------------------------------------------------------------------------------------------- methods
@@ -142,70 +52,114 @@ class MethodResult:
     history: list[dict]
     full_trainings: int
     extra: dict
+    model: nn.Module | None = None
 
 
 class Method:
-    """A named strategy. ``uses_val_split``: trains on D_train and tunes on D_val (else trains on all D)."""
+    """A named strategy: a Tuner ``schedule`` from an initial value. ``uses_val_split``: trains on D_train and
+    tunes on D_val (else trains on all D)."""
 
     name: ClassVar[str] = ""
     uses_val_split: ClassVar[bool] = False
+    schedule: ClassVar[str] = "fixed"
 
-    def initial(self, cfg: ExperimentConfig, rng: np.random.Generator) -> Tensor:
-        return sample_initial(rng)
-
-    def controller(self, cfg: ExperimentConfig, rng: np.random.Generator):
+    def initial(self, settings: Any) -> Tensor:
+        """The run's initial (lambda1, T), projected into the box, float32."""
         raise NotImplementedError
 
-    def run(self, cfg: ExperimentConfig, problem: Problem, progress: bool = False) -> MethodResult:
-        rng = np.random.default_rng(cfg.seed)
-        out = train_student(cfg, problem, self.controller(cfg, rng), progress=progress)
-        return MethodResult(out.history, 1, {})
+    def tuner(self, settings: Any) -> TunerFactory:
+        """The factory of this method's Tuner for :func:`kdlib.train.train_student`."""
+        st = Settings.of(settings)
+        init = self.initial(st)
+        return lambda optimizer: make_tuner(st, optimizer, init, self.schedule)
+
+    def run(self, settings: Any, problem: Problem, progress: bool = False) -> MethodResult:
+        """Train one student under this method; the result holds the history and the trained model."""
+        out = train_student(settings, problem, self.tuner(settings), progress=progress)
+        return MethodResult(out.history, 1, {}, out.model)
 
 
 class NoDistillation(Method):
     name = "no_distillation"
 
-    def controller(self, cfg, rng):
-        return FixedController(torch.tensor([1.0, 1.0]))
+    def initial(self, settings):
+        return torch.tensor([1.0, 1.0])
 
 
 class Naive(Method):
     name = "naive"
 
-    def controller(self, cfg, rng):
-        return FixedController(torch.tensor([0.5, 1.0]))
+    def initial(self, settings):
+        return torch.tensor([0.5, 1.0])
 
 
 class Random(Method):
     name = "random"
 
-    def controller(self, cfg, rng):
-        return FixedController(sample_random_baseline(rng, cfg.random_law))
+    def initial(self, settings):
+        st = Settings.of(settings)
+        return project(sample_random_baseline(np.random.default_rng(st.seed), st.random_law))
 
 
-def _initial(cfg: ExperimentConfig, rng: np.random.Generator) -> Tensor:
-    init = sample_initial(rng)
-    if cfg.init_lambda1 is not None:
-        init[0] = cfg.init_lambda1
-    if cfg.init_temperature is not None:
-        init[1] = cfg.init_temperature
-    return init
+def _tuned_initial(settings: Any) -> Tensor:
+    """The tuning methods' start: the initial law (``init_law``) of run ``seed``, then the explicit
+    ``init_lambda1`` / ``init_temperature`` overrides."""
+    st = Settings.of(settings)
+    init = initial_metaparams(st.init_law, st.seed)
+    if st.init_lambda1 is not None:
+        init[0] = st.init_lambda1
+    if st.init_temperature is not None:
+        init[1] = st.init_temperature
+    return project(init.float())
 
 
 class Gradient(Method):
+    """Eq. (3) every iteration: the ``"gradient"`` schedule."""
+
     name = "gradient"
     uses_val_split = True
+    schedule = "gradient"
 
-    def controller(self, cfg, rng):
-        return GradientController(cfg, _initial(cfg, rng))
+    def initial(self, settings):
+        return _tuned_initial(settings)
 
 
 class Proposed(Method):
+    """Algorithm 1: the ``"proposed"`` schedule."""
+
     name = "proposed"
     uses_val_split = True
+    schedule = "proposed"
 
-    def controller(self, cfg, rng):
-        return ProposedController(cfg, _initial(cfg, rng))
+    def initial(self, settings):
+        return _tuned_initial(settings)
+
+
+def hyperopt_space() -> dict:
+    """TPE's search space: lambda1 ~ U(0, 1), log10 T ~ U(-1, 1)."""
+    return {"lambda1": hp.uniform("lambda1", 0.0, 1.0),
+            "log10_temperature": hp.uniform("log10_temperature", -1.0, 1.0)}
+
+
+def hyperopt_point(point: dict) -> Tensor:
+    """(lambda1, T) of a point of :func:`hyperopt_space`."""
+    return torch.tensor([point["lambda1"], 10.0 ** point["log10_temperature"]], dtype=torch.float32)
+
+
+def hyperopt_search(evals: int, seed: int, score: Callable[[Tensor], float]) -> tuple[Tensor, list[dict]]:
+    """Hyperopt's outer loop: TPE over :func:`hyperopt_space` with ``evals`` calls of ``score(lam)`` (best
+    validation accuracy of a fixed-metaparameter run); returns the best (lambda1, T) and the trials."""
+    trials_log: list[dict] = []
+
+    def objective(point: dict) -> dict:
+        lam = hyperopt_point(point)
+        value = score(lam)
+        trials_log.append(dict(lambda1=float(lam[0]), temperature=float(lam[1]), best_val_accuracy=value))
+        return {"loss": -value if math.isfinite(value) else 0.0, "status": STATUS_OK}
+
+    best = fmin(objective, hyperopt_space(), algo=tpe.suggest, max_evals=evals, trials=Trials(),
+                rstate=np.random.default_rng(seed), show_progressbar=False)
+    return hyperopt_point(best), trials_log
 
 
 class Hyperopt(Method):
@@ -214,26 +168,15 @@ class Hyperopt(Method):
     name = "hyperopt"
     uses_val_split = True
 
-    def run(self, cfg: ExperimentConfig, problem: Problem, progress: bool = False) -> MethodResult:
-        from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+    def run(self, settings: Any, problem: Problem, progress: bool = False) -> MethodResult:
+        st = Settings.of(settings)
 
-        trials_log: list[dict] = []
+        def score(lam: Tensor) -> float:
+            return train_student(st, problem, fixed_tuner(lam, st), score_on_val=True).best_val_accuracy
 
-        def objective(point: dict) -> dict:
-            lam = torch.tensor([point["lambda1"], 10.0 ** point["log10_temperature"]], dtype=torch.float32)
-            out = train_student(cfg, problem, FixedController(lam), score_on_val=True)
-            score = out.best_val_accuracy
-            trials_log.append(dict(lambda1=float(lam[0]), temperature=float(lam[1]), best_val_accuracy=score))
-            loss = -score if math.isfinite(score) else 0.0
-            return {"loss": loss, "status": STATUS_OK}
-
-        space = {"lambda1": hp.uniform("lambda1", 0.0, 1.0),
-                 "log10_temperature": hp.uniform("log10_temperature", -1.0, 1.0)}
-        best = fmin(objective, space, algo=tpe.suggest, max_evals=cfg.hyperopt_evals, trials=Trials(),
-                    rstate=np.random.default_rng(cfg.seed), show_progressbar=False)
-        lam = torch.tensor([best["lambda1"], 10.0 ** best["log10_temperature"]], dtype=torch.float32)
-        out = train_student(cfg, problem, FixedController(lam), progress=progress)
-        return MethodResult(out.history, cfg.hyperopt_evals + 1, {"trials": trials_log})
+        lam, trials = hyperopt_search(st.hyperopt_evals, st.seed, score)
+        out = train_student(st, problem, fixed_tuner(lam, st), progress=progress)
+        return MethodResult(out.history, st.hyperopt_evals + 1, {"trials": trials}, out.model)
 
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in
@@ -253,4 +196,3 @@ def register(method: type[Method]) -> type[Method]:
         raise ValueError("a method needs a non-empty class attribute `name`")
     METHODS[method.name] = method
     return method
-

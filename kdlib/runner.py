@@ -156,7 +156,7 @@ def _groups(todo: list[ExperimentConfig], batched: bool) -> list[tuple[bool, lis
 
 
 def _same_config(stored: dict[str, Any], cfg: ExperimentConfig) -> bool:
-    mine = cfg.to_dict()
+    mine = json.loads(json.dumps(cfg.to_dict()))  # as stored: tuples (betas) become lists
     ignore = {"device", "data_root", "download"}
     return {k: v for k, v in stored.items() if k not in ignore} == {k: v for k, v in mine.items()
                                                                     if k not in ignore}

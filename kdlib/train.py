@@ -1,24 +1,127 @@
-"""One student training run (Sec. 3-4): SGD on L_train with metaparameters set by a controller.
+"""One student training run (Sec. 3-4): the student's optimizer on L_train, (lambda1, T) set by a Tuner.
 
-The loop is the paper's: at every iteration the controller first chooses (lambda1, T) for the current train
-batch (a hypergradient step, eq. 3; an extrapolated value, eq. 4; or a fixed value), then the student takes
-one SGD step on L_train at those values. Test accuracy and L_val are logged every ``log_every`` iterations
-(synthetic) or epochs (images) and at the end.
+The loop is the paper's, written with the public API: at every iteration :meth:`kdlib.tuner.Tuner.step` first
+chooses (lambda1, T) for the current train batch (a hypergradient step through the student's optimizer, eq. 3;
+an extrapolated value, eq. 4; or a fixed value), then the student takes one optimizer step on
+:meth:`~kdlib.tuner.Tuner.loss`. Test accuracy and L_val are logged every ``log_every`` iterations (a run
+counted in ``iterations``) or epochs (a run counted in ``epochs``) and at the end.
 
-Controllers know nothing of datasets; this module knows nothing of how a controller picks its values.
+:class:`Settings` holds what a run needs, with user defaults (shuffled batches, no lr schedule, plain SGD);
+:meth:`Settings.of` reads the same field names from any object (the experiments' config keeps the paper's
+values). This module knows nothing of datasets or of how a schedule picks its values.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from kdlib.config import ExperimentConfig
-from kdlib.losses import distillation_loss, validation_loss
+from kdlib.losses import validation_loss
+from kdlib.tuner import Tuner
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass
+class Settings:
+    """Everything one student run reads; names follow the paper and :class:`kdlib.config.ExperimentConfig`."""
+
+    seed: int = 0
+    # the loop: exactly one of iterations / epochs
+    iterations: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None  # None: full batch
+    shuffle: bool = True
+    log_every: int = 1  # iterations (a run counted in iterations) or epochs
+    # the student's optimizer
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_step_epochs: int | None = None  # StepLR period in epochs (None: constant lr)
+    lr_gamma: float = 0.5
+    # the metaparameters (eq. 3, Algorithm 1)
+    t_val: float = 1.0
+    estimator: str = "unrolled"
+    unroll_steps: int = 1
+    meta_lr: float = 0.1
+    meta_clip: float = 0.01
+    e1: int = 10
+    e2: int = 10
+    proposed_reset: str = "global"
+    clamp_extrapolation: bool = True
+    fd_virtual_lr: str = "current"
+    init_law: str = "uniform"
+    init_lambda1: float | None = None
+    init_temperature: float | None = None
+    random_law: str = "uniform"
+    hyperopt_evals: int = 5
+    loss_form: str = "ce"
+    t2_scaling: bool = False
+    label: str = "run"
+
+    @classmethod
+    def of(cls, obj: Any) -> "Settings":
+        """``obj`` itself if a Settings, else a Settings from the attributes of ``obj`` with these names (the
+        others keep their defaults); a dict is read by key."""
+        if isinstance(obj, cls):
+            return obj
+        names = [f.name for f in dataclasses.fields(cls)]
+        get = obj.get if isinstance(obj, dict) else (lambda k, d: getattr(obj, k, d))
+        values = {n: get(n, getattr(cls, n)) for n in names if n != "label"}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        key = getattr(obj, "key", None)
+        values["label"] = key() if callable(key) else get("label", "run")
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field and the fix."""
+        if (self.iterations is None) == (self.epochs is None):
+            raise ValueError(f"set exactly one of iterations= (steps) or epochs= (passes over the data); got "
+                             f"iterations={self.iterations}, epochs={self.epochs}")
+        if (self.iterations or self.epochs or 0) < 1:
+            raise ValueError("iterations/epochs must be >= 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None (full batch), got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.optimizer != "sgd" and (self.momentum or self.nesterov):
+            raise ValueError(f"momentum/nesterov are SGD settings; optimizer={self.optimizer!r} uses betas")
+        if self.nesterov and not self.momentum > 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        for name in ("lr", "t_val", "lr_gamma", "meta_lr", "meta_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+
+def make_optimizer(params, settings: Settings) -> torch.optim.Optimizer:
+    """The student's optimizer from ``settings`` (the paper: plain SGD)."""
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov,
+                               weight_decay=settings.weight_decay)
+    cls = torch.optim.Adam if settings.optimizer == "adam" else torch.optim.AdamW
+    if settings.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {settings.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return cls(params, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay)
+
+
+def make_tuner(settings: Settings, optimizer: torch.optim.Optimizer, init: Tensor, schedule: str) -> Tuner:
+    """The Tuner of one run: ``schedule`` from ``init`` with the settings' estimator and Algorithm 1 options."""
+    return Tuner(optimizer, init=init, schedule=schedule, e1=settings.e1, e2=settings.e2,
+                 estimator=settings.estimator, meta_lr=settings.meta_lr, meta_clip=settings.meta_clip,
+                 t_val=settings.t_val, steps=settings.unroll_steps, proposed_reset=settings.proposed_reset,
+                 clamp_extrapolation=settings.clamp_extrapolation, form=settings.loss_form,
+                 t2_scaling=settings.t2_scaling, fd_virtual_lr=settings.fd_virtual_lr, seed=settings.seed)
 
 
 class single_thread:
@@ -64,32 +167,6 @@ class Problem:
     make_student: Callable[[], nn.Module]
 
 
-@dataclass
-class StepInfo:
-    """What a controller may use at one iteration."""
-
-    step: int  # global iteration index, from 0
-    epoch: int
-    batch_in_epoch: int
-    lr: float  # the student's current learning rate
-    train_batch: tuple[Tensor, Tensor, Tensor]
-    next_val_batch: Callable[[], tuple[Tensor, Tensor]]
-    model: nn.Module
-
-
-class Controller(Protocol):
-    """Chooses (lambda1, T) at every iteration."""
-
-    hypergrad_evals: int
-    nan_skipped: Tensor | int
-
-    def metaparams(self, info: StepInfo) -> Tensor:  # shape (2,)
-        ...
-
-    def phase(self, info: StepInfo) -> str:
-        ...
-
-
 def _val_cycle(val: Split, batch_size: int | None) -> Iterator[tuple[Tensor, Tensor]]:
     """Cycle through D_val in order (full batch when ``batch_size`` is None), as the authors did."""
     n = len(val)
@@ -122,37 +199,47 @@ class RunOutput:
     history: list[dict[str, Any]] = field(default_factory=list)
     model: nn.Module | None = None
     best_val_accuracy: float = float("nan")
+    tuner: Tuner | None = None
 
 
-def train_student(cfg: ExperimentConfig, problem: Problem, controller: Controller,
-                  progress: bool = False, score_on_val: bool = False) -> RunOutput:
-    """Train a fresh student (seeded by ``cfg.seed``) under ``controller``; return the logged history.
+TunerFactory = Callable[[torch.optim.Optimizer], Tuner]
 
+
+def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress: bool = False,
+                  score_on_val: bool = False) -> RunOutput:
+    """Train a fresh student (seeded by ``settings.seed``) with the Tuner ``tuner(optimizer)``.
+
+    ``settings``: a :class:`Settings` or any object with its field names (see :meth:`Settings.of`).
     ``score_on_val`` also tracks the best validation accuracy over logged points (hyperopt's objective).
+    Batches are taken in order or reshuffled per epoch (``shuffle``, a generator seeded by the seed: the
+    global RNG stream is the model's alone); D_val is cycled in order and drawn only when a hypergradient is.
     """
-    torch.manual_seed(cfg.seed)
+    st = Settings.of(settings)
+    st.validate()
+    torch.manual_seed(st.seed)
     model = problem.make_student().to(problem.train.x.device)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    images = cfg.dataset != "synthetic"
+    opt = make_optimizer(model.parameters(), st)
+    tun = tuner(opt)
+    by_iteration = st.iterations is not None
     n_train = len(problem.train)
-    bs = cfg.batch_size if cfg.batch_size is not None else n_train
+    bs = st.batch_size if st.batch_size is not None else n_train
     batches_per_epoch = max(1, -(-n_train // bs))
-    total = cfg.epochs * batches_per_epoch if images else int(cfg.iterations)
-    val_iter = _val_cycle(problem.val, cfg.batch_size)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    out = RunOutput(model=model)
+    total = int(st.iterations) if by_iteration else int(st.epochs) * batches_per_epoch
+    val_iter = _val_cycle(problem.val, st.batch_size)
+    gen = torch.Generator().manual_seed(st.seed)
+    out = RunOutput(model=model, tuner=tun)
     t0 = time.perf_counter()
-    lr = cfg.lr
+    lr = st.lr
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # optional dependency, only for the progress bar
 
-        bar = tqdm(total=total, desc=f"{cfg.dataset}/{cfg.method}/seed{cfg.seed}", leave=False)
+        bar = tqdm(total=total, desc=st.label, leave=False)
 
     def log(step: int, epoch: int, lam: Tensor, phase: str) -> None:
-        acc, _ = evaluate(model, problem.test, cfg.t_val)
-        val_acc, val_loss = evaluate(model, problem.val, cfg.t_val)
+        acc, _ = evaluate(model, problem.test, st.t_val)
+        val_acc, val_loss = evaluate(model, problem.val, st.t_val)
         if score_on_val:
             out.best_val_accuracy = max(val_acc, out.best_val_accuracy) \
                 if out.best_val_accuracy == out.best_val_accuracy else val_acc
@@ -160,20 +247,21 @@ def train_student(cfg: ExperimentConfig, problem: Problem, controller: Controlle
         out.history.append(dict(
             step=step, epoch=epoch, test_accuracy=acc, val_accuracy=val_acc, val_loss=val_loss,
             lambda1=float(lam_cpu[0]), temperature=float(lam_cpu[1]),
-            hypergrad_evals=int(controller.hypergrad_evals), nan_skipped=int(controller.nan_skipped),
+            hypergrad_evals=int(tun.hypergrad_evals), nan_skipped=int(tun.nan_skipped),
             wall_time=time.perf_counter() - t0, phase=phase, lr=lr))
+
+    def next_val() -> tuple[Tensor, Tensor]:
+        return next(val_iter)
 
     step = 0
     epoch = 0
     while step < total:
-        if images and cfg.lr_step_epochs:
-            lr = cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
+        if st.lr_step_epochs:
+            lr = st.lr * st.lr_gamma ** (epoch // st.lr_step_epochs)
             for group in opt.param_groups:
                 group["lr"] = lr
-        if cfg.shuffle:
-            order = torch.randperm(n_train, generator=gen).to(problem.train.x.device)
-        else:
-            order = None
+        order = torch.randperm(n_train, generator=gen).to(problem.train.x.device) if st.shuffle else None
+        tun.new_epoch()
         for b in range(batches_per_epoch):
             if step >= total:
                 break
@@ -183,24 +271,22 @@ def train_student(cfg: ExperimentConfig, problem: Problem, controller: Controlle
             else:
                 idx = order[sl]
                 xb, yb, tb = problem.train.x[idx], problem.train.y[idx], problem.train.teacher[idx]
-            info = StepInfo(step=step, epoch=epoch, batch_in_epoch=b, lr=lr, train_batch=(xb, yb, tb),
-                            next_val_batch=lambda: next(val_iter), model=model)
-            lam = controller.metaparams(info)
-            phase = controller.phase(info)
+            tun.step(model, (xb, yb, tb), next_val)
+            lam, phase = tun.metaparams, tun.phase
             opt.zero_grad(set_to_none=True)
-            loss = distillation_loss(model(xb), tb, yb, lam[0], lam[1], form=cfg.loss_form,
-                                     t2_scaling=cfg.t2_scaling)
+            loss = tun.loss(model(xb), tb, yb)
             loss.backward()
             opt.step()
             last = step == total - 1
-            if not images and (step % cfg.log_every == 0 or last):
+            if by_iteration and (step % st.log_every == 0 or last):
                 log(step, epoch, lam, phase)
             step += 1
             if bar is not None:
                 bar.update(1)
-        if images and ((epoch + 1) % cfg.log_every == 0 or step >= total):
+        if not by_iteration and ((epoch + 1) % st.log_every == 0 or step >= total):
             log(step - 1, epoch, lam, phase)
         epoch += 1
     if bar is not None:
         bar.close()
+    tun.check()
     return out

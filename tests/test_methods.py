@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import kdlib.methods as methods
+import kdlib.tuner as tuner_mod
 from kdlib.config import resolve_config
 from kdlib.metaparams import in_box
 from kdlib.train import Problem, Split
@@ -113,7 +114,7 @@ def test_random_law_uniform_vs_loguniform():
 
 
 def test_nan_hypergradient_is_skipped_and_counted(monkeypatch):
-    real = methods.hypergradient
+    real = tuner_mod.hypergradient
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -123,7 +124,7 @@ def test_nan_hypergradient_is_skipped_and_counted(monkeypatch):
             return torch.full_like(g, float("nan"))
         return g
 
-    monkeypatch.setattr(methods, "hypergradient", flaky)
+    monkeypatch.setattr(tuner_mod, "hypergradient", flaky)
     hist = methods.get_method("gradient").run(_cfg("gradient", iterations=30), _problem()).history
     assert hist[-1]["nan_skipped"] == 10
     lam = np.array([[r["lambda1"], r["temperature"]] for r in hist])

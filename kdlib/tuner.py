@@ -1,0 +1,284 @@
+"""The Tuner: (lambda1, T) tuning that drops into any PyTorch training loop (Sec. 3 of the paper).
+
+.. code-block:: python
+
+    tuner = kdlib.Tuner(optimizer, init=(0.5, 2.0), schedule="proposed", e1=10, e2=10,
+                        estimator="unrolled", meta_lr=0.1, meta_clip=0.01, t_val=1.0)
+    for (x, y), val in zip(train_loader, kdlib.cycle(val_loader)):
+        with torch.no_grad():
+            t = teacher(x)
+        tuner.step(student, (x, y, t), val)     # one metaparameter update (eq. 3 / eq. 4); (lambda1, T)
+        loss = tuner.loss(student(x), t, y)     # L_train at the current (lambda1, T)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+    tuner.check()                               # NonFiniteHypergradient if no hypergradient was finite
+
+:meth:`Tuner.step` takes the hypergradient of eq. (3) through one step of the optimizer the loop really uses
+(:func:`kdlib.hypergrad.hypergradient` with ``optimizer=``, its state and current lr), then moves the values by
+the schedule (:class:`kdlib.schedules.Schedule`: clipping, NaN/inf skip with counts, metaparameter SGD,
+projection into the box, Algorithm 1's line). The estimator runs under a forked RNG seeded from the tuner's
+own generator, so the training loop's global RNG stream is left untouched (a ``"fixed"`` tuner trains the
+bit-identical student as no tuner) and a tuned run is reproducible and resumable from :meth:`state_dict`.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from kdlib.hypergrad import hypergradient
+from kdlib.losses import LOSS_FORMS, distillation_loss
+from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE, in_box
+from kdlib.schedules import Schedule, check_schedule
+
+ESTIMATORS = ("unrolled", "finite_difference", "neumann", "forward")
+FD_VIRTUAL_LRS = ("current", "initial")
+ValBatch = Union[Sequence[Tensor], Callable[[], Sequence[Tensor]]]
+
+# `optimizer=` arrives with the hypergrad package (issue 9, part 1); until then plain SGD goes through `lr=`
+_TAKES_OPTIMIZER = "optimizer" in inspect.signature(hypergradient).parameters
+
+
+class NonFiniteHypergradient(RuntimeError):
+    """Raised by :meth:`Tuner.check` when every hypergradient of a run was NaN/inf (nothing was applied)."""
+
+
+def cycle(loader: Iterable) -> Iterator:
+    """Iterate over ``loader`` forever, re-iterating it at each pass (a shuffling DataLoader reshuffles;
+    unlike :func:`itertools.cycle`, nothing is cached). An empty loader raises ``ValueError``."""
+    while True:
+        empty = True
+        for item in loader:
+            empty = False
+            yield item
+        if empty:
+            raise ValueError("kdlib.cycle: the loader yielded no batch")
+
+
+def _is_plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
+    if type(optimizer) is not torch.optim.SGD:
+        return False
+    return all(g.get("momentum", 0) == 0 and g.get("weight_decay", 0) == 0 and not g.get("nesterov", False)
+               and not g.get("maximize", False) for g in optimizer.param_groups)
+
+
+class _forked_rng:
+    """Run the estimator on the global RNG of ``device`` seeded with ``seed``, restoring the caller's state."""
+
+    def __init__(self, device: torch.device, seed: int) -> None:
+        self.device, self.seed = device, seed
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> None:
+        cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+            if self.device.type == "cuda" else []
+        self.stack.enter_context(torch.random.fork_rng(devices=cuda))
+        torch.default_generator.manual_seed(self.seed)
+        if cuda:
+            torch.cuda.default_generators[cuda[0]].manual_seed(self.seed)
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+
+class Tuner:
+    """Online tuning of (lambda1, T) for one student and its optimizer.
+
+    Args:
+        optimizer: the ``torch.optim`` optimizer of the student (SGD, Adam, AdamW); the hypergradient is taken
+            through one step of it. ``None`` with ``lr=`` means a plain-SGD virtual step at ``lr``.
+        init: initial (lambda1, T), inside the box lambda1 in [0, 1], T in [0.1, 10].
+        schedule: ``"gradient"`` (eq. 3 every step), ``"proposed"`` (Algorithm 1) or ``"fixed"``.
+        e1, e2: Algorithm 1's gradient and extrapolation iteration counts.
+        estimator: ``"unrolled"`` | ``"finite_difference"`` | ``"neumann"`` | ``"forward"``.
+        meta_lr, meta_clip: metaparameter SGD step and hypergradient value clip.
+        t_val: T_val of L_val.
+        forward: ``forward(model, inputs) -> logits`` for models that take keyword/dict inputs or return dicts.
+        every: take a hypergradient step every ``every``-th iteration (the others keep the values).
+        lr: plain-SGD virtual lr when ``optimizer`` is None.
+        steps: inner steps of the unrolled/forward estimators.
+        proposed_reset: ``"global"`` cycles over all iterations, ``"epoch"`` restarts at :meth:`new_epoch`.
+        clamp_extrapolation: project eq. 4's values into the box (the authors did not).
+        form, t2_scaling: the L_train variant (:func:`kdlib.losses.distillation_loss`).
+        fd_virtual_lr: ``"current"`` or ``"initial"`` (the authors' code: the finite-difference virtual step at
+            the optimizer's initial lr).
+        seed: seeds the tuner's own generator (the estimators' dropout masks).
+        **options: passed to :func:`kdlib.hypergrad.hypergradient` (e.g. ``fd_eps_scale``, ``neumann_terms``).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer | None = None, init: Sequence[float] | Tensor = (0.5, 2.0),
+                 schedule: str = "proposed", e1: int = 10, e2: int = 10, estimator: str = "unrolled",
+                 meta_lr: float = 0.1, meta_clip: float = 0.01, t_val: float = 1.0,
+                 forward: Callable[[nn.Module, Any], Tensor] | None = None, every: int = 1, *,
+                 lr: float | None = None, steps: int = 1, proposed_reset: str = "global",
+                 clamp_extrapolation: bool = True, form: str = "ce", t2_scaling: bool = False,
+                 fd_virtual_lr: str = "current", seed: int = 0, **options: Any) -> None:
+        if optimizer is None and lr is None:
+            raise ValueError("Tuner needs the student's optimizer (Tuner(optimizer, ...)) or, for a plain-SGD "
+                             "virtual step, lr=")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+        if form not in LOSS_FORMS:
+            raise ValueError(f"unknown loss form {form!r}; choose one of: {', '.join(LOSS_FORMS)}")
+        if fd_virtual_lr not in FD_VIRTUAL_LRS:
+            raise ValueError(f"unknown fd_virtual_lr {fd_virtual_lr!r}; choose one of: {', '.join(FD_VIRTUAL_LRS)}")
+        if not t_val > 0:
+            raise ValueError(f"t_val must be > 0, got {t_val}")
+        if int(steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        check_schedule(schedule, e1, e2, meta_lr, meta_clip, every, proposed_reset)
+        init_t = torch.as_tensor(init, dtype=torch.float32).detach().clone()
+        if init_t.shape != (2,) or not torch.isfinite(init_t).all() or not in_box(init_t):
+            raise ValueError(f"init={init_t.tolist()} must be (lambda1, T) with lambda1 in {LAMBDA1_RANGE} and "
+                             f"T in {TEMPERATURE_RANGE}")
+        self.optimizer = optimizer
+        self.lr = lr
+        self.estimator = estimator
+        self.t_val = float(t_val)
+        self.forward = forward
+        self.steps = int(steps) if estimator in ("unrolled", "forward") else 1
+        self.form, self.t2_scaling = form, bool(t2_scaling)
+        self.fd_virtual_lr = fd_virtual_lr
+        self.options = dict(options)
+        self.schedule = Schedule(init_t, schedule, e1, e2, meta_lr, meta_clip, every, proposed_reset,
+                                 clamp_extrapolation)
+        if optimizer is not None:
+            group = optimizer.param_groups[0]
+            self.initial_lr = float(group.get("initial_lr", group["lr"]))
+        else:
+            self.initial_lr = float(lr)
+        self.iteration = 0
+        self.in_epoch = 0
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._trace: list[tuple[int, str, Tensor]] = []
+
+    # ------------------------------------------------------------------------------------------ reading
+    @property
+    def metaparams(self) -> Tensor:
+        """The current (lambda1, T), shape (2,)."""
+        return self.schedule.value
+
+    @property
+    def lambda1(self) -> Tensor:
+        return self.schedule.value[0]
+
+    @property
+    def temperature(self) -> Tensor:
+        return self.schedule.value[1]
+
+    @property
+    def phase(self) -> str:
+        return self.schedule.phase
+
+    @property
+    def hypergrad_evals(self) -> int:
+        """Hypergradient evaluations so far (skipped ones included)."""
+        return self.schedule.evals
+
+    @property
+    def nan_skipped(self) -> int:
+        """Non-finite hypergradients skipped so far (reading it synchronises a CUDA device)."""
+        return int(self.schedule.nonfinite)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One row per :meth:`step`: iteration, phase, lambda1, temperature (the values trained at)."""
+        if not self._trace:
+            return []
+        values = torch.stack([v for _, _, v in self._trace]).detach().float().cpu().tolist()
+        return [dict(step=i, phase=p, lambda1=v[0], temperature=v[1])
+                for (i, p, _), v in zip(self._trace, values)]
+
+    # ------------------------------------------------------------------------------------------ the step
+    def new_epoch(self) -> None:
+        """Mark an epoch boundary (Algorithm 1's cycle restarts here when ``proposed_reset="epoch"``)."""
+        self.in_epoch = 0
+
+    def _lr(self) -> float:
+        if self.optimizer is None:
+            return float(self.lr)
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _hypergradient(self, model: nn.Module, batch: Sequence[Tensor], val: ValBatch, value: Tensor) -> Tensor:
+        val_batch = val() if callable(val) else val
+        kwargs: dict[str, Any] = dict(t_val=self.t_val, method=self.estimator, steps=self.steps, form=self.form,
+                                      t2_scaling=self.t2_scaling, **self.options)
+        if self.estimator == "finite_difference" and self.fd_virtual_lr == "initial":
+            kwargs["fd_virtual_lr"] = self.initial_lr
+        if self.forward is not None:
+            kwargs["forward"] = self.forward
+        if self.optimizer is None:
+            kwargs["lr"] = float(self.lr)
+        elif _TAKES_OPTIMIZER:
+            kwargs["optimizer"] = self.optimizer
+        elif _is_plain_sgd(self.optimizer):
+            kwargs["lr"] = self._lr()
+        else:
+            raise NotImplementedError(
+                f"this kdlib.hypergrad differentiates plain SGD only; {type(self.optimizer).__name__} with "
+                f"momentum/weight decay needs hypergradient(..., optimizer=) (issue 9, part 1)")
+        seed = int(torch.randint(0, 2 ** 62, (), generator=self.generator))
+        with _forked_rng(batch[1].device if isinstance(batch[1], Tensor) else torch.device("cpu"), seed):
+            return hypergradient(model, tuple(batch), val_batch, value, **kwargs)
+
+    def step(self, model: nn.Module, batch: Sequence[Any], val: ValBatch) -> tuple[Tensor, Tensor]:
+        """One iteration of the schedule at the model's current weights; returns ``(lambda1, T)`` (0-d tensors).
+
+        ``batch`` is ``(x, y, teacher_logits)``; ``val`` a ``(x, y)`` batch of D_val, or a zero-argument callable
+        returning one (then a batch is drawn only when a hypergradient is taken).
+        """
+        if not isinstance(batch, (tuple, list)) or len(batch) != 3:
+            raise ValueError("Tuner.step: batch must be (x, y, teacher_logits): compute the teacher's logits "
+                             "under torch.no_grad() and pass them with the inputs and labels")
+        y = batch[1]
+        if isinstance(y, Tensor) and y.device != self.schedule.value.device:
+            self.schedule.to(y.device)
+        value = self.schedule.step(self.iteration, self.in_epoch,
+                                   lambda lam: self._hypergradient(model, batch, val, lam))
+        self._trace.append((self.iteration, self.schedule.phase, value))
+        self.iteration += 1
+        self.in_epoch += 1
+        return value[0], value[1]
+
+    def loss(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:
+        """L_train (Sec. 2) at the current (lambda1, T): :func:`kdlib.losses.distillation_loss`."""
+        value = self.schedule.value
+        return distillation_loss(student_logits, teacher_logits, targets, value[0], value[1], form=self.form,
+                                 t2_scaling=self.t2_scaling)
+
+    def check(self) -> dict[str, int]:
+        """End-of-run check: raise :class:`NonFiniteHypergradient` if hypergradients were taken and every one
+        was NaN/inf; else return the counts ``{"hypergrad_evals", "nan_skipped"}``."""
+        evals, skipped = self.hypergrad_evals, self.nan_skipped
+        if evals > 0 and skipped >= evals:
+            raise NonFiniteHypergradient(
+                f"all {evals} hypergradients of this run were NaN/inf, so (lambda1, T) never moved from its "
+                f"initial value; lower the student's lr or the estimator's step, or check the teacher logits")
+        return dict(hypergrad_evals=evals, nan_skipped=skipped)
+
+    finish = check
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume identically (store it with the user's checkpoint)."""
+        values = torch.stack([v for _, _, v in self._trace]) if self._trace else None
+        return dict(schedule=self.schedule.state_dict(), iteration=self.iteration, in_epoch=self.in_epoch,
+                    generator=self.generator.get_state(), initial_lr=self.initial_lr,
+                    trace_steps=[i for i, _, _ in self._trace], trace_phases=[p for _, p, _ in self._trace],
+                    trace_values=values)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state["schedule"])
+        self.iteration, self.in_epoch = int(state["iteration"]), int(state["in_epoch"])
+        self.generator.set_state(state["generator"])
+        self.initial_lr = float(state["initial_lr"])
+        values = state["trace_values"]
+        self._trace = [] if values is None else [
+            (int(i), str(p), values[k]) for k, (i, p) in enumerate(zip(state["trace_steps"], state["trace_phases"]))]
+
+
+__all__ = ["Tuner", "cycle", "NonFiniteHypergradient", "ESTIMATORS"]
