@@ -155,3 +155,81 @@ def test_bad_input_names_the_fix(kwargs, match):
     args.update({k: kwargs.pop(k) for k in list(kwargs) if k in args})
     with pytest.raises(ValueError, match=match):
         resolve_config(args["dataset"], args["method"], args["profile"], 0, **kwargs)
+
+
+def test_authors_initial_sequence():
+    from kdlib.metaparams import authors_initial, initial_metaparams
+
+    # the authors' runs 0 and 2 in their convention (lambda1_a weights the distillation term): (0.375, 7.97),
+    # (0.156, 0.205); kdlib's lambda1 = 1 - lambda1_a
+    run0, run2 = authors_initial(0), authors_initial(2)
+    assert abs((1 - float(run0[0])) - 0.375) < 5e-4 and abs(float(run0[1]) - 7.97) < 5e-3
+    assert abs((1 - float(run2[0])) - 0.156) < 5e-4 and abs(float(run2[1]) - 0.205) < 5e-4
+    state = np.random.get_state()[1].copy()
+    assert torch.equal(initial_metaparams("authors", 2), run2)
+    assert (np.random.get_state()[1] == state).all()  # the global numpy stream is not touched
+    cfg = _cfg("gradient", init_law="authors", seed=2, iterations=2)
+    assert torch.equal(methods.get_method("gradient").initial(cfg), run2)
+    with pytest.raises(ValueError, match="init_law"):
+        initial_metaparams("sobol", 0)
+
+
+def test_run_returns_the_trained_model():
+    res = methods.get_method("naive").run(_cfg("naive"), _problem())
+    model = res.model
+    p = _problem()
+    with torch.no_grad():
+        acc = int((model(p.test.x).argmax(1) == p.test.y).sum()) / len(p.test)
+    assert acc == res.history[-1]["test_accuracy"]
+
+
+def test_optimizer_spec_reaches_the_student():
+    from kdlib.train import Settings, make_optimizer
+
+    sgd = methods.get_method("naive").run(_cfg("naive"), _problem()).history
+    adam = methods.get_method("naive").run(_cfg("naive", optimizer="adam", lr=0.05), _problem()).history
+    assert _strip(sgd) != _strip(adam)
+    opt = make_optimizer(nn.Linear(2, 2).parameters(), Settings(optimizer="sgd", momentum=0.9, nesterov=True,
+                                                                 weight_decay=1e-4, lr=0.3))
+    assert type(opt) is torch.optim.SGD and opt.defaults["nesterov"] and opt.defaults["weight_decay"] == 1e-4
+    opt = make_optimizer(nn.Linear(2, 2).parameters(), Settings(optimizer="adamw", betas=(0.8, 0.9)))
+    assert type(opt) is torch.optim.AdamW and opt.defaults["betas"] == (0.8, 0.9)
+    with pytest.raises(ValueError, match="momentum/nesterov are SGD settings"):
+        Settings(optimizer="adam", momentum=0.9, iterations=1).validate()
+
+
+def test_a_users_problem_needs_no_dataset_name():
+    from kdlib.train import Settings
+
+    st = Settings(iterations=12, batch_size=4, lr=0.5, e1=3, e2=3, log_every=4)
+    assert st.shuffle and st.lr_step_epochs is None  # user defaults, no paper preset
+    res = methods.get_method("proposed").run(st, _problem())
+    assert [r["step"] for r in res.history] == [0, 4, 8, 11]
+    assert res.history[-1]["hypergrad_evals"] == 6 and res.model is not None
+    with pytest.raises(ValueError, match="exactly one of iterations"):
+        methods.get_method("naive").run(Settings(), _problem())
+
+
+def test_generic_loop_equals_the_tuner_in_a_hand_written_loop():
+    # train_student is the README loop: the same Tuner calls by hand give the same student
+    import kdlib
+    from kdlib.train import Settings
+
+    st = Settings(iterations=15, lr=0.5, e1=3, e2=2, estimator="finite_difference", meta_lr=1.0, meta_clip=0.05,
+                  shuffle=False, seed=3)
+    res = methods.get_method("proposed").run(st, _problem())
+    p = _problem()
+    torch.manual_seed(3)
+    model = p.make_student()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tuner = kdlib.Tuner(opt, init=methods.get_method("proposed").initial(st), schedule="proposed", e1=3, e2=2,
+                        estimator="finite_difference", meta_lr=1.0, meta_clip=0.05, seed=3)
+    for _ in range(15):
+        tuner.step(model, (p.train.x, p.train.y, p.train.teacher), (p.val.x, p.val.y))
+        loss = tuner.loss(model(p.train.x), p.train.teacher, p.train.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for a, b in zip(model.state_dict().values(), res.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert float(tuner.metaparams[0]) == res.history[-1]["lambda1"]

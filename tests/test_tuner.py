@@ -1,0 +1,300 @@
+"""kdlib.Tuner in a user's own training loop: RNG neutrality, resume, NaN skip, every=k, DataLoaders, errors."""
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import kdlib
+import kdlib.tuner as tuner_mod
+from kdlib.hypergrad import hypergradient
+from kdlib.losses import distillation_loss
+from kdlib.metaparams import in_box, project
+
+
+def _data(n: int = 50, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).long()
+    return x, y
+
+
+def _teacher() -> nn.Module:
+    torch.manual_seed(123)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2))
+
+
+def _student(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.3), nn.Linear(12, 2))
+
+
+def _loaders(batch_size: int = 16):
+    x, y = _data(50)
+    xv, yv = _data(40, seed=1)
+    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    val = DataLoader(TensorDataset(xv, yv), batch_size=batch_size, shuffle=True)
+    return train, val
+
+
+def _train(tuner_kw: dict | None, epochs: int = 2, optimizer: str = "sgd", seed: int = 0, batch_size: int = 16):
+    """The README loop; ``tuner_kw=None``: no tuner, a fixed (0.5, 2) loss written by hand."""
+    teacher = _teacher()
+    student = _student(seed)
+    opt = (torch.optim.SGD(student.parameters(), lr=0.1) if optimizer == "sgd"
+           else torch.optim.Adam(student.parameters(), lr=1e-2))
+    torch.manual_seed(seed + 100)  # the loop's stream: DataLoader shuffles and dropout masks
+    train, val = _loaders(batch_size)
+    tuner = None if tuner_kw is None else kdlib.Tuner(opt, **tuner_kw)
+    val_iter = kdlib.cycle(val)
+    for _ in range(epochs):
+        for (x, y), val_batch in zip(train, val_iter):
+            with torch.no_grad():
+                t = teacher(x)
+            if tuner is None:
+                loss = distillation_loss(student(x), t, y, 0.5, 2.0)
+            else:
+                tuner.step(student, (x, y, t), val_batch)
+                loss = tuner.loss(student(x), t, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return student, tuner, torch.get_rng_state()
+
+
+def test_fixed_tuner_trains_the_bit_identical_student():
+    ref, _, rng_ref = _train(None)
+    got, tuner, rng_got = _train(dict(init=(0.5, 2.0), schedule="fixed"))
+    for a, b in zip(ref.state_dict().values(), got.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(rng_ref, rng_got)
+    assert tuner.hypergrad_evals == 0 and len(tuner.history) == 8  # 50 samples, batch 16: 4 batches x 2 epochs
+
+
+@pytest.mark.parametrize("estimator", ["unrolled", "finite_difference"])
+def test_tuned_run_leaves_the_global_rng_stream_untouched(estimator):
+    _, _, rng_ref = _train(None)
+    student, tuner, rng_got = _train(dict(init=(0.5, 2.0), schedule="gradient", estimator=estimator,
+                                          meta_lr=1.0, meta_clip=1.0))
+    assert torch.equal(rng_ref, rng_got)  # the loop consumed exactly its own random numbers
+    assert tuner.hypergrad_evals == 8
+    assert not torch.equal(tuner.metaparams, torch.tensor([0.5, 2.0]))  # and the values did move
+
+
+def test_tuned_run_is_reproducible():
+    a = _train(dict(init=(0.3, 3.0), schedule="proposed", e1=3, e2=2, meta_lr=1.0, meta_clip=1.0))[1]
+    b = _train(dict(init=(0.3, 3.0), schedule="proposed", e1=3, e2=2, meta_lr=1.0, meta_clip=1.0))[1]
+    assert a.history == b.history
+
+
+def test_batch_size_that_does_not_divide_the_data():
+    # 50 samples in batches of 16: the last batch has 2 rows (BatchNorm in train mode still works on 2)
+    student, tuner, _ = _train(dict(init=(0.5, 2.0), schedule="gradient", meta_lr=1.0, meta_clip=1.0), epochs=3)
+    assert tuner.hypergrad_evals == 12 and tuner.nan_skipped == 0
+    assert in_box(tuner.metaparams) and torch.isfinite(tuner.metaparams).all()
+    assert [r["step"] for r in tuner.history] == list(range(12))
+
+
+def test_first_step_is_eq3_with_clip_and_projection():
+    teacher, student = _teacher(), _student()
+    student.eval()  # deterministic forward, so the estimator can be repeated outside the tuner
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    x, y = _data(32)
+    xv, yv = _data(32, seed=1)
+    with torch.no_grad():
+        t = teacher(x)
+    init = torch.tensor([0.5, 2.0])
+    g = hypergradient(student, (x, y, t), (xv, yv), init, 0.1, t_val=1.0, method="unrolled")
+    tuner = kdlib.Tuner(opt, init=init, schedule="gradient", meta_lr=0.5, meta_clip=1e-3)
+    lam1, temp = tuner.step(student, (x, y, t), (xv, yv))
+    expected = project(init - 0.5 * g.clamp(-1e-3, 1e-3))
+    torch.testing.assert_close(torch.stack([lam1, temp]), expected, rtol=0, atol=1e-7)
+    assert torch.equal(tuner.metaparams, torch.stack([lam1, temp]))
+
+
+def _constant_hypergradient(value):
+    def fake(model, train_batch, val_batch, metaparams, *args, **kwargs):
+        return torch.as_tensor(value, dtype=metaparams.dtype)
+    return fake
+
+
+def _toy_steps(tuner: kdlib.Tuner, n: int) -> list[torch.Tensor]:
+    model = nn.Linear(3, 2)
+    x, y, t = torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.randn(4, 2)
+    return [torch.stack(tuner.step(model, (x, y, t), (x, y))).clone() for _ in range(n)]
+
+
+def test_proposed_schedule_recovers_an_exactly_linear_trajectory(monkeypatch):
+    # a constant hypergradient makes the gradient phase exactly linear: lambda_k = init - meta_lr * g * (k + 1);
+    # Algorithm 1's line must continue it exactly over the e2 extrapolated iterations, cycle after cycle
+    g = torch.tensor([0.004, -0.003])
+    monkeypatch.setattr(tuner_mod, "hypergradient", _constant_hypergradient(g))
+    e1, e2 = 4, 5
+    init = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    tuner = kdlib.Tuner(lr=0.1, init=init, schedule="proposed", e1=e1, e2=e2, meta_lr=1.0, meta_clip=0.01)
+    values = torch.stack(_toy_steps(tuner, e1 + e2)).double()
+    phases = [r["phase"] for r in tuner.history]
+    assert phases == ["gradient"] * e1 + ["extrapolate"] * e2
+    k = torch.arange(1, e1 + e2 + 1, dtype=torch.float64).unsqueeze(1)
+    torch.testing.assert_close(values, init - g.double() * k, rtol=0, atol=2e-6)
+    assert tuner.hypergrad_evals == e1
+
+
+def test_every_k_counts(monkeypatch):
+    g = torch.tensor([0.01, 0.01])
+    monkeypatch.setattr(tuner_mod, "hypergradient", _constant_hypergradient(g))
+    tuner = kdlib.Tuner(lr=0.1, init=(0.5, 2.0), schedule="gradient", every=3, meta_lr=1.0)
+    values = _toy_steps(tuner, 10)
+    assert tuner.hypergrad_evals == 4  # iterations 0, 3, 6, 9
+    moved = [i for i in range(10) if not torch.equal(values[i], values[i - 1] if i else torch.tensor([0.5, 2.0]))]
+    assert moved == [0, 3, 6, 9]
+
+
+def test_nan_hypergradients_are_skipped_and_counted(monkeypatch):
+    calls = itertools.count()
+
+    def flaky(model, train_batch, val_batch, metaparams, *args, **kwargs):
+        i = next(calls)
+        return torch.tensor([float("nan") if i % 3 == 1 else 0.01, float("inf") if i % 3 == 2 else -0.01])
+
+    monkeypatch.setattr(tuner_mod, "hypergradient", flaky)
+    tuner = kdlib.Tuner(lr=0.1, init=(0.5, 2.0), schedule="gradient", meta_lr=1.0)
+    values = _toy_steps(tuner, 9)
+    assert tuner.hypergrad_evals == 9 and tuner.nan_skipped == 6
+    for i in range(9):
+        if i % 3:
+            assert torch.equal(values[i], values[i - 1])  # a skipped step leaves the values where they were
+    assert tuner.check() == dict(hypergrad_evals=9, nan_skipped=6)
+
+
+def test_all_non_finite_raises_at_the_end(monkeypatch):
+    monkeypatch.setattr(tuner_mod, "hypergradient", _constant_hypergradient([float("nan"), 0.0]))
+    tuner = kdlib.Tuner(lr=0.1, init=(0.5, 2.0), schedule="gradient")
+    _toy_steps(tuner, 3)
+    assert torch.equal(tuner.metaparams, torch.tensor([0.5, 2.0]))
+    with pytest.raises(kdlib.NonFiniteHypergradient, match="all 3 hypergradients"):
+        tuner.check()
+    fixed = kdlib.Tuner(lr=0.1, schedule="fixed")
+    _toy_steps(fixed, 2)
+    assert fixed.check() == dict(hypergrad_evals=0, nan_skipped=0)  # nothing taken, nothing to report
+
+
+def test_state_dict_round_trip_resumes_identically():
+    kw = dict(init=(0.4, 3.0), schedule="proposed", e1=3, e2=2, meta_lr=1.0, meta_clip=1.0)
+    x, y = _data(50)
+    xv, yv = _data(40, seed=1)
+    teacher = _teacher()
+    with torch.no_grad():
+        t = teacher(x)
+    batches = [(x[i:i + 10], y[i:i + 10], t[i:i + 10]) for i in range(0, 50, 10)] * 3  # 15 iterations
+
+    def run(student, opt, tuner, todo):
+        for b in todo:
+            tuner.step(student, b, (xv, yv))
+            loss = tuner.loss(student(b[0]), b[2], b[1])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    student = _student()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    tuner = kdlib.Tuner(opt, **kw)
+    torch.manual_seed(7)
+    run(student, opt, tuner, batches[:7])  # stop inside an extrapolation phase of the second cycle
+    ckpt = copy.deepcopy(dict(model=student.state_dict(), opt=opt.state_dict(), tuner=tuner.state_dict(),
+                              rng=torch.get_rng_state()))
+    run(student, opt, tuner, batches[7:])
+
+    student2 = _student(seed=99)
+    opt2 = torch.optim.SGD(student2.parameters(), lr=0.1)
+    tuner2 = kdlib.Tuner(opt2, **kw)
+    student2.load_state_dict(ckpt["model"])
+    opt2.load_state_dict(ckpt["opt"])
+    tuner2.load_state_dict(ckpt["tuner"])
+    torch.set_rng_state(ckpt["rng"])
+    run(student2, opt2, tuner2, batches[7:])
+    assert tuner2.history == tuner.history
+    assert tuner2.hypergrad_evals == tuner.hypergrad_evals == 9  # 3 cycles of e1 = 3
+    for a, b in zip(student.state_dict().values(), student2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_cycle_reiterates_the_loader():
+    data = TensorDataset(torch.arange(8.0))
+    torch.manual_seed(0)
+    loader = DataLoader(data, batch_size=8, shuffle=True)
+    it = kdlib.cycle(loader)
+    first, second = next(it)[0], next(it)[0]
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(8))
+    assert not torch.equal(first, second)  # reshuffled: itertools.cycle would repeat the cached first pass
+    with pytest.raises(ValueError, match="no batch"):
+        next(kdlib.cycle([]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(init=(1.5, 2.0)), "lambda1 in"),
+    (dict(init=(0.5, 0.01)), "T in"),
+    (dict(schedule="greedy"), "unknown schedule"),
+    (dict(schedule="proposed", e1=1), "e1=1"),
+    (dict(every=0), "every=0"),
+    (dict(estimator="magic"), "unknown estimator"),
+    (dict(fd_virtual_lr="later"), "fd_virtual_lr"),
+    (dict(meta_lr=0.0), "meta_lr"),
+])
+def test_bad_settings_name_the_fix(kwargs, match):
+    opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        kdlib.Tuner(opt, **kwargs)
+
+
+def test_bad_input_is_caught_before_compute():
+    with pytest.raises(ValueError, match="optimizer"):
+        kdlib.Tuner()
+    tuner = kdlib.Tuner(lr=0.1)
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        tuner.step(nn.Linear(3, 2), (x, torch.zeros(4, dtype=torch.long)), (x, torch.zeros(4, dtype=torch.long)))
+
+
+def test_public_api_as_written():
+    assert kdlib.Tuner is tuner_mod.Tuner and callable(kdlib.cycle) and callable(kdlib.hypergrad.hypergradient)
+    for name in ("Tuner", "cycle", "hypergradient", "distillation_loss", "validation_loss", "fit_line",
+                 "extrapolate", "NonFiniteHypergradient"):
+        assert name in kdlib.__all__ and hasattr(kdlib, name)
+    params = inspect.signature(kdlib.Tuner).parameters
+    assert list(params)[:10] == ["optimizer", "init", "schedule", "e1", "e2", "estimator", "meta_lr",
+                                 "meta_clip", "t_val", "forward"]
+
+
+@pytest.mark.skipif(not tuner_mod._TAKES_OPTIMIZER, reason="hypergradient(..., optimizer=) arrives with the "
+                                                           "hypergrad package (issue 9, part 1)")
+def test_tuner_passes_the_users_optimizer(monkeypatch):
+    seen = {}
+    real = tuner_mod.hypergradient
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuner_mod, "hypergradient", spy)
+    student = _student()
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    tuner = kdlib.Tuner(opt, schedule="gradient")
+    x, y = _data(16)
+    tuner.step(student, (x, y, torch.randn(16, 2)), (x, y))
+    assert seen["optimizer"] is opt and "lr" not in seen
+
+
+@pytest.mark.skipif(tuner_mod._TAKES_OPTIMIZER, reason="only before the hypergrad package is merged")
+def test_unsupported_optimizer_is_never_a_silent_plain_sgd_answer():
+    student = _student()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
+    tuner = kdlib.Tuner(opt, schedule="gradient")
+    x, y = _data(16)
+    with pytest.raises(NotImplementedError, match="optimizer="):
+        tuner.step(student, (x, y, torch.randn(16, 2)), (x, y))
