@@ -7,7 +7,8 @@ Two adaptations of ``higher`` 0.2.1, whose optimizers predate torch's current on
 differentiable twin there (:class:`DifferentiableAdamW` adds the decoupled decay ``w * (1 - lr wd)`` before
 ``DifferentiableAdam``'s step), and ``DifferentiableAdam`` adds eps outside the bias correction
 (``sqrt(v) + eps`` scaled by ``sqrt(bc2) / bc1``, torch < 1.x), where torch divides ``sqrt(v)`` by
-``sqrt(bc2)`` first; :class:`TorchAdam` rescales eps per step to torch's placement. ``higher`` does not write
+``sqrt(bc2)`` first; :class:`TorchAdam` rescales eps per step to torch's placement and reads torch's
+float32 tensor step count as a Python number (as torch does; ``beta2 ** step`` in float32 is ~1e-5 off). ``higher`` does not write
 BatchNorm running statistics back consistently (higher issue #103), so every buffer is saved before and
 restored after, leaving the model as found; the optimizer's state is copied by ``higher``, never written.
 """
@@ -34,7 +35,10 @@ class TorchAdam(higher.optim.DifferentiableAdam):
         saved = []
         for gi, group in enumerate(self.param_groups):
             # torch: lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) == higher's form with eps' = eps * sqrt(bc2)
-            steps = [float(s["step"]) for s in self.state[gi].values() if "step" in s]
+            for s in self.state[gi].values():  # torch >= 1.12 keeps a float32 tensor; higher would compute
+                if "step" in s:                  # beta ** step in float32 (bc2 off by ~1e-5 relative)
+                    s["step"] = float(s["step"])
+            steps = [s["step"] for s in self.state[gi].values() if "step" in s]
             t = (steps[0] if steps else 0.0) + 1
             if any(s + 1 != t for s in steps):
                 raise NotImplementedError("the reference needs one step count per param group")
