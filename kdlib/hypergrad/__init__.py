@@ -1,0 +1,185 @@
+"""Hypergradient estimators for the greedy metaparameter step, eq. (3) of the paper.
+
+For lambda = (lambda1, T) the greedy step of eq. (3) needs
+
+    d/dlambda L_val(U(w, lambda)),   U(w, lambda) = w - u(grad_w L_train(w, lambda), w; optimizer state),
+
+where L_train is :func:`kdlib.losses.distillation_loss`, L_val is :func:`kdlib.losses.validation_loss` (no
+explicit lambda dependence, so only the path through w' = U(w, lambda) contributes), and U is ONE step of
+the inner optimizer: the paper's plain SGD ``w - lr g`` (``lr=``), or the real update rule of the
+``optimizer=`` that trains the model (``torch.optim.SGD`` with momentum/dampening/nesterov/weight decay,
+``Adam``, ``AdamW``; :mod:`kdlib.hypergrad.rules`, :mod:`~kdlib.hypergrad.sgd`, :mod:`~kdlib.hypergrad.adam`)
+with its current state and current ``param_groups`` (lr included, so schedulers just work).
+
+Estimators (``method=``), one file each:
+
+* ``"unrolled"`` (:mod:`~kdlib.hypergrad.unrolled`) -- exact reverse mode through ``steps`` virtual steps.
+  ``unrolled_impl="auto"`` (default) uses for steps=1 the cheaper algebraically identical ``"cotangent"``
+  evaluation; ``"reverse"`` forces double backprop; ``"higher"`` is the ``higher`` reference
+  (:mod:`~kdlib.hypergrad.reference`).
+* ``"finite_difference"`` (:mod:`~kdlib.hypergrad.finite_difference`) -- the paper's DARTS central difference.
+* ``"neumann"`` (:mod:`~kdlib.hypergrad.neumann`) -- the implicit-function estimator (takes no step; plain SGD
+  only, see there).
+* ``"forward"`` (:mod:`~kdlib.hypergrad.forward`) -- forward mode, exact.
+
+State contract: the model is left exactly as found (parameters, buffers, train/eval mode, ``.grad``); the
+optimizer is only read. BatchNorm follows the model's mode per module and running statistics are never
+updated (:func:`~kdlib.hypergrad.state.inner_buffers`). Randomness: every forward of one call is re-seeded
+with one seed (drawn from ``generator``, else fixed), so paired forwards see the same dropout masks, inside
+``torch.random.fork_rng``: the caller's global RNG state is unchanged by the call. No ``.item()`` and no host
+branching on tensor values; the result is returned raw (NaN/inf included; detection is the caller's job).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from kdlib.hypergrad.finite_difference import finite_difference
+from kdlib.hypergrad.forward import forward_mode
+from kdlib.hypergrad.neumann import neumann
+from kdlib.hypergrad.reference import unrolled_higher
+from kdlib.hypergrad.rules import SUPPORTED, UpdateRule, plain_sgd, resolve
+from kdlib.hypergrad.state import (DEFAULT_SEED, Forward, ForwardFn, as_batches, check_val_batch, draw_seed,
+                                   inner_buffers, reseed, rng_scope, split_params)
+from kdlib.hypergrad.unrolled import unrolled_one_step, unrolled_reverse
+
+METHODS = ("unrolled", "finite_difference", "neumann", "forward")
+_LOSS_OPTIONS = ("form", "t2_scaling")
+_METHOD_OPTIONS = {
+    "unrolled": ("unrolled_impl",),
+    "finite_difference": ("fd_eps_scale", "fd_virtual_lr"),
+    "neumann": ("neumann_terms", "neumann_alpha"),
+    "forward": (),
+}
+
+
+def _rule(model: nn.Module, names: list[str], lr: Any, optimizer: Optional[torch.optim.Optimizer]) -> UpdateRule:
+    if optimizer is not None and lr is not None:
+        raise ValueError("pass either lr= (the paper's plain-SGD step) or optimizer= (that optimizer's real "
+                         "step, lr read from its param_groups), not both")
+    if optimizer is None and lr is None:
+        raise ValueError("hypergradient needs the inner step: lr= (plain SGD) or optimizer= (torch.optim.SGD, "
+                         "Adam or AdamW)")
+    if optimizer is None:
+        return plain_sgd(lr)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer= must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    return resolve(optimizer, model, names)
+
+
+def _check(method: str, steps: int, metaparams: Tensor, options: Mapping[str, Any]) -> dict[str, Any]:
+    if method not in METHODS:
+        raise ValueError(f"unknown hypergradient method {method!r}; choose one of: {', '.join(METHODS)}")
+    unknown = set(options) - set(_METHOD_OPTIONS[method]) - set(_LOSS_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; valid: "
+                         f"{sorted(_METHOD_OPTIONS[method] + _LOSS_OPTIONS)}")
+    if not isinstance(metaparams, Tensor) or metaparams.shape != (2,):
+        shape = tuple(metaparams.shape) if isinstance(metaparams, Tensor) else type(metaparams).__name__
+        raise ValueError(f"metaparams must be the tensor (lambda1, T) of shape (2,), got {shape}")
+    if method == "unrolled":
+        impl = options.get("unrolled_impl", "auto")
+        if impl not in ("auto", "cotangent", "reverse", "higher"):
+            raise ValueError(f"unrolled_impl must be 'auto', 'cotangent', 'reverse' or 'higher', got {impl!r}")
+        if impl == "cotangent" and steps != 1:
+            raise ValueError("unrolled_impl='cotangent' is the one-step (steps=1) evaluation")
+    elif method in ("finite_difference", "neumann") and steps != 1:
+        raise ValueError(f"method {method!r} is a one-step estimator; steps={steps} applies only to "
+                         f"'unrolled' and 'forward'")
+    return {k: options[k] for k in _LOSS_OPTIONS if k in options}
+
+
+def _dispatch(fwd: Forward, params, batches, val_batch, metaparams, rule, t_val, method, steps, loss_opts,
+              options) -> Tensor:
+    """Route to the estimator (arguments already validated, host-side only)."""
+    args = (fwd, params)
+    if method == "unrolled":
+        impl = options.get("unrolled_impl", "auto")
+        if steps == 1 and impl in ("auto", "cotangent"):
+            return unrolled_one_step(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts)
+        return unrolled_reverse(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
+    if method == "forward":
+        return forward_mode(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
+    method_opts = {k: options[k] for k in _METHOD_OPTIONS[method] if k in options}
+    if method == "finite_difference":
+        return finite_difference(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
+    return neumann(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
+
+
+def hypergradient_functional(model: nn.Module, params: Mapping[str, Tensor], state: Mapping[str, Any],
+                             train_batch, val_batch, metaparams: Tensor, lr: Any = None, t_val: Any = 1.0,
+                             method: str = "unrolled", steps: int = 1,
+                             optimizer: Optional[torch.optim.Optimizer] = None, forward: Optional[ForwardFn] = None,
+                             generator: Optional[torch.Generator] = None, **options: Any) -> Tensor:
+    """:func:`hypergradient` on explicit state: ``params`` (trainable, stepped; names as in
+    ``model.named_parameters()``) and ``state`` (frozen parameters and buffers, used as given -- see
+    :func:`inner_buffers` for safe BN buffers)."""
+    loss_opts = _check(method, steps, metaparams, options)
+    if options.get("unrolled_impl") == "higher":
+        raise ValueError("unrolled_impl='higher' works on the model itself: use hypergradient()")
+    rule = _rule(model, list(params), lr, optimizer)
+    batches = as_batches(train_batch, steps)
+    val = check_val_batch(val_batch)
+    seed = draw_seed(generator)
+    with torch.enable_grad(), rng_scope(model) as devices:
+        fwd = Forward(model, state, forward, seed, devices)
+        out = _dispatch(fwd, params, batches, val, metaparams, rule, t_val, method, steps, loss_opts, options)
+    return out.to(metaparams.dtype)
+
+
+def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, lr: Any = None,
+                  t_val: Any = 1.0, method: str = "unrolled", steps: int = 1,
+                  optimizer: Optional[torch.optim.Optimizer] = None, forward: Optional[ForwardFn] = None,
+                  generator: Optional[torch.Generator] = None, **options: Any) -> Tensor:
+    """Gradient w.r.t. lambda = (lambda1, T) of L_val(U(w, lambda)) after one inner step U, eq. (3).
+
+    Args:
+        model: the student; left exactly as found (parameters, buffers, mode, ``.grad``).
+        train_batch: ``(inputs, y, teacher_logits)``; for ``steps=K>1`` also a list of K such batches.
+            ``inputs`` is anything the model's forward takes (a tensor, a dict, ...).
+        val_batch: ``(inputs, y)``.
+        metaparams: tensor ``(lambda1, T)`` of shape (2,); its dtype/device is that of the result.
+        lr: the plain-SGD inner step ``w - lr g`` (the paper), float or 0-d tensor. Exclusive with ``optimizer``.
+        t_val: T_val of L_val.
+        method: ``"unrolled"`` | ``"finite_difference"`` | ``"neumann"`` | ``"forward"``.
+        steps: inner steps (``unrolled`` and ``forward`` only).
+        optimizer: the ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` that trains ``model``: differentiate through
+            its real update rule with its current state and param groups (read only). Others:
+            ``NotImplementedError``. ``neumann`` accepts only a plain SGD (no step is taken; see there).
+        forward: ``(model, inputs) -> logits`` for models with keyword arguments, dict inputs or dict
+            outputs; default ``model(inputs)``, which must return a tensor.
+        generator: a CPU ``torch.Generator`` owned by the caller; one seed is drawn from it per call (fresh
+            dropout masks per call, the same masks for all forwards of the call). Default: a fixed seed.
+        **options: loss options ``form`` ("ce"/"kl"), ``t2_scaling`` (see :func:`distillation_loss`), and
+            per method: ``unrolled_impl`` ("auto"/"cotangent"/"reverse"/"higher"), ``fd_eps_scale`` (0.01),
+            ``fd_virtual_lr`` (None = lr), ``neumann_terms`` (5), ``neumann_alpha`` (None = lr).
+
+    Returns:
+        Tensor of shape (2,): (dL_val/dlambda1, dL_val/dT). Raw: may hold NaN/inf, never synced.
+    """
+    if method == "unrolled" and options.get("unrolled_impl") == "higher":
+        loss_opts = _check(method, steps, metaparams, options)
+        params, _ = split_params(model)
+        _rule(model, list(params), lr, optimizer)  # same argument checks and optimizer support
+        batches = as_batches(train_batch, steps)
+        val = check_val_batch(val_batch)
+        seed = draw_seed(generator)
+        call = (lambda m, x: m(x)) if forward is None else forward
+        with rng_scope(model) as devices:
+            def seeded(m: nn.Module, x: Any) -> Tensor:
+                reseed(seed, devices)
+                return call(m, x)
+
+            return unrolled_higher(model, batches, val, metaparams, lr, t_val, loss_opts, optimizer=optimizer,
+                                   forward=seeded)
+    params, frozen = split_params(model)
+    state = {**inner_buffers(model), **frozen}
+    return hypergradient_functional(model, params, state, train_batch, val_batch, metaparams, lr, t_val,
+                                    method=method, steps=steps, optimizer=optimizer, forward=forward,
+                                    generator=generator, **options)
+
+
+__all__ = ["hypergradient", "hypergradient_functional", "unrolled_higher", "split_params", "inner_buffers",
+           "METHODS", "SUPPORTED", "DEFAULT_SEED"]

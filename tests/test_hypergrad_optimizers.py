@@ -1,0 +1,276 @@
+"""Hypergradients through the optimizer actually used (kdlib.hypergrad.rules / sgd / adam): against float64
+central differences through one REAL optimizer step of a deep copy of model and optimizer, against ``higher``'s
+differentiable optimizers, and the optimizer's state left as found."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from kdlib.hypergrad import hypergradient
+from kdlib.losses import distillation_loss, validation_loss
+
+D_IN, K = 6, 4
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1),
+    "sgd_momentum_nesterov_wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True,
+                                                          weight_decay=1e-2),
+    "sgd_momentum_dampening": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.8, dampening=0.3),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=5e-2),
+}
+# estimators that claim exactness (name, method, options)
+EXACT = [("unrolled/cotangent", "unrolled", {"unrolled_impl": "cotangent"}),
+         ("unrolled/reverse", "unrolled", {"unrolled_impl": "reverse"}),
+         ("forward", "forward", {})]
+
+
+def bn_mlp(seed: int = 0, dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Linear(D_IN, 16), nn.BatchNorm1d(16), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, K)]
+    return nn.Sequential(*layers).double()
+
+
+def batches(seed: int, n: int = 24):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, D_IN, generator=g, dtype=torch.float64)
+    y = torch.randint(0, K, (n,), generator=g)
+    t = 2 * torch.randn(n, K, generator=g, dtype=torch.float64)
+    xv = torch.randn(n, D_IN, generator=g, dtype=torch.float64)
+    yv = torch.randint(0, K, (n,), generator=g)
+    return (x, y, t), (xv, yv)
+
+
+def trained(opt_name: str, steps: int = 30, seed: int = 0, dropout: float = 0.0):
+    """Model and optimizer after ``steps`` real distillation steps (lambda fixed), with a scheduler moving lr."""
+    model = bn_mlp(seed, dropout)
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.7)
+    for i in range(steps):
+        (x, y, t), _ = batches(100 + i)
+        opt.zero_grad()
+        distillation_loss(model(x), t, y, 0.5, 2.0).backward()
+        opt.step()
+        sched.step()
+    return model, opt
+
+
+def one_real_step_val_loss(model, opt, batch, val, lam, t_val=1.0) -> float:
+    """L_val after one REAL ``opt.step()`` of deep copies of model and optimizer at metaparameters ``lam``."""
+    m, o = copy.deepcopy((model, opt))  # one deepcopy: the copied optimizer holds the copied parameters
+    assert {id(q) for g in o.param_groups for q in g["params"]} <= {id(p) for p in m.parameters()}
+    x, y, t = batch
+    o.zero_grad()
+    distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+    o.step()
+    with torch.no_grad():
+        return validation_loss(m(val[0]), val[1], t_val).item()
+
+
+def central_difference(model, opt, batch, val, lam, h=1e-5) -> torch.Tensor:
+    out = []
+    for i in range(2):
+        e = torch.zeros(2, dtype=torch.float64)
+        e[i] = h
+        out.append((one_real_step_val_loss(model, opt, batch, val, lam + e)
+                    - one_real_step_val_loss(model, opt, batch, val, lam - e)) / (2 * h))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def agreement(got: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    cos = torch.nn.functional.cosine_similarity(got, ref, dim=0).item()
+    return cos, (got.norm() / ref.norm()).item()
+
+
+def opt_state_snapshot(opt):
+    return ([{k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in s.items()}
+             for s in opt.state.values()],
+            [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
+
+
+def assert_opt_unchanged(opt, snap) -> None:
+    states, groups = snap
+    assert len(opt.state) == len(states)
+    for s, s0 in zip(opt.state.values(), states):
+        assert s.keys() == s0.keys()
+        for k in s:
+            if isinstance(s[k], torch.Tensor):
+                assert torch.equal(s[k], s0[k]) and s[k].dtype == s0[k].dtype, k
+            else:
+                assert s[k] == s0[k], k
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups
+
+
+LAM = torch.tensor([0.35, 2.5], dtype=torch.float64)
+
+
+@pytest.fixture(scope="module", params=list(OPTIMIZERS))
+def setup(request):
+    model, opt = trained(request.param)
+    batch, val = batches(7)
+    ref = central_difference(model, opt, batch, val, LAM)
+    return request.param, model, opt, batch, val, ref
+
+
+@pytest.mark.parametrize("name,method,opts", EXACT, ids=[e[0] for e in EXACT])
+def test_exact_estimators_match_real_step_central_differences(setup, name, method, opts):
+    opt_name, model, opt, batch, val, ref = setup
+    snap = opt_state_snapshot(opt)
+    sd = copy.deepcopy(model.state_dict())
+    got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts)
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, name, got, ref)
+    assert_opt_unchanged(opt, snap)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in sd.items())
+
+
+def test_finite_difference_through_optimizer(setup):
+    """The DARTS difference along q = (dw'/dg)^T dw: within 2% (default eps scale 0.01; measured <= 0.3%),
+    and converging to the exact value with a small eps scale in float64."""
+    opt_name, model, opt, batch, val, ref = setup
+    fd = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference")
+    cos, ratio = agreement(fd, ref)
+    assert cos >= 0.999 and abs(ratio - 1) <= 0.02, (opt_name, fd, ref)
+    un = hypergradient(model, batch, val, LAM, optimizer=opt)
+    fd_small = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_eps_scale=1e-6)
+    assert ((fd_small - un).norm() / un.norm()).item() < 1e-6
+
+
+def test_equal_to_higher_differentiable_optimizer(setup):
+    opt_name, model, opt, batch, val, ref = setup
+    snap = opt_state_snapshot(opt)
+    hig = hypergradient(model, batch, val, LAM, optimizer=opt, unrolled_impl="higher")
+    assert_opt_unchanged(opt, snap)
+    for method, opts in [("unrolled", {}), ("unrolled", {"unrolled_impl": "reverse"}), ("forward", {})]:
+        got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts)
+        torch.testing.assert_close(got, hig, rtol=1e-6, atol=1e-9)
+
+
+def test_plain_sgd_is_what_the_optimizer_misses(setup):
+    """The issue's failure: the plain-SGD answer at the optimizer's lr is far off for momentum/Adam, so the
+    comparisons above can fail."""
+    opt_name, model, opt, batch, val, ref = setup
+    plain = hypergradient(model, batch, val, LAM, lr=opt.param_groups[0]["lr"])
+    cos, ratio = agreement(plain, ref)
+    if opt_name == "sgd":
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3
+    else:
+        assert cos < 0.999 or abs(ratio - 1) > 0.05, (opt_name, cos, ratio)
+
+
+@pytest.mark.parametrize("opt_name", ["sgd_momentum_nesterov_wd", "adam", "adamw"])
+def test_k_steps_through_optimizer_match_higher(opt_name):
+    """steps=2 threads the optimizer state through the virtual steps as higher's copy does."""
+    model, opt = trained(opt_name, steps=5)
+    b1, val = batches(8)
+    b2, _ = batches(9)
+    hig = hypergradient(model, [b1, b2], val, LAM, optimizer=opt, steps=2, unrolled_impl="higher")
+    for method in ("unrolled", "forward"):
+        got = hypergradient(model, [b1, b2], val, LAM, optimizer=opt, steps=2, method=method)
+        torch.testing.assert_close(got, hig, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("opt_name", ["sgd_momentum_nesterov_wd", "adam", "adamw"])
+def test_first_step_empty_state(opt_name):
+    """Before the optimizer's first step (no momentum buffer / zero Adam moments, step 0)."""
+    model = bn_mlp(3)
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    batch, val = batches(4)
+    ref = central_difference(model, opt, batch, val, LAM)
+    got = hypergradient(model, batch, val, LAM, optimizer=opt)
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (got, ref)
+    assert len(opt.state) == 0
+
+
+def test_param_groups_and_scheduler_lr():
+    """Per-group hyperparameters, and the CURRENT lr (after a scheduler step) is the one differentiated."""
+    model = bn_mlp(5)
+    first, rest = list(model[0].parameters()), [p for m in list(model)[1:] for p in m.parameters()]
+    opt = torch.optim.SGD([{"params": first, "lr": 0.02, "momentum": 0.5},
+                           {"params": rest, "lr": 0.1, "weight_decay": 1e-2}], lr=0.1)
+    batch, val = batches(5)
+    for _ in range(3):
+        opt.zero_grad()
+        distillation_loss(model(batch[0]), batch[2], batch[1], 0.5, 2.0).backward()
+        opt.step()
+    ref = central_difference(model, opt, batch, val, LAM)
+    got = hypergradient(model, batch, val, LAM, optimizer=opt)
+    assert agreement(got, ref)[0] >= 0.9999
+    for g in opt.param_groups:
+        g["lr"] *= 0.1
+    ref2 = central_difference(model, opt, batch, val, LAM)
+    got2 = hypergradient(model, batch, val, LAM, optimizer=opt)
+    cos, ratio = agreement(got2, ref2)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3
+    assert not torch.allclose(got, got2, rtol=0.05)
+
+
+def test_plain_sgd_optimizer_is_bitwise_the_lr_form():
+    """An SGD optimizer without momentum/weight decay takes the paper's plain-SGD code path: bit-identical."""
+    model, opt = trained("sgd", steps=3)
+    batch, val = batches(6)
+    for method in ("unrolled", "finite_difference", "neumann", "forward"):
+        a = hypergradient(model, batch, val, LAM, lr=0.1, method=method)
+        b = hypergradient(model, batch, val, LAM, optimizer=opt, method=method)
+        assert torch.equal(a, b), method
+
+
+def test_frozen_and_missing_parameters():
+    """A frozen layer is not stepped; a trainable parameter the optimizer does not hold is not stepped either
+    (as opt.step() would not): the real-step central difference still agrees."""
+    model = bn_mlp(6)
+    model[0].weight.requires_grad_(False)
+    held = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("6.")]
+    opt = torch.optim.Adam(held, lr=1e-2)
+    batch, val = batches(6)
+    for _ in range(3):
+        opt.zero_grad()
+        distillation_loss(model(batch[0]), batch[2], batch[1], 0.5, 2.0).backward()
+        opt.step()
+    ref = central_difference(model, opt, batch, val, LAM)
+    for method in ("unrolled", "forward"):
+        got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method)
+        cos, ratio = agreement(got, ref)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (method, got, ref)
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+def test_optimizer_errors():
+    model = bn_mlp(0)
+    batch, val = batches(0)
+    with pytest.raises(NotImplementedError, match=r"torch\.optim\.SGD, torch\.optim\.Adam, torch\.optim\.AdamW"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.RMSprop(model.parameters(), lr=0.01))
+    with pytest.raises(NotImplementedError, match="amsgrad"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.Adam(model.parameters(), amsgrad=True))
+    with pytest.raises(NotImplementedError, match="maximize"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, maximize=True))
+    with pytest.raises(ValueError, match="not both"):
+        hypergradient(model, batch, val, LAM, 0.1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="lr= .* or optimizer="):
+        hypergradient(model, batch, val, LAM)
+    with pytest.raises(ValueError, match="none of the model"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.SGD(bn_mlp(1).parameters(), lr=0.1))
+
+    class MySGD(torch.optim.SGD):
+        pass
+
+    with pytest.raises(NotImplementedError, match="MySGD"):
+        hypergradient(model, batch, val, LAM, optimizer=MySGD(model.parameters(), lr=0.1))
+
+
+def test_neumann_with_optimizer():
+    """Neumann takes no step: a plain SGD optimizer gives its lr as alpha (== lr=); anything else is refused."""
+    model, opt = trained("sgd", steps=2)
+    batch, val = batches(2)
+    assert torch.equal(hypergradient(model, batch, val, LAM, optimizer=opt, method="neumann"),
+                       hypergradient(model, batch, val, LAM, lr=0.1, method="neumann"))
+    for name in ("sgd_momentum_nesterov_wd", "adam"):
+        model, opt = trained(name, steps=2)
+        with pytest.raises(NotImplementedError, match="neumann"):
+            hypergradient(model, batch, val, LAM, optimizer=opt, method="neumann")
