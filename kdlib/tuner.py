@@ -15,14 +15,13 @@
 :meth:`Tuner.step` takes the hypergradient of eq. (3) through one step of the optimizer the loop really uses
 (:func:`kdlib.hypergrad.hypergradient` with ``optimizer=``, its state and current lr), then moves the values by
 the schedule (:class:`kdlib.schedules.Schedule`: clipping, NaN/inf skip with counts, metaparameter SGD,
-projection into the box, Algorithm 1's line). The estimator runs under a forked RNG seeded from the tuner's
-own generator, so the training loop's global RNG stream is left untouched (a ``"fixed"`` tuner trains the
-bit-identical student as no tuner) and a tuned run is reproducible and resumable from :meth:`state_dict`.
+projection into the box, Algorithm 1's line). The estimator draws its dropout seed from the tuner's own
+generator and forks the global RNG (:mod:`kdlib.hypergrad`), so the training loop's RNG stream is left
+untouched (a ``"fixed"`` tuner trains the bit-identical student as no tuner) and a tuned run is reproducible
+and resumable from :meth:`state_dict`.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import torch
@@ -36,9 +35,6 @@ from kdlib.schedules import Schedule, check_schedule
 ESTIMATORS = ("unrolled", "finite_difference", "neumann", "forward")
 FD_VIRTUAL_LRS = ("current", "initial")
 ValBatch = Union[Sequence[Tensor], Callable[[], Sequence[Tensor]]]
-
-# `optimizer=` arrives with the hypergrad package (issue 9, part 1); until then plain SGD goes through `lr=`
-_TAKES_OPTIMIZER = "optimizer" in inspect.signature(hypergradient).parameters
 
 
 class NonFiniteHypergradient(RuntimeError):
@@ -55,32 +51,6 @@ def cycle(loader: Iterable) -> Iterator:
             yield item
         if empty:
             raise ValueError("kdlib.cycle: the loader yielded no batch")
-
-
-def _is_plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
-    if type(optimizer) is not torch.optim.SGD:
-        return False
-    return all(g.get("momentum", 0) == 0 and g.get("weight_decay", 0) == 0 and not g.get("nesterov", False)
-               and not g.get("maximize", False) for g in optimizer.param_groups)
-
-
-class _forked_rng:
-    """Run the estimator on the global RNG of ``device`` seeded with ``seed``, restoring the caller's state."""
-
-    def __init__(self, device: torch.device, seed: int) -> None:
-        self.device, self.seed = device, seed
-        self.stack = contextlib.ExitStack()
-
-    def __enter__(self) -> None:
-        cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
-            if self.device.type == "cuda" else []
-        self.stack.enter_context(torch.random.fork_rng(devices=cuda))
-        torch.default_generator.manual_seed(self.seed)
-        if cuda:
-            torch.cuda.default_generators[cuda[0]].manual_seed(self.seed)
-
-    def __exit__(self, *exc) -> None:
-        self.stack.close()
 
 
 class Tuner:
@@ -213,17 +183,9 @@ class Tuner:
             kwargs["forward"] = self.forward
         if self.optimizer is None:
             kwargs["lr"] = float(self.lr)
-        elif _TAKES_OPTIMIZER:
-            kwargs["optimizer"] = self.optimizer
-        elif _is_plain_sgd(self.optimizer):
-            kwargs["lr"] = self._lr()
         else:
-            raise NotImplementedError(
-                f"this kdlib.hypergrad differentiates plain SGD only; {type(self.optimizer).__name__} with "
-                f"momentum/weight decay needs hypergradient(..., optimizer=) (issue 9, part 1)")
-        seed = int(torch.randint(0, 2 ** 62, (), generator=self.generator))
-        with _forked_rng(batch[1].device if isinstance(batch[1], Tensor) else torch.device("cpu"), seed):
-            return hypergradient(model, tuple(batch), val_batch, value, **kwargs)
+            kwargs["optimizer"] = self.optimizer
+        return hypergradient(model, tuple(batch), val_batch, value, generator=self.generator, **kwargs)
 
     def step(self, model: nn.Module, batch: Sequence[Any], val: ValBatch) -> tuple[Tensor, Tensor]:
         """One iteration of the schedule at the model's current weights; returns ``(lambda1, T)`` (0-d tensors).

@@ -271,9 +271,7 @@ def test_public_api_as_written():
                                  "meta_clip", "t_val", "forward"]
 
 
-@pytest.mark.skipif(not tuner_mod._TAKES_OPTIMIZER, reason="hypergradient(..., optimizer=) arrives with the "
-                                                           "hypergrad package (issue 9, part 1)")
-def test_tuner_passes_the_users_optimizer(monkeypatch):
+def test_tuner_passes_the_users_optimizer_and_generator(monkeypatch):
     seen = {}
     real = tuner_mod.hypergradient
 
@@ -287,14 +285,21 @@ def test_tuner_passes_the_users_optimizer(monkeypatch):
     tuner = kdlib.Tuner(opt, schedule="gradient")
     x, y = _data(16)
     tuner.step(student, (x, y, torch.randn(16, 2)), (x, y))
-    assert seen["optimizer"] is opt and "lr" not in seen
+    assert seen["optimizer"] is opt and "lr" not in seen and seen["generator"] is tuner.generator
 
 
-@pytest.mark.skipif(tuner_mod._TAKES_OPTIMIZER, reason="only before the hypergrad package is merged")
 def test_unsupported_optimizer_is_never_a_silent_plain_sgd_answer():
     student = _student()
-    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
+    opt = torch.optim.RMSprop(student.parameters(), lr=0.1)
     tuner = kdlib.Tuner(opt, schedule="gradient")
     x, y = _data(16)
-    with pytest.raises(NotImplementedError, match="optimizer="):
+    with pytest.raises(NotImplementedError, match="SGD"):
         tuner.step(student, (x, y, torch.randn(16, 2)), (x, y))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_tuned_loop_with_the_real_optimizer(optimizer):
+    _, tuner, _ = _train(dict(init=(0.5, 2.0), schedule="proposed", e1=3, e2=2, meta_lr=1.0,
+                                      meta_clip=1.0), optimizer=optimizer, epochs=3)
+    assert tuner.hypergrad_evals == 8 and tuner.nan_skipped == 0  # 12 iterations: gradient at 0-2, 5-7, 10-11
+    assert in_box(tuner.metaparams)
