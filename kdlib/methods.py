@@ -35,11 +35,10 @@ __all__ = ["Method", "MethodResult", "METHODS", "get_method", "register", "fixed
            "Hyperopt", "Proposed"]
 
 
-def fixed_tuner(metaparams: Tensor, settings: Any = None) -> TunerFactory:
+def fixed_tuner(metaparams: Tensor) -> TunerFactory:
     """A factory of ``"fixed"`` Tuners at ``metaparams`` (projected into the box) for :func:`train_student`."""
-    st = Settings.of(settings) if settings is not None else Settings()
     value = project(torch.as_tensor(metaparams, dtype=torch.float32).detach().clone())
-    return lambda optimizer: make_tuner(st, optimizer, value, "fixed")
+    return lambda optimizer, settings: make_tuner(settings, optimizer, value, "fixed")
 
 
 # the name the experiments' fixed grid (kdlib.runner.fixed_grid) uses: FixedController(lam) is a tuner factory
@@ -69,9 +68,8 @@ class Method:
 
     def tuner(self, settings: Any) -> TunerFactory:
         """The factory of this method's Tuner for :func:`kdlib.train.train_student`."""
-        st = Settings.of(settings)
-        init = self.initial(st)
-        return lambda optimizer: make_tuner(st, optimizer, init, self.schedule)
+        init = self.initial(settings)
+        return lambda optimizer, st: make_tuner(st, optimizer, init, self.schedule)
 
     def run(self, settings: Any, problem: Problem, progress: bool = False) -> MethodResult:
         """Train one student under this method; the result holds the history and the trained model."""
@@ -172,10 +170,10 @@ class Hyperopt(Method):
         st = Settings.of(settings)
 
         def score(lam: Tensor) -> float:
-            return train_student(st, problem, fixed_tuner(lam, st), score_on_val=True).best_val_accuracy
+            return train_student(st, problem, fixed_tuner(lam), score_on_val=True).best_val_accuracy
 
         lam, trials = hyperopt_search(st.hyperopt_evals, st.seed, score)
-        out = train_student(st, problem, fixed_tuner(lam, st), progress=progress)
+        out = train_student(st, problem, fixed_tuner(lam), progress=progress)
         return MethodResult(out.history, st.hyperopt_evals + 1, {"trials": trials}, out.model)
 
 

@@ -202,12 +202,12 @@ class RunOutput:
     tuner: Tuner | None = None
 
 
-TunerFactory = Callable[[torch.optim.Optimizer], Tuner]
+TunerFactory = Callable[[torch.optim.Optimizer, Settings], Tuner]  # (the student's optimizer, the run's settings)
 
 
 def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress: bool = False,
                   score_on_val: bool = False) -> RunOutput:
-    """Train a fresh student (seeded by ``settings.seed``) with the Tuner ``tuner(optimizer)``.
+    """Train a fresh student (seeded by ``settings.seed``) with the Tuner ``tuner(optimizer, settings)``.
 
     ``settings``: a :class:`Settings` or any object with its field names (see :meth:`Settings.of`).
     ``score_on_val`` also tracks the best validation accuracy over logged points (hyperopt's objective).
@@ -220,7 +220,7 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
     model = problem.make_student().to(problem.train.x.device)
     model.train()
     opt = make_optimizer(model.parameters(), st)
-    tun = tuner(opt)
+    tun = tuner(opt, st)
     by_iteration = st.iterations is not None
     n_train = len(problem.train)
     bs = st.batch_size if st.batch_size is not None else n_train

@@ -233,3 +233,14 @@ def test_generic_loop_equals_the_tuner_in_a_hand_written_loop():
     for a, b in zip(model.state_dict().values(), res.model.state_dict().values()):
         assert torch.equal(a, b)
     assert float(tuner.metaparams[0]) == res.history[-1]["lambda1"]
+
+
+def test_fixed_tuner_uses_the_runs_loss_options():
+    # kdlib.runner.fixed_grid trains through methods.FixedController(lam): the run's loss options must apply
+    from kdlib.train import train_student
+
+    lam = torch.tensor([0.5, 3.0])
+    a = train_student(_cfg("naive"), _problem(), methods.FixedController(lam))
+    b = train_student(_cfg("naive", t2_scaling=True), _problem(), methods.FixedController(lam))
+    assert a.tuner.form == b.tuner.form == "ce" and b.tuner.t2_scaling and not a.tuner.t2_scaling
+    assert [r["val_loss"] for r in a.history] != [r["val_loss"] for r in b.history]

@@ -303,3 +303,25 @@ def test_tuned_loop_with_the_real_optimizer(optimizer):
                                       meta_clip=1.0), optimizer=optimizer, epochs=3)
     assert tuner.hypergrad_evals == 8 and tuner.nan_skipped == 0  # 12 iterations: gradient at 0-2, 5-7, 10-11
     assert in_box(tuner.metaparams)
+
+
+def test_dict_inputs_and_outputs_through_forward():
+    class DictModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(6, 2)
+
+        def forward(self, image, scale=1.0):
+            return {"logits": self.body(image) * scale}
+
+    torch.manual_seed(0)
+    model = DictModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = _data(16)
+    xv, yv = _data(16, seed=1)
+    tuner = kdlib.Tuner(opt, schedule="gradient", meta_lr=1.0, meta_clip=1.0,
+                        forward=lambda m, inputs: m(**inputs)["logits"])
+    t = torch.randn(16, 2)
+    lam1, temp = tuner.step(model, ({"image": x, "scale": 2.0}, y, t), ({"image": xv, "scale": 2.0}, yv))
+    assert tuner.hypergrad_evals == 1 and tuner.nan_skipped == 0
+    assert not torch.equal(torch.stack([lam1, temp]), torch.tensor([0.5, 2.0]))
