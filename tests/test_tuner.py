@@ -325,3 +325,19 @@ def test_dict_inputs_and_outputs_through_forward():
     lam1, temp = tuner.step(model, ({"image": x, "scale": 2.0}, y, t), ({"image": xv, "scale": 2.0}, yv))
     assert tuner.hypergrad_evals == 1 and tuner.nan_skipped == 0
     assert not torch.equal(torch.stack([lam1, temp]), torch.tensor([0.5, 2.0]))
+
+
+def test_fd_virtual_lr_initial_is_the_optimizers_initial_lr(monkeypatch):
+    seen = []
+    monkeypatch.setattr(tuner_mod, "hypergradient",
+                        lambda *a, **kw: seen.append(kw.get("fd_virtual_lr")) or torch.zeros(2))
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    initial = kdlib.Tuner(opt, schedule="gradient", estimator="finite_difference", fd_virtual_lr="initial")
+    current = kdlib.Tuner(opt, schedule="gradient", estimator="finite_difference")
+    sched.step()  # lr 0.2 now
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    initial.step(model, (x, y, torch.randn(4, 2)), (x, y))
+    current.step(model, (x, y, torch.randn(4, 2)), (x, y))
+    assert seen == [0.4, None]  # "current": the estimator reads the optimizer's current lr itself
