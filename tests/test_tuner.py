@@ -327,6 +327,7 @@ def test_dict_inputs_and_outputs_through_forward():
     assert not torch.equal(torch.stack([lam1, temp]), torch.tensor([0.5, 2.0]))
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_fd_virtual_lr_initial_is_the_optimizers_initial_lr(monkeypatch):
     seen = []
     monkeypatch.setattr(tuner_mod, "hypergradient",
