@@ -266,6 +266,7 @@ def test_public_api_as_written():
     for name in ("Tuner", "cycle", "hypergradient", "distillation_loss", "validation_loss", "fit_line",
                  "extrapolate", "NonFiniteHypergradient"):
         assert name in kdlib.__all__ and hasattr(kdlib, name)
+    assert "optimizer" in inspect.signature(kdlib.hypergrad.hypergradient).parameters
     params = inspect.signature(kdlib.Tuner).parameters
     assert list(params)[:10] == ["optimizer", "init", "schedule", "e1", "e2", "estimator", "meta_lr",
                                  "meta_clip", "t_val", "forward"]
