@@ -78,6 +78,23 @@ class Timer:
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
+    def interleaved(self, fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                    stat: Callable[[list[float]], float] = statistics.median) -> dict[str, float]:
+        """``stat`` (median) of the times of each of ``fns``, called in turn round after round (load drift hits
+        all alike)."""
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                self.sync()
+                t0 = time.perf_counter()
+                fn()
+                self.sync()
+                times[k].append(time.perf_counter() - t0)
+        return {k: stat(v) for k, v in times.items()}
+
     def once(self, fn: Callable[[], Any]) -> tuple[float, Any]:
         self.sync()
         t0 = time.perf_counter()
@@ -192,11 +209,13 @@ def bench_steps(students, timer: Timer, quick: bool) -> tuple[dict, dict, dict, 
 
 def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
     """A Tuner step (``tuner.step`` + the optimizer step) against a plain distillation step with the same
-    optimizer, on the CIFAR-10 student: SGD and Adam, gradient schedule, plus the fixed Tuner's overhead."""
+    optimizer, on the CIFAR-10 student: SGD and Adam, gradient schedule, plus the fixed Tuner's overhead.
+    The four variants are timed interleaved, and the fastest round of each is kept, so that a shared machine's
+    load hits all alike."""
     from kdlib.tuner import Tuner
 
     s = students["cifar10"]
-    reps = 3 if quick else 9
+    reps = 3 if quick else 25
     out: dict[str, Any] = {}
     for opt_name in ("sgd", "adam"):
         torch.manual_seed(0)
@@ -205,19 +224,22 @@ def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
         opt = (torch.optim.SGD(model.parameters(), lr=0.1) if opt_name == "sgd"
                else torch.optim.Adam(model.parameters(), lr=1e-3))
         lam = torch.tensor([0.5, 2.0], device=s["train"][0].device)
-        row: dict[str, Any] = {"plain_s": _r(timer.median(lambda: _plain_step(model, opt, s["train"], lam), reps,
-                                                          warmup=2))}
+        fns: dict[str, Callable[[], Any]] = {"plain": lambda: _plain_step(model, opt, s["train"], lam)}
         for est in ("fixed", "unrolled", "finite_difference"):
             tuner = Tuner(opt, init=(0.5, 2.0), schedule="fixed" if est == "fixed" else "gradient",
                           estimator="unrolled" if est == "fixed" else est, t_val=s["t_val"])
-            with _quiet():
-                t = timer.median(lambda tuner=tuner: _tuner_iteration(model, opt, tuner, s), reps, warmup=1)
-            row[f"tuner_{est}_s"] = _r(t)
-            row[f"tuner_{est}_over_plain"] = _r(t / row["plain_s"], 4)
+            fns[est] = lambda tuner=tuner: _tuner_iteration(model, opt, tuner, s)
+        with _quiet():
+            med = timer.interleaved(fns, reps, warmup=2, stat=min)
+        row: dict[str, Any] = {"plain_s": _r(med["plain"])}
+        for est in ("fixed", "unrolled", "finite_difference"):
+            row[f"tuner_{est}_s"] = _r(med[est])
+            row[f"tuner_{est}_over_plain"] = _r(med[est] / med["plain"], 4)
         out[opt_name] = row
     out["setup"] = ("CIFAR-10 student (Cifar_Very_Tiny), batch 128, lr 0.1 (SGD) / 1e-3 (Adam); tuner_*: "
                     "tuner.step + loss + backward + optimizer step (gradient schedule: one hypergradient through "
-                    "that optimizer's update every step); plain: the same without tuner.step")
+                    "that optimizer's update every step); plain: the same without tuner.step; fastest of the interleaved rounds (the least-loaded estimate on a "
+                    "shared machine)")
     return out
 
 
