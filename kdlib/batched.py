@@ -24,7 +24,6 @@ Entry points: :func:`supports` and :func:`run_batched` (same records as :func:`k
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 import warnings
