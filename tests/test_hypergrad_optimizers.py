@@ -319,3 +319,20 @@ def test_no_host_sync_on_cuda(method, opt_name):
         hypergradient(model, batch, val, lam, optimizer=opt, method=method)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_fd_virtual_lr_with_optimizer():
+    """fd_virtual_lr replaces the lr of the virtual step only; at the current lr it changes nothing, and for a
+    plain SGD optimizer it is the lr= form's authors' two-lr variant."""
+    model, opt = trained("sgd_momentum_nesterov_wd", steps=3)
+    batch, val = batches(13)
+    lr = opt.param_groups[0]["lr"]
+    base = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference")
+    same = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_virtual_lr=lr)
+    other = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_virtual_lr=5 * lr)
+    torch.testing.assert_close(same, base, rtol=1e-12, atol=0)
+    assert not torch.allclose(other, base, rtol=1e-3)
+    model, opt = trained("sgd", steps=3)
+    assert torch.equal(hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference",
+                                     fd_virtual_lr=0.5),
+                       hypergradient(model, batch, val, LAM, lr=0.1, method="finite_difference", fd_virtual_lr=0.5))

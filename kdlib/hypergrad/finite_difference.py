@@ -47,13 +47,13 @@ def finite_difference(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
         direction = grad(lv, [w_new[n] for n in names])
         scale = -lr
     else:
-        virtual = rule if fd_virtual_lr is None else rule.with_lr(fd_virtual_lr)
         g0 = dict(zip(names, gw))
-        stepped, _ = virtual.step({n: w[n].detach() for n in names}, g0)
+        stepped, pullback = rule.linearize(w, g0)
+        if fd_virtual_lr is not None:
+            stepped, _ = rule.with_lr(fd_virtual_lr).step({n: w[n].detach() for n in names}, g0)
         w_new = {n: stepped[n].detach().requires_grad_(True) for n in names}
         lv = val_loss(fwd, w_new, val_batch, t_val)
-        dw = dict(zip(names, grad(lv, [w_new[n] for n in names])))
-        q = rule.vjp(w, g0, dw)
+        q = pullback(dict(zip(names, grad(lv, [w_new[n] for n in names]))))
         # a coordinate with an exactly zero train gradient (a dead unit: its column of J is zero) has
         # dg/dlambda == 0, so it adds nothing to q . dg/dlambda; Adam's du/dg there is lr/eps (huge), which would
         # otherwise dominate ||q||, shrink eps for the live coordinates and push dead units across their kink
