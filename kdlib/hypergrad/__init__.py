@@ -101,7 +101,8 @@ def _dispatch(fwd: Forward, params, batches, val_batch, metaparams, rule, t_val,
         return forward.forward_mode(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
     method_opts = {k: options[k] for k in _METHOD_OPTIONS[method] if k in options}
     if method == "finite_difference":
-        return finite_difference.finite_difference(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
+        return finite_difference.finite_difference(*args, batches[0], val_batch, metaparams, rule, t_val,
+                                                   loss_opts, **method_opts)
     return neumann.neumann(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
 
 
