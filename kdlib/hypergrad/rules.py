@@ -8,7 +8,7 @@ plain-SGD answer would be wrong (cosine 0.66 for Adam in issue 9). :func:`plain_
 ``w - lr g`` (the ``lr=`` form).
 
 The update u is elementwise in g for every supported rule, which is what lets the one-step estimators
-replace the SGD factor ``-lr`` by one vector-Jacobian product of the step (:meth:`UpdateRule.vjp`).
+replace the SGD factor ``-lr`` by one vector-Jacobian product of the step (:meth:`UpdateRule.linearize`).
 Trainable parameters the optimizer does not hold are not stepped (as ``optimizer.step()`` would not).
 """
 from __future__ import annotations
@@ -66,14 +66,19 @@ class UpdateRule:
             new_state.update(s)
         return new_params, new_state
 
-    def vjp(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor],
-            cotangent: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``(dw'/dg)^T cotangent`` at the current w, g and state (diagonal: the update is elementwise in g)."""
+    def linearize(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor]
+                  ) -> tuple[dict[str, Tensor], Callable[[Mapping[str, Tensor]], dict[str, Tensor]]]:
+        """``(w', pullback)`` at the current w, g and state, with ``pullback(c) = (dw'/dg)^T c`` (diagonal: the
+        update is elementwise in g). One evaluation of the step serves both."""
         w = {n: p.detach() for n, p in params.items()}
         names = list(w)
-        _, fn = torch.func.vjp(lambda g: self.step(w, g)[0], {n: grads[n].detach() for n in names})
-        (q,) = fn({n: cotangent[n] for n in names})
-        return q
+        out, fn = torch.func.vjp(lambda g: self.step(w, g)[0], {n: grads[n].detach() for n in names})
+
+        def pullback(cotangent: Mapping[str, Tensor]) -> dict[str, Tensor]:
+            (q,) = fn({n: cotangent[n] for n in names})
+            return q
+
+        return {n: out[n].detach() for n in names}, pullback
 
     def with_lr(self, lr: Any) -> "UpdateRule":
         """The same rule with every group's lr replaced (the finite difference's ``fd_virtual_lr``)."""

@@ -66,6 +66,8 @@ def draw_seed(generator: Optional[torch.Generator]) -> int:
     """The seed of one estimator call: drawn from the caller's ``generator`` (advancing it), else fixed."""
     if generator is None:
         return DEFAULT_SEED
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator= must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU torch.Generator (drawing a seed from a {generator.device} "
                          f"generator would synchronise); got one on {generator.device}")

@@ -41,7 +41,7 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     g = J^T s, w' = w - u(g) and v = grad_{w'} L_val(w'). Then
         dL_val(w')/dlambda_i = v . dw'/dg . J^T c_i = q . J^T c_i,   c_i = ds/dlambda_i (B, K),  q = (dw'/dg)^T v.
     For plain SGD q = -lr v (computed as ``-lr * (v . J^T c_i)``, the original arithmetic); for any other rule
-    q is one vector-Jacobian product of the elementwise update (:meth:`UpdateRule.vjp`). The c_i come from the
+    q is one vector-Jacobian product of the elementwise update (:meth:`UpdateRule.linearize`). The c_i come from the
     tiny (B, K) loss head; J^T s and J^T c_1, J^T c_2 come from ONE backward through the saved train graph with
     three batched cotangents (``is_grads_batched``). Identical (up to rounding) to :func:`unrolled_reverse`.
     """
@@ -70,10 +70,9 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
         mixed = torch.stack([(g[1:].flatten(1) * vi.reshape(1, -1)).sum(1) for g, vi in zip(jt, v)]).sum(0)
         return (-lr * mixed).to(metaparams.dtype)
     g0 = {n: g[0] for n, g in zip(names, jt)}
-    stepped, _ = rule.step({n: w[n].detach() for n in names}, g0)
-    w_new = {n: stepped[n].detach().requires_grad_(True) for n in names}
+    stepped, pullback = rule.linearize(w, g0)
+    w_new = {n: stepped[n].requires_grad_(True) for n in names}
     lv = val_loss(fwd, w_new, val_batch, t_val)
-    v = dict(zip(names, grad(lv, [w_new[n] for n in names])))
-    q = rule.vjp(w, g0, v)
+    q = pullback(dict(zip(names, grad(lv, [w_new[n] for n in names]))))
     mixed = torch.stack([(g[1:].flatten(1) * q[n].reshape(1, -1)).sum(1) for n, g in zip(names, jt)]).sum(0)
     return mixed.to(metaparams.dtype)
