@@ -327,6 +327,7 @@ def train_batched(cfg: ExperimentConfig, lp: LinearProblem, seeds: Sequence[int]
                              torch.stack([test_correct.double(), val_correct.double(), val_loss.double(),
                                           lam[:, 0].double(), lam[:, 1].double(), nan.double()], -1)))
         wall = time.perf_counter() - t0
+        schedule.check(f"seeds {list(seeds)}")
         table = torch.stack([row[-1] for row in logs]).cpu().numpy() if logs else np.zeros((0, len(seeds), 6))
     histories: list[list[dict[str, Any]]] = [[] for _ in seeds]
     best: list[float] = [float("nan")] * len(seeds)

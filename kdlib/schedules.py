@@ -24,6 +24,10 @@ from kdlib.metaparams import project
 from kdlib.trajectory import extrapolate
 
 SCHEDULES = ("fixed", "gradient", "proposed")
+
+
+class NonFiniteHypergradient(RuntimeError):
+    """Raised at the end of a run when every hypergradient it took was NaN/inf (nothing was applied)."""
 RESETS = ("global", "epoch")
 
 
@@ -140,6 +144,18 @@ class Schedule:
         self.phase = "extrapolate"
         return self.value
 
+    def check(self, what: str = "this run") -> None:
+        """Raise :class:`NonFiniteHypergradient` if hypergradients were taken and, for some row, every one was
+        NaN/inf (its values never moved from the initial ones). Reads the counts (synchronises a device)."""
+        if self.evals == 0:
+            return
+        dead = (self.nonfinite >= self.evals).reshape(-1).nonzero().flatten().tolist()
+        if dead:
+            rows = "" if self.nonfinite.dim() == 0 else f" (rows {dead})"
+            raise NonFiniteHypergradient(
+                f"all {self.evals} hypergradients of {what}{rows} were NaN/inf, so (lambda1, T) never moved from "
+                f"its initial value; lower the student's lr or the estimator's step, or check the teacher logits")
+
     def state_dict(self) -> dict[str, Any]:
         return dict(value=self.value.clone(), nonfinite=self.nonfinite.clone(), evals=self.evals,
                     recorded=[r.clone() for r in self.recorded],
@@ -157,4 +173,5 @@ class Schedule:
         self.phase = str(state["phase"])
 
 
-__all__ = ["Schedule", "meta_update", "extrapolate_rows", "check_schedule", "SCHEDULES", "RESETS"]
+__all__ = ["Schedule", "NonFiniteHypergradient", "meta_update", "extrapolate_rows", "check_schedule", "SCHEDULES",
+           "RESETS"]

@@ -30,15 +30,11 @@ from torch import Tensor, nn
 from kdlib.hypergrad import hypergradient
 from kdlib.losses import LOSS_FORMS, distillation_loss
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE, in_box
-from kdlib.schedules import Schedule, check_schedule
+from kdlib.schedules import NonFiniteHypergradient, Schedule, check_schedule
 
 ESTIMATORS = ("unrolled", "finite_difference", "neumann", "forward")
 FD_VIRTUAL_LRS = ("current", "initial")
 ValBatch = Union[Sequence[Tensor], Callable[[], Sequence[Tensor]]]
-
-
-class NonFiniteHypergradient(RuntimeError):
-    """Raised by :meth:`Tuner.check` when every hypergradient of a run was NaN/inf (nothing was applied)."""
 
 
 def cycle(loader: Iterable) -> Iterator:
@@ -215,12 +211,8 @@ class Tuner:
     def check(self) -> dict[str, int]:
         """End-of-run check: raise :class:`NonFiniteHypergradient` if hypergradients were taken and every one
         was NaN/inf; else return the counts ``{"hypergrad_evals", "nan_skipped"}``."""
-        evals, skipped = self.hypergrad_evals, self.nan_skipped
-        if evals > 0 and skipped >= evals:
-            raise NonFiniteHypergradient(
-                f"all {evals} hypergradients of this run were NaN/inf, so (lambda1, T) never moved from its "
-                f"initial value; lower the student's lr or the estimator's step, or check the teacher logits")
-        return dict(hypergrad_evals=evals, nan_skipped=skipped)
+        self.schedule.check()
+        return dict(hypergrad_evals=self.hypergrad_evals, nan_skipped=self.nan_skipped)
 
     finish = check
 

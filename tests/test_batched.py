@@ -145,3 +145,16 @@ def test_supports_and_batch_checks():
         batched.run_batched([ok, resolve_config("synthetic", "gradient", "smoke", 1, meta_lr=0.5)])
     with pytest.raises(AssertionError):
         batched.run_batched([ok, ok])
+
+
+def test_all_non_finite_raises_on_the_batched_path_too(monkeypatch):
+    from kdlib.schedules import NonFiniteHypergradient
+
+    def nan_hypergradient(lp, w, b, lam, *args, **kwargs):
+        g = torch.zeros_like(lam)
+        g[1] = float("nan")  # seed index 1: every hypergradient is NaN
+        return g
+
+    monkeypatch.setattr(batched, "hypergradient_batched", nan_hypergradient)
+    with pytest.raises(NonFiniteHypergradient, match=r"all 30 hypergradients of seeds \[0, 1, 2\] \(rows \[1\]\)"):
+        batched.run_batched(_configs("gradient"))
