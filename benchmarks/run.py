@@ -238,8 +238,8 @@ def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
         out[opt_name] = row
     out["setup"] = ("CIFAR-10 student (Cifar_Very_Tiny), batch 128, lr 0.1 (SGD) / 1e-3 (Adam); tuner_*: "
                     "tuner.step + loss + backward + optimizer step (gradient schedule: one hypergradient through "
-                    "that optimizer's update every step); plain: the same without tuner.step; fastest of the interleaved rounds (the least-loaded estimate on a "
-                    "shared machine)")
+                    "that optimizer's update every step); plain: the same without tuner.step; fastest of the "
+                    "interleaved rounds (the least-loaded estimate on a shared machine)")
     return out
 
 
