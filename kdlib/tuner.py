@@ -84,6 +84,9 @@ class Tuner:
         if optimizer is None and lr is None:
             raise ValueError("Tuner needs the student's optimizer (Tuner(optimizer, ...)) or, for a plain-SGD "
                              "virtual step, lr=")
+        if optimizer is not None and lr is not None:
+            raise ValueError("pass the optimizer (its own lr is used, schedulers included) or lr= for a plain-SGD "
+                             "virtual step, not both")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if estimator not in ESTIMATORS:
@@ -163,11 +166,6 @@ class Tuner:
     def new_epoch(self) -> None:
         """Mark an epoch boundary (Algorithm 1's cycle restarts here when ``proposed_reset="epoch"``)."""
         self.in_epoch = 0
-
-    def _lr(self) -> float:
-        if self.optimizer is None:
-            return float(self.lr)
-        return float(self.optimizer.param_groups[0]["lr"])
 
     def _hypergradient(self, model: nn.Module, batch: Sequence[Tensor], val: ValBatch, value: Tensor) -> Tensor:
         val_batch = val() if callable(val) else val

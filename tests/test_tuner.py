@@ -255,6 +255,8 @@ def test_bad_settings_name_the_fix(kwargs, match):
 def test_bad_input_is_caught_before_compute():
     with pytest.raises(ValueError, match="optimizer"):
         kdlib.Tuner()
+    with pytest.raises(ValueError, match="not both"):
+        kdlib.Tuner(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), lr=0.1)
     tuner = kdlib.Tuner(lr=0.1)
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match="teacher_logits"):
