@@ -1,10 +1,10 @@
-"""kdlib.toy: the quadratic bilevel problem behind the Theorem 1 page."""
+"""kdlib.book.toy: the quadratic bilevel problem behind the Theorem 1 page."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kdlib import toy
+from kdlib.book import toy
 
 
 def test_exact_optimum_matches_grid_and_brute_force():

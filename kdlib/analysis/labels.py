@@ -1,0 +1,24 @@
+"""Display names of the datasets and methods of Table 2 (one place; pages never show an internal key).
+
+The keys are the ones of :mod:`kdlib.config` (``METHOD_NAMES``, ``DATASETS``); the labels are the paper's.
+"""
+from __future__ import annotations
+
+METHODS: tuple[str, ...] = ("no_distillation", "naive", "random", "gradient", "hyperopt", "proposed")
+DATASETS: tuple[str, ...] = ("synthetic", "fashion_mnist", "cifar10_reduced", "cifar10")
+
+METHOD_LABELS: dict[str, str] = {"no_distillation": "Without distillation", "naive": "Naive", "random": "Random",
+                                 "gradient": "Gradient-based", "hyperopt": "Hyperopt", "proposed": "Proposed"}
+DATASET_LABELS: dict[str, str] = {"synthetic": "Synthetic", "fashion_mnist": "Fashion-MNIST",
+                                  "cifar10_reduced": "Reduced CIFAR-10", "cifar10": "CIFAR-10"}
+PROTOCOL_LABELS: dict[str, str] = {"authors": "authors' protocol", "defaults": "kdlib defaults"}
+
+
+def method_label(method: str) -> str:
+    """``"no_distillation"`` -> ``"Without distillation"``; unknown keys are returned unchanged."""
+    return METHOD_LABELS.get(method, method)
+
+
+def dataset_label(dataset: str) -> str:
+    """``"cifar10_reduced"`` -> ``"Reduced CIFAR-10"``; unknown keys are returned unchanged."""
+    return DATASET_LABELS.get(dataset, dataset)

@@ -1,0 +1,109 @@
+"""The archived paper-protocol runs of a dataset (``archive/<dataset>/<protocol>/runs``, see
+:mod:`kdlib.analysis.archive`) beside the authors' logs, run by run: the section of the reduced CIFAR-10 page
+that is the same at every profile, because it reads stored records and logs and runs nothing.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from kdlib.analysis import archive as A
+from kdlib.analysis import authors_logs
+from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
+from kdlib.analysis.provenance import display_path
+from kdlib.book import plots
+from kdlib.book.page import show_markdown, show_table
+
+
+def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
+    """``"paper protocol, <protocol label> (archive)"`` -> the formatted Table 2 column of the archived runs of
+    ``dataset`` (empty when the archive holds none): the extra columns of a Table 2 slice."""
+    cols = {}
+    for protocol, t in A.archive_table2(A.load_archive(dataset)).items():
+        cols[f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} (archive)"] = t[dataset]
+    return cols
+
+
+def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
+    """Everything the page shows about the archive of ``dataset``: where it is and what it holds (or that it is
+    empty), its provenance, the authors' initial sequence and branches, the run-by-run branch table, final
+    accuracy against initial T, and the λ1 / T trajectories. Returns the frames it showed."""
+    label = DATASET_LABELS.get(dataset, dataset)
+    archive = A.load_archive(dataset)
+    where = display_path(A.archive_root() / dataset)
+    logs = authors_logs.find_logs_dir()
+    out: dict[str, object] = {"archive": archive}
+    if A.archive_is_empty(archive):
+        show_markdown(f"**The archive is empty.** `{where}/{{authors,defaults}}/runs/` holds no run record yet, "
+                      f"so this section shows the authors' {label} runs alone. Once the paper-protocol runs are "
+                      "archived there, this section shows them beside the authors' run by run, at every profile.")
+    else:
+        n = {PROTOCOL_LABELS.get(p, p): len(r) for p, r in archive.items()}
+        show_markdown(f"Archived paper-protocol runs in `{where}` (full scale, run by the project's CLI and stored "
+                      "with their provenance; not re-run by this build): "
+                      + ", ".join(f"{k}: {v} records" for k, v in n.items()) + ".")
+        out["provenance"] = A.provenance_table(archive)
+        show_table(out["provenance"], index=False)
+    if logs is None:
+        show_markdown("The authors' logs are not on this machine, so there is nothing to compare run by run.")
+        return out
+    theirs = A.authors_run_table(logs, dataset)
+    ours = A.run_table(archive)
+    out.update(theirs=theirs, ours=ours)
+    # the authors' runs: initial sequence and branches
+    shown = theirs.assign(method=theirs.method.map(METHOD_LABELS))[
+        ["method", "run", "lambda1_authors_0", "temperature_0", "lambda1_authors_final", "temperature_final",
+         "final_accuracy", "branch"]]
+    shown.columns = ["method", "run", "λ1 after epoch 0 (authors' convention)", "T after epoch 0",
+                     "final λ1 (authors' convention)", "final T", "final accuracy", "branch"]
+    show_markdown(f"The authors' tuned {label} runs (`{authors_logs.TABLE2_FILES[dataset]['gradient']}`, "
+                  f"`{authors_logs.TABLE2_FILES[dataset]['proposed']}`). λ1 is in their convention, the weight "
+                  f"of the distillation term. The branch is where it ends: *distillation* at or above "
+                  f"{A.DISTILLATION_MIN}, *pure CE* at or below {A.PURE_CE_MAX}, *between* otherwise.")
+    show_table(shown, index=False, floatfmt=".3f")
+    runs = pd.concat([theirs, ours], ignore_index=True)
+    if len(ours):
+        comp = A.branch_comparison(ours, theirs)
+        out["comparison"] = comp
+        agree = A.agreement(comp).assign(method=lambda d: d.method.map(METHOD_LABELS))
+        show_markdown("Run by run: our run with seed *i* starts from the authors' *i*-th draw under the authors' "
+                      "protocol (`init_law=\"authors\"`), so it is set beside their *i*-th run.")
+        show_table(agree, index=False)
+        show_table(comp.assign(method=comp.method.map(METHOD_LABELS)), index=False, floatfmt=".3f")
+    plots.final_vs_initial_temperature(runs, title=f"{label}: final accuracy against the initial temperature, "
+                                                   "run by run")
+    plt.show()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    cur = authors_logs.parse_log(logs / authors_logs.TABLE2_FILES[dataset]["gradient"], dataset=dataset,
+                                 method="gradient")
+    br = dict(zip(theirs[theirs.method == "gradient"].run, theirs[theirs.method == "gradient"].branch))
+    plots.run_trajectories(cur.assign(lambda1_authors=cur.lambda1_theirs), "lambda1_authors", x="step", ax=axes[0],
+                           color_by_branch=br, ylabel=r"$\lambda_1$ (authors' convention)",
+                           title="authors' gradient-based runs")
+    plots.run_trajectories(cur, "temperature", x="step", ax=axes[1], color_by_branch=br, ylabel="$T$",
+                           title="authors' gradient-based runs")
+    fig.tight_layout()
+    plt.show()
+    if len(ours):
+        curves = A.archive_curves(archive)
+        for protocol in archive:
+            d = curves[(curves.protocol == protocol) & (curves.method == "gradient")]
+            if not len(d):
+                continue
+            o = ours[(ours.source == f"kdlib, {PROTOCOL_LABELS.get(protocol, protocol)}") & (ours.method == "gradient")]
+            obr = dict(zip(o.run, o.branch))
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+            plots.run_trajectories(d.assign(lambda1_authors=1.0 - d.lambda1), "lambda1_authors", by="seed",
+                                   ax=axes[0], color_by_branch=obr, ylabel=r"$\lambda_1$ (authors' convention)",
+                                   title=f"kdlib gradient-based, {PROTOCOL_LABELS.get(protocol, protocol)}")
+            plots.run_trajectories(d, "temperature", by="seed", ax=axes[1], color_by_branch=obr, ylabel="$T$",
+                                   title=f"kdlib gradient-based, {PROTOCOL_LABELS.get(protocol, protocol)}")
+            fig.tight_layout()
+            plt.show()
+            fig, ax = plt.subplots(figsize=(7.5, 4.4))
+            plots.accuracy_curves(curves[curves.protocol == protocol], x="epoch",
+                                  authors=authors_logs.curves(logs, datasets=[dataset]), ax=ax, xlabel="epoch",
+                                  title=f"{label}, paper protocol ({PROTOCOL_LABELS.get(protocol, protocol)}): "
+                                        "archive solid, authors' logs dashed")
+            plt.show()
+    return out
