@@ -67,3 +67,56 @@ def test_extrapolation_error_small_for_linear_path():
     curved = np.stack([np.arange(100) ** 2 * 1e-3, np.zeros(100)], axis=1)
     e = toy.extrapolation_errors(curved, start=0, e1=10, e2_values=[10, 80])
     assert e[1] > e[0] > 0
+
+
+# ------------------------------------------------------------------------------------------ page and plots
+
+def test_banner_and_teacher_table_show_no_absolute_path(tmp_path, monkeypatch):
+    from kdlib.book import page
+
+    monkeypatch.setenv("KDLIB_DATA", str(tmp_path))
+    src = f"real: {tmp_path}/cifar10"
+    text = page.banner("smoke", "cpu", [0], "2 epochs", src, 1.0)
+    assert str(tmp_path) not in text and "[data root]/cifar10" in text
+    t = page.teacher_table(dict(name="authors_resnet", source=f"authors' logits ({tmp_path}/authors/x.npy)",
+                                test_accuracy=None, train_agreement=0.9995))
+    assert str(tmp_path) not in t.to_string() and "[data root]/authors/x.npy" in t.loc[0, "source"]
+    assert t.loc[0, "test accuracy"] == "not recorded" and t.loc[0, "agreement with the training labels"] == "0.9995"
+    assert page.source_text("/elsewhere/data/fmnist") == "fmnist"
+
+
+def test_plots_use_display_labels_and_give_the_authors_their_own_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from kdlib.book import plots
+
+    ours = pd.DataFrame(dict(method=["gradient"] * 4, seed=[0, 0, 1, 1], epoch=[0, 1, 0, 1],
+                             test_accuracy=[0.3, 0.4, 0.35, 0.45], lambda1=[0.5] * 4, temperature=[1.0] * 4))
+    theirs = pd.DataFrame(dict(method=["gradient"] * 3, run=[0] * 3, step=[0, 24, 49], accuracy=[0.3, 0.5, 0.6],
+                               lambda1=[0.4] * 3, temperature=[2.0] * 3))
+    ax = plots.accuracy_curves(ours, x="epoch", authors=theirs, xlabel="epoch")
+    tops = [a for a in ax.figure.axes if a is not ax]
+    assert len(tops) == 1 and tops[0].get_xlim()[1] >= 49 > ax.get_xlim()[1]  # their 50 epochs on their own axis
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Gradient-based" in labels and "Gradient-based (authors' logs)" in labels
+    assert not any("gradient" == lab or "_" in lab for lab in labels)
+    # the same length: one shared axis
+    same = theirs.assign(step=[0, 1, 1])
+    ax2 = plots.accuracy_curves(ours, x="epoch", authors=same, xlabel="epoch")
+    assert len(ax2.figure.axes) == 1
+
+
+def test_extrapolation_error_ylabel_names_the_plotted_column():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from kdlib.book import plots
+
+    df = pd.DataFrame(dict(case=["a", "a"], e2=[10, 20], max_error=[0.1, 0.2], relative_error=[0.01, 0.02]))
+    assert "distance travelled" in plots.extrapolation_error(df, y="relative_error").get_ylabel()
+    assert "distance travelled" not in plots.extrapolation_error(df, y="max_error").get_ylabel()
