@@ -81,6 +81,7 @@ def test_banner_and_teacher_table_show_no_absolute_path(tmp_path, monkeypatch):
     t = page.teacher_table(dict(name="authors_resnet", source=f"authors' logits ({tmp_path}/authors/x.npy)",
                                 test_accuracy=None, train_agreement=0.9995))
     assert str(tmp_path) not in t.to_string() and "[data root]/authors/x.npy" in t.loc[0, "source"]
+    assert t.loc[0, "teacher"] == "the authors' PreAct-ResNet18 (their published logits)"
     assert t.loc[0, "test accuracy"] == "not recorded" and t.loc[0, "agreement with the training labels"] == "0.9995"
     assert page.source_text("/elsewhere/data/fmnist") == "fmnist"
 

@@ -22,3 +22,18 @@ def method_label(method: str) -> str:
 def dataset_label(dataset: str) -> str:
     """``"cifar10_reduced"`` -> ``"Reduced CIFAR-10"``; unknown keys are returned unchanged."""
     return DATASET_LABELS.get(dataset, dataset)
+
+
+TEACHER_LABELS: dict[str, str] = {
+    "authors_resnet": "the authors' PreAct-ResNet18 (their published logits)",
+    "authors_cnn": "the authors' small CNN (their published logits)",
+    "authors_resnet_fmnist": "the authors' ResNet18 for Fashion-MNIST (their published logits)",
+    "small_cnn": "a small CNN trained here",
+    "resnet18": "a ResNet18 trained here",
+    "logreg": "logistic regression on the teacher's features",
+}
+
+
+def teacher_label(name: str) -> str:
+    """``"authors_resnet"`` -> ``"the authors' PreAct-ResNet18 (their published logits)"``; unknown names unchanged."""
+    return TEACHER_LABELS.get(name, name)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from kdlib.analysis import authors_logs
 from kdlib.analysis.costs import cost_table, run_summaries
-from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS
+from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, teacher_label
 from kdlib.analysis.table2 import table2, table2_numeric
 from kdlib.book import plots
 from kdlib.book.page import (PageBanner, resolve_seeds, results_dir, scale_text, show_markdown, show_table,
@@ -124,7 +124,7 @@ class ImagePage:
         saving = costs.loc["proposed", "saving_vs_gradient_evals"] if "proposed" in costs.index else float("nan")
         t = self.teacher
         t_acc, t_agree = t.get("test_accuracy"), t.get("train_agreement")
-        text = (f"- The teacher ({t['name']}) has test accuracy "
+        text = (f"- The teacher ({teacher_label(t['name'])}) has test accuracy "
                 + (f"{t_acc:.4f}" if t_acc is not None else "not recorded (its test images were never passed through it)")
                 + (f" and agrees with {t_agree:.4f} of the training labels" if t_agree is not None else "") + ".\n"
                 f"- Over {len(self.seed_list)} seeds the best mean final accuracy belongs to "

@@ -17,6 +17,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from kdlib import __version__
+from kdlib.analysis.labels import teacher_label
 from kdlib.analysis.provenance import REPO_ROOT, display_path, git_commit
 from kdlib.config import profile_seeds, resolve_config
 from kdlib.paths import data_root
@@ -162,6 +163,6 @@ def teacher_table(teacher: dict[str, Any]) -> pd.DataFrame:
     agreement with the training labels ("not recorded" where the teacher never saw the test images)."""
     def num(v: Any) -> str:
         return "not recorded" if v is None or not np.isfinite(float(v)) else f"{float(v):.4f}"
-    return pd.DataFrame([{"teacher": teacher.get("name", "—"), "source": source_text(teacher.get("source")),
+    return pd.DataFrame([{"teacher": teacher_label(teacher.get("name", "—")), "source": source_text(teacher.get("source")),
                           "test accuracy": num(teacher.get("test_accuracy")),
                           "agreement with the training labels": num(teacher.get("train_agreement"))}])
