@@ -17,7 +17,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from kdlib import __version__
-from kdlib.analysis.labels import teacher_label
+from kdlib.analysis.labels import dataset_label, teacher_label
 from kdlib.analysis.provenance import REPO_ROOT, display_path, git_commit
 from kdlib.config import profile_seeds, resolve_config
 from kdlib.paths import data_root
@@ -27,7 +27,8 @@ def _fmt_seeds(seeds: Any) -> str:
     if seeds is None:
         return "—"
     if isinstance(seeds, dict):
-        return ", ".join(f"{k}: {len(v) if isinstance(v, (list, tuple)) else v}" for k, v in seeds.items())
+        return ", ".join(f"{dataset_label(k)}: {len(v) if isinstance(v, (list, tuple)) else v}"
+                         for k, v in seeds.items())
     if isinstance(seeds, int):
         return f"{seeds} (0..{seeds - 1})" if seeds > 0 else "0"
     seeds = list(seeds)
@@ -66,7 +67,7 @@ def banner(profile: str, device: str, seeds: Any, epochs_or_iterations: Any, dat
     to the data root, :func:`source_text`).
     """
     if isinstance(epochs_or_iterations, dict):
-        epochs = ", ".join(f"{k}: {v}" for k, v in epochs_or_iterations.items()) or "—"
+        epochs = ", ".join(f"{dataset_label(k)}: {v}" for k, v in epochs_or_iterations.items()) or "—"
     else:
         epochs = "—" if epochs_or_iterations is None else str(epochs_or_iterations)
     rows = [("profile", f"`{profile}`"), ("device", f"`{device}`"), ("seeds", _fmt_seeds(seeds)),
@@ -138,17 +139,23 @@ def show_markdown(text: str) -> None:
 
 
 def to_markdown(df: pd.DataFrame, index: bool = True, floatfmt: str = ".4f") -> str:
-    """A pipe table without the optional ``tabulate`` dependency (NaN shown as an em dash)."""
+    """A pipe table without the optional ``tabulate`` dependency (NaN shown as an em dash, integers without
+    decimals when stored as integers, ``|`` inside a cell escaped)."""
     def fmt(v: Any) -> str:
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
         if isinstance(v, (float, np.floating)):
-            return "—" if not np.isfinite(v) else format(float(v), floatfmt)
-        return str(v)
+            if not np.isfinite(v):
+                return "—"
+            return format(float(v), floatfmt)
+        return str(v).replace("|", "\\|")
 
     cols = [(" · ".join(str(p) for p in c if p) if isinstance(c, tuple) else str(c)) for c in df.columns]
-    header = ([str(df.index.name or "")] if index else []) + cols
+    header = [c.replace("|", "\\|") for c in ([str(df.index.name or "")] if index else []) + cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for idx, row in df.iterrows():
-        cells = ([str(idx)] if index else []) + [fmt(v) for v in row.tolist()]
+        cells = ([fmt(idx if not isinstance(idx, tuple) else " · ".join(map(str, idx)))] if index else []) \
+            + [fmt(v) for v in row.tolist()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
