@@ -121,3 +121,49 @@ def test_extrapolation_error_ylabel_names_the_plotted_column():
     df = pd.DataFrame(dict(case=["a", "a"], e2=[10, 20], max_error=[0.1, 0.2], relative_error=[0.01, 0.02]))
     assert "distance travelled" in plots.extrapolation_error(df, y="relative_error").get_ylabel()
     assert "distance travelled" not in plots.extrapolation_error(df, y="max_error").get_ylabel()
+
+
+def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypatch):
+    """The reduced CIFAR-10 page's archive section, on tiny records and logs: with records it shows the run-by-run
+    table; empty, it says so and still shows the authors' runs."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from test_analysis import _authors_log, _record
+
+    from kdlib.book import archive_page
+
+    logs = tmp_path / "data" / "authors" / "logs"
+    logs.mkdir(parents=True)
+    _authors_log(logs / "exp33_opt.jsonl", [(8.06, 0.57, 10.0, 1.0, 0.607), (0.36, 0.0, 0.43, 0.0, 0.535)])
+    _authors_log(logs / "exp33_splines.jsonl", [(8.0, 0.6, 9.0, 1.087, 0.60), (0.4, 0.0, 0.6, 0.0, 0.53)])
+    for name in ("nodistil", "distil", "random", "hyperopt"):
+        _authors_log(logs / f"exp33_{name}.jsonl", [(1.0, 0.5, 1.0, 0.5, 0.55)])
+    monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "data"))
+    shown = []
+    monkeypatch.setattr(archive_page, "show_markdown", lambda text: shown.append(text))
+    monkeypatch.setattr(archive_page, "show_table", lambda df, **kw: shown.append(df))
+
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(tmp_path / "empty"))
+    out = archive_page.show_archive("cifar10_reduced")
+    assert "archive is empty" in shown[0] and len(out["theirs"]) == 4 and "comparison" not in out
+    assert archive_page.archive_columns("cifar10_reduced") == {}
+
+    root = tmp_path / "archive"
+    d = root / "cifar10_reduced" / "authors" / "runs"
+    d.mkdir(parents=True)
+    for r in (_record("gradient", 0, [0.56, 1.0], [8.07, 10.0], [0.38, 0.595]),
+              _record("gradient", 1, [0.3, 0.6], [0.37, 0.43], [0.30, 0.532]),
+              _record("proposed", 0, [0.5, 1.0], [8.0, 10.0], [0.38, 0.6])):
+        (d / f"cifar10_reduced__{r['config']['method']}__seed{r['config']['seed']}.json").write_text(json.dumps(r))
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(root))
+    shown.clear()
+    out = archive_page.show_archive("cifar10_reduced")
+    assert "3 records" in shown[0]
+    comp = out["comparison"].set_index(["method", "run"])
+    assert comp.loc[("gradient", 0), "same_branch"] and not comp.loc[("gradient", 1), "same_branch"]
+    cols = archive_page.archive_columns("cifar10_reduced")
+    assert list(cols) == ["paper protocol, authors' protocol (archive)"]
+    assert cols["paper protocol, authors' protocol (archive)"]["gradient"].startswith("0.5635 (0.5950)")

@@ -17,10 +17,14 @@ from kdlib.book.page import show_markdown, show_table
 
 def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
     """``"paper protocol, <protocol label> (archive)"`` -> the formatted Table 2 column of the archived runs of
-    ``dataset`` (empty when the archive holds none): the extra columns of a Table 2 slice."""
+    ``dataset`` (empty when the archive holds none), and ``"...: diverged runs"`` beside it when some run of
+    that protocol diverged: the extra columns of a Table 2 slice."""
     cols = {}
     for protocol, t in A.archive_table2(A.load_archive(dataset)).items():
-        cols[f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} (archive)"] = t[dataset]
+        name = f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} (archive)"
+        cols[name] = t[dataset]
+        if "diverged" in t:
+            cols[f"{name}: diverged runs"] = t["diverged"]
     return cols
 
 
@@ -66,10 +70,13 @@ def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
         comp = A.branch_comparison(ours, theirs)
         out["comparison"] = comp
         agree = A.agreement(comp).assign(method=lambda d: d.method.map(METHOD_LABELS))
-        show_markdown("Run by run: our run with seed *i* starts from the authors' *i*-th draw under the authors' "
-                      "protocol (`init_law=\"authors\"`), so it is set beside their *i*-th run.")
+        show_markdown("Run by run: under the authors' protocol (`init_law=\"authors\"`) our run with seed *i* "
+                      "starts from the authors' *i*-th draw, so it is set beside their *i*-th run. Under kdlib's "
+                      "defaults the initial values are kdlib's own draws: the same pairing then only shows how "
+                      "the branches are distributed, not whether a run follows the authors'.")
         show_table(agree, index=False)
-        show_table(comp.assign(method=comp.method.map(METHOD_LABELS)), index=False, floatfmt=".3f")
+        show_table(comp.assign(method=comp.method.map(METHOD_LABELS)).rename(columns={"same_branch": "same branch"}),
+                   index=False, floatfmt=".3f")
     plots.final_vs_initial_temperature(runs, title=f"{label}: final accuracy against the initial temperature, "
                                                    "run by run")
     plt.show()
