@@ -27,6 +27,8 @@ from kdlib.analysis.labels import METHODS
 from kdlib.trajectory import fit_line
 
 PALETTE = dict(zip(METHODS, sns.color_palette("colorblind", len(METHODS))))
+VALUE_LABELS = {"val_loss": r"validation loss $\mathcal{L}_{\mathrm{val}}$", "test_accuracy": "test accuracy",
+                "val_accuracy": "validation accuracy"}
 # the authors' axis gets its own scale when their run is this many times longer (or shorter) than ours
 OWN_AXIS_RATIO = 1.5
 
@@ -213,7 +215,7 @@ def loss_surface(grid: pd.DataFrame, value: str = "val_loss", ax=None, title: st
     """Heat map of ``value`` over a (lambda1, temperature) grid (columns lambda1, temperature, value)."""
     ax = _ax(ax, figsize=(6.0, 4.4))
     piv = grid.pivot_table(index="temperature", columns="lambda1", values=value).sort_index(ascending=False)
-    sns.heatmap(piv, ax=ax, cmap="viridis", cbar_kws={"label": value},
+    sns.heatmap(piv, ax=ax, cmap="viridis", cbar_kws={"label": VALUE_LABELS.get(value, value.replace("_", " "))},
                 xticklabels=[f"{v:.2f}" for v in piv.columns], yticklabels=[f"{v:.2g}" for v in piv.index])
     ax.set_xlabel(r"$\lambda_1$ (weight of the classification term)")
     ax.set_ylabel("$T$")
