@@ -167,3 +167,25 @@ def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypat
     cols = archive_page.archive_columns("cifar10_reduced")
     assert list(cols) == ["paper protocol, authors' protocol (archive)"]
     assert cols["paper protocol, authors' protocol (archive)"]["gradient"].startswith("0.5635 (0.5950)")
+
+
+def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():
+    """The build-time guard: re-running the first logged points of a stored record gives the same values; a record
+    whose accuracy was changed by 0.05 is caught."""
+    import copy
+
+    from kdlib.book.archive_page import recheck_record
+    from kdlib.config import resolve_config
+    from kdlib.runner import run_one
+
+    rec = run_one(resolve_config("synthetic", "gradient", "smoke", 0, variant="authors"))
+    rec["provenance"] = dict(kdlib_version="test")
+    assert len(rec["history"]) >= 3
+    table = recheck_record(rec, first_rows=2)
+    assert set(table.step) == {rec["history"][0]["step"], rec["history"][1]["step"]}
+    assert table.ok.all(), table
+    stale = copy.deepcopy(rec)
+    stale["history"][1]["test_accuracy"] += 0.05
+    bad = recheck_record(stale, first_rows=2)
+    assert bad.loc[(bad.field == "test_accuracy") & (bad.step == rec["history"][1]["step"]), "ok"].tolist() == [False]
+    assert bad.loc[bad.field != "test_accuracy", "ok"].all()
