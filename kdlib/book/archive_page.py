@@ -135,6 +135,8 @@ def recheck_record(record: dict[str, Any], first_rows: int = 1) -> pd.DataFrame:
     A.validate_record(record, "the record to re-check")
     hist = sorted(record["history"], key=lambda h: h.get("step", h["epoch"]))[:max(1, int(first_rows))]
     cfg = dict(record["config"])
+    if "profile" not in cfg:
+        raise ValueError("the record's config has no 'profile': it is not a full resolved config (contract 2)")
     dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
     cfg.update(data_root=None, download=False, device="cpu")
     if dataset == "synthetic":
