@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"kdlib: error: {err}", file=sys.stderr)
         return 2
-    from kdlib.runner import final_accuracy
+    from kdlib.analysis import final_accuracy
 
     fin = final_accuracy(df).groupby("method")["test_accuracy"].agg(["mean", "max", "std", "count"])
     print(json.dumps({m: {k: float(v) for k, v in row.items()} for m, row in fin.iterrows()}, indent=1))

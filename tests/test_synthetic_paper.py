@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from kdlib.runner import final_accuracy, run_experiments
+from kdlib.analysis import final_accuracy
+from kdlib.runner import run_experiments
 
 
 @pytest.fixture(scope="module")

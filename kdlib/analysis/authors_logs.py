@@ -27,12 +27,14 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from kdlib.analysis.final import summarize
+from kdlib.analysis.labels import DATASETS, METHODS
+from kdlib.analysis.table2 import format_cell
+from kdlib.paths import data_root, shared_data_dir
+
 REPO = "Intelligent-Systems-Phystech/Gorpinich-BS-Thesis"
 PINNED_COMMIT = "885af35bfdf96da070a43fa7d7c8916854d05d6f"
 RAW_URL = f"https://raw.githubusercontent.com/{REPO}/{PINNED_COMMIT}/log/{{name}}"
-
-DATASETS = ("synthetic", "fashion_mnist", "cifar10_reduced", "cifar10")
-METHODS = ("no_distillation", "naive", "random", "gradient", "hyperopt", "proposed")
 
 # Table 2 cell -> log file (None: the paper reports no value for that cell)
 TABLE2_FILES: dict[str, dict[str, str | None]] = {
@@ -102,26 +104,16 @@ class AuthorsLogsMissing(FileNotFoundError):
 
 
 def _data_root() -> Path:
-    try:
-        from kdlib.paths import data_root
-        return Path(data_root())
-    except ImportError:  # pragma: no cover - kdlib.paths not there yet
-        env = os.environ.get("KDLIB_DATA")
-        return Path(env).expanduser() if env else Path.home() / ".cache" / "kdlib" / "data"
+    return Path(data_root())
 
 
 def _candidate_dirs(root: str | os.PathLike | None) -> list[Path]:
     if root is not None:
         return [Path(root) / "authors" / "logs", Path(root)]
     out = [_data_root() / "authors" / "logs"]
-    try:
-        from kdlib.paths import shared_data_dir
-        shared = shared_data_dir()
-        if shared is not None:
-            out.append(Path(shared) / "authors" / "logs")
-    except ImportError:  # pragma: no cover
-        pass
-    out.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "authors" / "logs")
+    shared = shared_data_dir()
+    if shared is not None:
+        out.append(Path(shared) / "authors" / "logs")
     return out
 
 
@@ -148,7 +140,7 @@ def logs_dir(root: str | os.PathLike | None = None, download: bool = False) -> P
         "the authors' run logs were not found (looked in: "
         + ", ".join(str(p) for p in _candidate_dirs(root))
         + "). Set KDLIB_DATA to a data root holding authors/logs/*.jsonl, or call "
-          "kdlib.authors_logs.fetch_logs() (needs internet) to download them from "
+          "kdlib.analysis.authors_logs.fetch_logs() (needs internet) to download them from "
           f"{REPO}@{PINNED_COMMIT[:7]}.")
 
 
@@ -265,7 +257,7 @@ def extrapolation_extremes(root: str | os.PathLike | None = None) -> dict[str, f
     values outside the box show that their extrapolations were not clamped."""
     logs = find_logs_dir(root)
     if logs is None:
-        raise FileNotFoundError("the authors' logs are not on this machine (see kdlib.authors_logs.fetch_logs)")
+        raise FileNotFoundError("the authors' logs are not on this machine (see kdlib.analysis.authors_logs.fetch_logs)")
     lam, temp = [], []
     for path in sorted([*logs.glob("synthetic_exp8_splines*.jsonl"), *logs.glob("exp33_splines*.jsonl")]):
         for run in read_jsonl(path):
@@ -275,16 +267,12 @@ def extrapolation_extremes(root: str | os.PathLike | None = None) -> dict[str, f
 
 
 def final_accuracies(path: str | os.PathLike) -> np.ndarray:
-    """The last logged accuracy of every run (line) of a file."""
-    return np.array([run.results[-1]["accuracy"] for run in read_jsonl(path) if run.results], dtype=float)
-
-
-def summarize(acc: np.ndarray) -> dict[str, float]:
-    """mean, max, population std (ddof=0, as the paper's ± values) and count of final accuracies."""
-    acc = np.asarray(acc, dtype=float)
-    if acc.size == 0:
-        return dict(mean=np.nan, max=np.nan, std=np.nan, n=0)
-    return dict(mean=float(acc.mean()), max=float(acc.max()), std=float(acc.std(ddof=0)), n=int(acc.size))
+    """The last logged accuracy of every run (line) of a file (NaN where a run logged a non-number; such a
+    run counts as diverged in :func:`kdlib.analysis.final.summarize`)."""
+    def last(run: Run) -> float:
+        v = run.results[-1]["accuracy"]
+        return float(v) if v is not None else np.nan
+    return np.array([last(run) for run in read_jsonl(path) if run.results], dtype=float)
 
 
 def curves(root: str | os.PathLike | None = None, datasets: Iterable[str] = DATASETS,
@@ -325,13 +313,6 @@ def table2_numeric(root: str | os.PathLike | None = None, download: bool = False
             stats = summarize(final_accuracies(d / name)) if name else summarize(np.array([]))
             rows.append(dict(dataset=ds, method=m, file=name, **stats))
     return pd.DataFrame(rows)
-
-
-def format_cell(mean: float, mx: float, std: float, digits: int = 4) -> str:
-    """``mean (max) ± std`` with ``digits`` decimals; an em dash for a missing cell."""
-    if mean is None or not np.isfinite(mean):
-        return "—"
-    return f"{mean:.{digits}f} ({mx:.{digits}f}) ± {std:.{digits}f}"
 
 
 def table2(root: str | os.PathLike | None = None, download: bool = False, digits: int = 4) -> pd.DataFrame:

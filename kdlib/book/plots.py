@@ -1,12 +1,16 @@
 """Figures of the book (seaborn / matplotlib). Plotting only: every number comes from kdlib or the runner.
 
 * :func:`accuracy_curves` - Fig. 4: test accuracy vs step or epoch per method, mean ± std over seeds, with the
-  authors' logged curves dashed on top.
+  authors' logged curves dashed on their own x axis (top) when their length differs from ours.
 * :func:`metaparam_trajectories` - lambda1 and T vs step per method, with lines from
   :func:`kdlib.trajectory.fit_line`.
 * :func:`fig5_scatter` - Fig. 5: the three parts of the synthetic data.
 * :func:`sweep_curves` / :func:`sweep_final` - Fig. 6: the e1 / e2 sweeps.
 * :func:`loss_surface`, :func:`toy_gap`, :func:`extrapolation_error` - the pages on the problem and Theorem 1.
+* :func:`final_vs_initial_temperature`, :func:`run_trajectories` - the archived paper-protocol runs against the
+  authors' logs, run by run.
+
+Every legend and label uses display names (:mod:`kdlib.analysis.labels`), never an internal key.
 """
 from __future__ import annotations
 
@@ -16,11 +20,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 
-METHODS = ("no_distillation", "naive", "random", "gradient", "hyperopt", "proposed")
-LABELS = {"no_distillation": "without distillation", "naive": "naive", "random": "random",
-          "gradient": "gradient-based", "hyperopt": "hyperopt", "proposed": "proposed"}
+from kdlib.analysis.labels import METHOD_LABELS as LABELS
+from kdlib.analysis.labels import METHODS
+from kdlib.trajectory import fit_line
+
 PALETTE = dict(zip(METHODS, sns.color_palette("colorblind", len(METHODS))))
+VALUE_LABELS = {"val_loss": r"validation loss $\mathcal{L}_{\mathrm{val}}$", "test_accuracy": "test accuracy",
+                "val_accuracy": "validation accuracy"}
+# the authors' axis gets its own scale when their run is this many times longer (or shorter) than ours
+OWN_AXIS_RATIO = 1.5
 
 
 def _ax(ax=None, figsize=(6.4, 4.0)):
@@ -34,12 +44,39 @@ def _present(methods: Sequence[str], values: Sequence[str]) -> list[str]:
     return [m for m in methods if m in vals]
 
 
+def _authors_axis(ax, ours_x: np.ndarray, theirs_x: np.ndarray, label: str):
+    """The axis to draw the authors' curves on: ``ax`` itself when both runs span about the same x range, else
+    a twin x axis on top with its own scale (so that our short runs do not occupy a few percent of an axis
+    scaled to their 50-100 epochs)."""
+    ours_span = float(np.nanmax(ours_x)) if len(ours_x) else 0.0
+    theirs_span = float(np.nanmax(theirs_x)) if len(theirs_x) else 0.0
+    if ours_span > 0 and theirs_span > 0 and max(ours_span, theirs_span) / min(ours_span, theirs_span) < OWN_AXIS_RATIO:
+        return ax
+    top = ax.twiny()
+    top.set_xlabel(label, color="dimgray")
+    top.tick_params(axis="x", colors="dimgray")
+    return top
+
+
+def _legend(axes_list, ax, **kw) -> None:
+    handles, labels = [], []
+    for a in dict.fromkeys(axes_list):
+        h, lab = a.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    if handles:
+        ax.legend(handles, labels, **kw)
+
+
 def accuracy_curves(results: pd.DataFrame, x: str = "step", methods: Sequence[str] = METHODS,
                     authors: pd.DataFrame | None = None, authors_x: str = "step", ax=None,
-                    title: str | None = None, xlabel: str | None = None):
+                    title: str | None = None, xlabel: str | None = None,
+                    authors_xlabel: str = "epoch of the authors' runs (dashed)"):
     """Mean ± std (over seeds) of ``test_accuracy`` vs ``x`` per method; ``authors`` (a frame from
-    :func:`kdlib.authors_logs.curves` with columns method, run, step, accuracy) is drawn dashed, same colour."""
+    :func:`kdlib.analysis.authors_logs.curves` with columns method, run, step, accuracy) is drawn dashed, same
+    colour, on its own top x axis when its length differs from ours (:func:`_authors_axis`)."""
     ax = _ax(ax)
+    xlabel = xlabel or x
     df = results[results.method.isin(methods)].dropna(subset=["test_accuracy"])
     order = _present(methods, df.method.unique())
     for m in order:
@@ -47,31 +84,34 @@ def accuracy_curves(results: pd.DataFrame, x: str = "step", methods: Sequence[st
         d["std"] = d["std"].fillna(0.0)
         ax.plot(d[x], d["mean"], color=PALETTE.get(m), label=LABELS.get(m, m), lw=1.8)
         ax.fill_between(d[x], d["mean"] - d["std"], d["mean"] + d["std"], color=PALETTE.get(m), alpha=0.15)
+    axes_used = [ax]
     if authors is not None and len(authors):
-        for m in _present(methods, authors.method.unique()):
-            a = authors[authors.method == m].groupby(authors_x)["accuracy"].mean().reset_index()
-            ax.plot(a[authors_x], a["accuracy"], ls="--", lw=1.2, color=PALETTE.get(m), alpha=0.9,
-                    label=f"{LABELS.get(m, m)} (authors' logs)")
-    ax.set_xlabel(xlabel or x)
+        a_all = authors[authors.method.isin(methods)]
+        top = _authors_axis(ax, df[x].to_numpy(dtype=float), a_all[authors_x].to_numpy(dtype=float),
+                            authors_xlabel)
+        axes_used.append(top)
+        for m in _present(methods, a_all.method.unique()):
+            a = a_all[a_all.method == m].groupby(authors_x)["accuracy"].mean().reset_index()
+            top.plot(a[authors_x], a["accuracy"], ls="--", lw=1.2, color=PALETTE.get(m), alpha=0.9,
+                     label=f"{LABELS.get(m, m)} (authors' logs)")
+    ax.set_xlabel(xlabel if len(axes_used) == 1 or axes_used[-1] is ax else f"{xlabel} of our runs (solid)")
     ax.set_ylabel("test accuracy")
     if title:
-        ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+        ax.set_title(title, pad=28 if axes_used[-1] is not ax else 6)
+    _legend(axes_used, ax, fontsize=7, ncol=2, loc="lower right")
     ax.grid(alpha=0.3)
     return ax
 
 
 def metaparam_trajectories(results: pd.DataFrame, methods: Sequence[str] = ("gradient", "proposed"),
                            x: str = "step", fit_fraction: float = 0.5, authors: pd.DataFrame | None = None,
-                           authors_x: str = "step", axes=None, title: str | None = None):
+                           authors_x: str = "step", axes=None, title: str | None = None,
+                           xlabel: str | None = None, authors_xlabel: str = "epoch of the authors' runs (dotted)"):
     """lambda1 (our convention: weight of the classification term) and T vs ``x``: each seed thin, the seed
     mean thick, and a dashed line fitted by :func:`kdlib.trajectory.fit_line` to the first ``fit_fraction``
     of the mean trajectory and extended over the rest (the linearity claimed by Theorem 1). ``authors``
-    trajectories (already converted to our convention) are drawn dotted."""
-    import torch
-
-    from kdlib.trajectory import fit_line
-
+    trajectories (already converted to our convention) are drawn dotted, on their own top x axis when their
+    length differs from ours."""
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     df = results[results.method.isin(methods)]
@@ -91,15 +131,21 @@ def metaparam_trajectories(results: pd.DataFrame, methods: Sequence[str] = ("gra
                 line = float(intercept[0]) + float(slope[0]) * idx
                 ax.plot(mean[x], line, color=PALETTE.get(m), ls="--", lw=1.2,
                         label=f"{LABELS.get(m, m)}: line fitted on first {n_fit} points")
+        used = [ax]
         if authors is not None and len(authors):
-            for m in _present(methods, authors.method.unique()):
-                a = authors[authors.method == m].groupby(authors_x)[col].mean().reset_index()
-                ax.plot(a[authors_x], a[col], color=PALETTE.get(m), ls=":", lw=1.5,
-                        label=f"{LABELS.get(m, m)} (authors' logs)")
-        ax.set_xlabel(x)
+            a_all = authors[authors.method.isin(methods)]
+            top = _authors_axis(ax, df[x].to_numpy(dtype=float), a_all[authors_x].to_numpy(dtype=float),
+                                authors_xlabel)
+            used.append(top)
+            for m in _present(methods, a_all.method.unique()):
+                a = a_all[a_all.method == m].groupby(authors_x)[col].mean().reset_index()
+                top.plot(a[authors_x], a[col], color=PALETTE.get(m), ls=":", lw=1.5,
+                         label=f"{LABELS.get(m, m)} (authors' logs)")
+        ax.set_xlabel(xlabel or x)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        if j == 0:
+            _legend(used, ax, fontsize=7)
     if title:
         axes[0].figure.suptitle(title)
     axes[0].figure.tight_layout()
@@ -169,7 +215,7 @@ def loss_surface(grid: pd.DataFrame, value: str = "val_loss", ax=None, title: st
     """Heat map of ``value`` over a (lambda1, temperature) grid (columns lambda1, temperature, value)."""
     ax = _ax(ax, figsize=(6.0, 4.4))
     piv = grid.pivot_table(index="temperature", columns="lambda1", values=value).sort_index(ascending=False)
-    sns.heatmap(piv, ax=ax, cmap="viridis", cbar_kws={"label": value},
+    sns.heatmap(piv, ax=ax, cmap="viridis", cbar_kws={"label": VALUE_LABELS.get(value, value.replace("_", " "))},
                 xticklabels=[f"{v:.2f}" for v in piv.columns], yticklabels=[f"{v:.2g}" for v in piv.index])
     ax.set_xlabel(r"$\lambda_1$ (weight of the classification term)")
     ax.set_ylabel("$T$")
@@ -179,6 +225,13 @@ def loss_surface(grid: pd.DataFrame, value: str = "val_loss", ax=None, title: st
     if title:
         ax.set_title(title)
     return ax
+
+
+TOY_LABELS = {"lambda_distance": r"$\|\lambda_{\mathrm{greedy}} - \lambda^*\|$",
+              "excess_val_loss": r"$\mathcal{L}_{\mathrm{val}}(\lambda_{\mathrm{greedy}}) - \mathcal{L}_{\mathrm{val}}(\lambda^*)$",
+              "max_error": r"max $\|\lambda_{\mathrm{line}} - \lambda_{\mathrm{greedy}}\|$ over the $e_2$ window",
+              "relative_error": r"max $\|\lambda_{\mathrm{line}} - \lambda_{\mathrm{greedy}}\|$ / distance travelled",
+              "e2": r"$e_2$ (iterations extrapolated)"}
 
 
 def toy_gap(df: pd.DataFrame, x: str = "hessian_gap", ys: Sequence[str] = ("lambda_distance", "excess_val_loss"),
@@ -191,21 +244,77 @@ def toy_gap(df: pd.DataFrame, x: str = "hessian_gap", ys: Sequence[str] = ("lamb
     for ax, y in zip(axes, ys):
         ax.plot(df[x], df[y], marker="o")
         ax.set_xlabel(r"$\|H - I\|_2$")
-        ax.set_ylabel(y.replace("_", " "))
+        ax.set_ylabel(TOY_LABELS.get(y, y.replace("_", " ")))
         ax.grid(alpha=0.3)
     axes[0].figure.tight_layout()
     return axes
 
 
 def extrapolation_error(df: pd.DataFrame, x: str = "e2", y: str = "max_error", hue: str | None = "case", ax=None,
-                        title: str | None = None):
-    """Error of the linear extrapolation against the true greedy trajectory as e2 grows (log-log)."""
+                        title: str | None = None, ylabel: str | None = None):
+    """Error of the linear extrapolation against the true greedy trajectory as e2 grows (log-log). The y label
+    names the plotted column ``y`` (:data:`TOY_LABELS`), or ``ylabel``."""
     ax = _ax(ax, figsize=(6.0, 3.8))
     sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", ax=ax)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylabel(r"max $\|\lambda_{\mathrm{line}} - \lambda_{\mathrm{greedy}}\|$ over the $e_2$ window")
+    ax.set_xlabel(TOY_LABELS.get(x, x))
+    ax.set_ylabel(ylabel or TOY_LABELS.get(y, y.replace("_", " ")))
     ax.grid(alpha=0.3, which="both")
     if title:
         ax.set_title(title)
+    return ax
+
+
+SOURCE_MARKERS = {"authors' logs": "o", "kdlib, authors' protocol": "s", "kdlib, kdlib defaults": "^"}
+
+
+def final_vs_initial_temperature(runs: pd.DataFrame, methods: Sequence[str] = ("gradient", "proposed"),
+                                 axes=None, title: str | None = None):
+    """Per run: final test accuracy against T at the first logged epoch (log x), one panel per method, one
+    marker per source (authors' logs, our archived protocols); the colour is the branch the run ended on.
+    ``runs`` is :func:`kdlib.analysis.archive.run_table` and/or ``authors_run_table`` concatenated."""
+    methods = [m for m in methods if m in set(runs.method)]
+    if axes is None:
+        _, axes = plt.subplots(1, max(1, len(methods)), figsize=(5.6 * max(1, len(methods)), 3.8), squeeze=False)
+        axes = axes[0]
+    branch_colors = {"distillation": "tab:blue", "pure CE": "tab:red", "between": "tab:gray", "diverged": "black"}
+    for ax, m in zip(np.atleast_1d(axes), methods):
+        d = runs[runs.method == m]
+        for (src, br), g in d.groupby(["source", "branch"], sort=False):
+            ax.scatter(g.temperature_0, g.final_accuracy.fillna(np.nan), marker=SOURCE_MARKERS.get(src, "x"),
+                       color=branch_colors.get(br, "tab:green"), s=42, alpha=0.8, label=f"{src}: {br}")
+        ax.set_xscale("log")
+        ax.set_xlabel("$T$ after epoch 0")
+        ax.set_ylabel("final test accuracy")
+        ax.set_title(LABELS.get(m, m))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    if title:
+        np.atleast_1d(axes)[0].figure.suptitle(title)
+    np.atleast_1d(axes)[0].figure.tight_layout()
+    return axes
+
+
+def run_trajectories(curves: pd.DataFrame, value: str, by: str = "run", x: str = "epoch", ax=None,
+                     color_by_branch: dict[int, str] | None = None, title: str | None = None,
+                     ylabel: str | None = None, xlabel: str = "epoch"):
+    """One thin line per run of ``value`` (e.g. λ1 in the authors' convention, T, test accuracy) against
+    ``x``; coloured by the branch of that run when ``color_by_branch`` (run -> branch) is given."""
+    ax = _ax(ax, figsize=(6.0, 3.6))
+    branch_colors = {"distillation": "tab:blue", "pure CE": "tab:red", "between": "tab:gray", "diverged": "black"}
+    seen = set()
+    for run, d in curves.groupby(by, sort=True):
+        br = (color_by_branch or {}).get(run)
+        lab = br if br is not None and br not in seen else None
+        seen.add(br)
+        d = d.sort_values(x)
+        ax.plot(d[x], d[value], lw=1.0, alpha=0.8, color=branch_colors.get(br, "tab:purple"), label=lab)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or value)
+    ax.grid(alpha=0.3)
+    if seen - {None}:
+        ax.legend(fontsize=7, title="branch", title_fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     return ax

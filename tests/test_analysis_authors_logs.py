@@ -1,4 +1,4 @@
-"""kdlib.authors_logs: the parser on fabricated logs (always) and Table 2 from the real logs (when present)."""
+"""kdlib.analysis.authors_logs: the parser on fabricated logs (always) and Table 2 from the real logs (when present)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdlib import authors_logs as al
+from kdlib.analysis import authors_logs as al
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ def test_real_logs_reproduce_paper_table2():
 
 
 def test_extrapolation_extremes(tmp_path):
-    from kdlib.authors_logs import extrapolation_extremes
+    from kdlib.analysis.authors_logs import extrapolation_extremes
 
     logs = tmp_path / "authors" / "logs"
     logs.mkdir(parents=True)

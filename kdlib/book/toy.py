@@ -20,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from kdlib.trajectory import extrapolate
 
 
 @dataclass
@@ -121,10 +124,6 @@ def make_problem(dim: int = 8, hessian_spread: float = 0.0, seed: int = 0,
 def extrapolation_errors(history: np.ndarray, start: int, e1: int, e2_values: list[int]) -> list[float]:
     """Fit a line (``kdlib.trajectory``) to ``history[start:start+e1]`` and report, for each e2, the largest
     distance between the extrapolated and the actual points ``history[start+e1 : start+e1+e2]``."""
-    import torch
-
-    from kdlib.trajectory import extrapolate
-
     hist = torch.as_tensor(np.asarray(history[start:start + e1]), dtype=torch.float64)
     out = []
     for e2 in e2_values:

@@ -1,0 +1,235 @@
+"""The archive of paper-protocol runs, read run by run against the authors' logs.
+
+**Location.** Archived run records are committed under ``archive/<dataset>/<protocol>/runs/*.json`` at the
+repository root (not under ``results/``, which is a local cache and ignored by git). ``<protocol>`` is
+``authors`` (the authors' protocol: ``init_law="authors"``, ``fd_virtual_lr="initial"``,
+``proposed_reset="epoch"``, ``loss_form="kl"``, ``clamp_extrapolation=False``) or ``defaults`` (kdlib's
+defaults). Each file is one run record of the runner (config, history, summary, provenance); run ``seed`` *i*
+under ``init_law="authors"`` starts from the authors' *i*-th draw, so it is compared with the *i*-th line of
+their log. ``$KDLIB_ARCHIVE`` overrides the root.
+
+**Branch.** Where λ1 ends, in the authors' convention (``lambda1_authors = 1 - lambda1``, the weight of the
+distillation term): ``"distillation"`` when the last logged value is at least :data:`DISTILLATION_MIN`,
+``"pure CE"`` when it is at most :data:`PURE_CE_MAX`, ``"between"`` otherwise. The same rule is applied to the
+authors' logs and to our records.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from kdlib.analysis import authors_logs
+from kdlib.analysis.final import record_final, records_final
+from kdlib.analysis.labels import METHODS, PROTOCOL_LABELS
+from kdlib.analysis.provenance import REPO_ROOT
+from kdlib.analysis.table2 import format_numeric, table2_from_final
+
+PROTOCOLS: tuple[str, ...] = ("authors", "defaults")
+# The config overrides that make the "authors" protocol of the image experiments (contract 1 and the existing
+# fields; see the reproduction-notes page for each knob). "defaults" is no override at all.
+AUTHORS_PROTOCOL: dict[str, object] = dict(init_law="authors", fd_virtual_lr="initial", proposed_reset="epoch",
+                                           loss_form="kl", t2_scaling=False, clamp_extrapolation=False,
+                                           random_law="loguniform", shuffle=False, optimizer="sgd",
+                                           momentum=0.0, weight_decay=0.0)
+DISTILLATION_MIN = 0.9
+PURE_CE_MAX = 0.1
+TUNED_METHODS: tuple[str, ...] = ("gradient", "proposed")
+RUN_COLUMNS = ["source", "method", "run", "lambda1_authors_0", "temperature_0", "lambda1_authors_final",
+               "temperature_final", "final_accuracy", "diverged", "branch"]
+_HISTORY_FIELDS = ("epoch", "test_accuracy", "lambda1", "temperature")
+
+
+def archive_root() -> Path:
+    """``$KDLIB_ARCHIVE`` if set, else ``<repo>/archive``."""
+    env = os.environ.get("KDLIB_ARCHIVE")
+    return Path(env).expanduser() if env else REPO_ROOT / "archive"
+
+
+def archive_dir(dataset: str, protocol: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<dataset>/<protocol>/runs``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
+    return Path(root if root is not None else archive_root()) / dataset / protocol / "runs"
+
+
+def validate_record(record: Any, where: str) -> dict[str, Any]:
+    """Check that ``record`` is a run record (contract 2); raise ``ValueError`` naming ``where`` and the field."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: a run record must be a JSON object")
+    for part in ("config", "history", "summary", "provenance"):
+        if part not in record:
+            raise ValueError(f"{where}: missing '{part}' (a run record has config, history, summary, provenance)")
+    for key in ("dataset", "method", "seed"):
+        if key not in record["config"]:
+            raise ValueError(f"{where}: config lacks '{key}'")
+    if not isinstance(record["history"], list) or not record["history"]:
+        raise ValueError(f"{where}: 'history' must be a non-empty list of logged rows")
+    for i, row in enumerate(record["history"]):
+        missing = [f for f in _HISTORY_FIELDS if f not in row]
+        if missing:
+            raise ValueError(f"{where}: history[{i}] lacks {missing}")
+    status = record["summary"].get("status", "ok")
+    if status not in ("ok", "diverged"):
+        raise ValueError(f"{where}: summary.status is {status!r}; expected 'ok' or 'diverged'")
+    return record
+
+
+def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | None = None,
+                 protocols: Sequence[str] = PROTOCOLS) -> dict[str, list[dict[str, Any]]]:
+    """protocol -> the archived run records of ``dataset`` (sorted by method, seed); empty lists when the
+    archive holds none. Every record is validated (:func:`validate_record`)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for protocol in protocols:
+        recs = []
+        for p in sorted(archive_dir(dataset, protocol, root).glob("*.json")):
+            try:
+                rec = json.loads(p.read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p.name}: not valid JSON ({exc})") from exc
+            recs.append(validate_record(rec, f"{dataset}/{protocol}/runs/{p.name}"))
+            if rec["config"]["dataset"] != dataset:
+                raise ValueError(f"{dataset}/{protocol}/runs/{p.name}: config.dataset is "
+                                 f"{rec['config']['dataset']!r}, not {dataset!r}")
+        out[protocol] = sorted(recs, key=lambda r: (r["config"]["method"], int(r["config"]["seed"])))
+    return out
+
+
+def archive_is_empty(archive: dict[str, list[dict[str, Any]]]) -> bool:
+    return not any(archive.values())
+
+
+def branch_of(lambda1_authors: float) -> str:
+    """The branch of a run from its final λ1 in the authors' convention (see the module docstring)."""
+    if lambda1_authors is None or not np.isfinite(lambda1_authors):
+        return "diverged"
+    if lambda1_authors >= DISTILLATION_MIN:
+        return "distillation"
+    if lambda1_authors <= PURE_CE_MAX:
+        return "pure CE"
+    return "between"
+
+
+def _run_row(source: str, method: str, run: int, first: dict, last: dict, acc: float, diverged: bool,
+             convert: bool = True) -> dict[str, Any]:
+    lam0, lamf = float(first["lambda1"]), float(last["lambda1"])
+    la0, laf = (1.0 - lam0, 1.0 - lamf) if convert else (lam0, lamf)
+    return dict(source=source, method=method, run=int(run), lambda1_authors_0=la0,
+                temperature_0=float(first["temperature"]), lambda1_authors_final=laf,
+                temperature_final=float(last["temperature"]), final_accuracy=acc, diverged=bool(diverged),
+                branch="diverged" if diverged else branch_of(laf))
+
+
+def run_table(archive: dict[str, list[dict[str, Any]]], methods: Iterable[str] = TUNED_METHODS) -> pd.DataFrame:
+    """One row per archived run of ``methods``: ``source`` (the protocol's label), method, run (= seed),
+    λ1 (authors' convention) and T at the first logged epoch (epoch 0, as the authors logged it) and at the
+    end, final accuracy (:func:`~kdlib.analysis.final.record_final`), diverged, branch."""
+    methods = tuple(methods)
+    rows = []
+    for protocol, recs in archive.items():
+        for rec in recs:
+            cfg = rec["config"]
+            if cfg["method"] not in methods:
+                continue
+            hist = sorted(rec["history"], key=lambda h: (h["epoch"], h.get("step", 0)))
+            fin = record_final(rec)
+            rows.append(_run_row(f"kdlib, {PROTOCOL_LABELS.get(protocol, protocol)}", cfg["method"], cfg["seed"],
+                                 hist[0], hist[-1], fin["test_accuracy"], fin["diverged"]))
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def authors_run_table(logs: str | os.PathLike, dataset: str = "cifar10_reduced",
+                      methods: Iterable[str] = TUNED_METHODS) -> pd.DataFrame:
+    """The same rows as :func:`run_table` for the authors' Table 2 logs of ``dataset`` (``source`` =
+    "authors' logs", ``run`` = line index of the log file)."""
+    rows = []
+    for m in methods:
+        name = authors_logs.TABLE2_FILES[dataset][m]
+        if name is None:
+            continue
+        cur = authors_logs.parse_log(Path(logs) / name, dataset=dataset, method=m)
+        for run, d in cur.groupby("run", sort=True):
+            d = d.sort_values("step")
+            first, last = d.iloc[0].to_dict(), d.iloc[-1].to_dict()
+            acc = float(last["accuracy"])
+            ok = np.isfinite(acc)
+            rows.append(_run_row("authors' logs", m, run, first, last, acc if ok else np.nan, not ok))
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def authors_initial_sequence(logs: str | os.PathLike, dataset: str = "cifar10_reduced") -> pd.DataFrame:
+    """The authors' gradient-based runs at their first logged epoch, in run order: λ1 (their convention) and
+    T after epoch 0 (the successive ``np.random.seed(42)`` draws after one epoch of tuning)."""
+    t = authors_run_table(logs, dataset, methods=("gradient",))
+    return t[["run", "lambda1_authors_0", "temperature_0"]].reset_index(drop=True)
+
+
+def branch_comparison(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
+    """Run by run: for every (source of ours, method, run) the authors' run with the same index beside it,
+    and ``same_branch``. ``ours`` / ``theirs`` come from :func:`run_table` / :func:`authors_run_table`."""
+    cols = ["method", "run", "temperature_0", "branch", "final_accuracy"]
+    t = theirs[cols].rename(columns={"temperature_0": "T0 (authors)", "branch": "branch (authors)",
+                                     "final_accuracy": "final accuracy (authors)"})
+    o = ours[["source", *cols]].rename(columns={"temperature_0": "T0 (ours)", "branch": "branch (ours)",
+                                                "final_accuracy": "final accuracy (ours)"})
+    out = o.merge(t, on=["method", "run"], how="left")
+    out["same_branch"] = out["branch (ours)"] == out["branch (authors)"]
+    return out.sort_values(["source", "method", "run"]).reset_index(drop=True)
+
+
+def agreement(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per (source, method): runs compared, runs on the authors' branch, and the means of both columns."""
+    g = comparison.groupby(["source", "method"], sort=True)
+    return pd.DataFrame({"runs": g.size(), "same branch": g["same_branch"].sum().astype(int),
+                         "mean final accuracy (ours)": g["final accuracy (ours)"].mean(),
+                         "mean final accuracy (authors)": g["final accuracy (authors)"].mean()}).reset_index()
+
+
+def archive_curves(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """Tidy per-epoch rows of every archived record: protocol, method, seed, epoch, test_accuracy, lambda1
+    (kdlib's convention), temperature."""
+    rows = []
+    for protocol, recs in archive.items():
+        for rec in recs:
+            c = rec["config"]
+            for h in rec["history"]:
+                rows.append(dict(protocol=protocol, dataset=c["dataset"], method=c["method"], seed=c["seed"],
+                                 step=h.get("step", h["epoch"]), epoch=h["epoch"],
+                                 test_accuracy=h["test_accuracy"], lambda1=h["lambda1"],
+                                 temperature=h["temperature"], phase=h.get("phase")))
+    return pd.DataFrame(rows, columns=["protocol", "dataset", "method", "seed", "step", "epoch", "test_accuracy",
+                                       "lambda1", "temperature", "phase"])
+
+
+def archive_table2(archive: dict[str, list[dict[str, Any]]], dataset: str = "cifar10_reduced",
+                   methods: Sequence[str] = METHODS, digits: int = 4) -> dict[str, pd.DataFrame]:
+    """protocol -> the Table 2 column of its archived runs (formatted as :func:`~kdlib.analysis.table2.table2`,
+    a ``diverged`` column when some run diverged); protocols with no records are left out."""
+    out = {}
+    for protocol, recs in archive.items():
+        if recs:
+            num = table2_from_final(records_final(recs), [dataset], methods)
+            out[protocol] = format_numeric(num, [dataset], methods, digits)
+    return out
+
+
+def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """Per protocol: records, and the distinct kdlib versions, commits, torch versions, thread counts and
+    machines of their ``provenance``, with the total wall time of the runs."""
+    rows = []
+    for protocol, recs in archive.items():
+        if not recs:
+            continue
+
+        def distinct(key: str) -> str:
+            return ", ".join(sorted({str(r["provenance"].get(key, "—")) for r in recs}))
+        wall = sum(float(r["summary"].get("wall_time") or 0.0) for r in recs)
+        rows.append({"protocol": PROTOCOL_LABELS.get(protocol, protocol), "records": len(recs),
+                     "kdlib": distinct("kdlib_version"), "commit": distinct("commit"), "torch": distinct("torch"),
+                     "threads": distinct("threads"), "machine": distinct("machine"),
+                     "total wall time (h)": round(wall / 3600, 2)})
+    return pd.DataFrame(rows)

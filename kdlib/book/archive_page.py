@@ -1,0 +1,178 @@
+"""The archived paper-protocol runs of a dataset (``archive/<dataset>/<protocol>/runs``, see
+:mod:`kdlib.analysis.archive`) beside the authors' logs, run by run: the section of the reduced CIFAR-10 page
+that is the same at every profile, because it reads stored records and logs and runs nothing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from kdlib.analysis import archive as A
+from kdlib.analysis import authors_logs
+from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
+from kdlib.analysis.provenance import display_path
+from kdlib.book import plots
+from kdlib.book.page import show_markdown, show_table
+from kdlib.config import resolve_config
+from kdlib.runner import run_one
+
+# what a re-run must reproduce: the accuracy within the issue's regeneration tolerance, the metaparameters closely
+RECHECK_TOLERANCE = {"test_accuracy": 0.01, "lambda1": 1e-3, "temperature": 1e-3}
+
+
+def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
+    """``"paper protocol, <protocol label> (archive)"`` -> the formatted Table 2 column of the archived runs of
+    ``dataset`` (empty when the archive holds none), and ``"...: diverged runs"`` beside it when some run of
+    that protocol diverged: the extra columns of a Table 2 slice."""
+    cols = {}
+    for protocol, t in A.archive_table2(A.load_archive(dataset)).items():
+        name = f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} (archive)"
+        cols[name] = t[dataset]
+        if "diverged" in t:
+            cols[f"{name}: diverged runs"] = t["diverged"]
+    return cols
+
+
+def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
+    """Everything the page shows about the archive of ``dataset``: where it is and what it holds (or that it is
+    empty), its provenance, the authors' initial sequence and branches, the run-by-run branch table, final
+    accuracy against initial T, and the λ1 / T trajectories. Returns the frames it showed."""
+    label = DATASET_LABELS.get(dataset, dataset)
+    archive = A.load_archive(dataset)
+    where = display_path(A.archive_root() / dataset)
+    logs = authors_logs.find_logs_dir()
+    out: dict[str, object] = {"archive": archive}
+    if A.archive_is_empty(archive):
+        show_markdown(f"**The archive is empty.** `{where}/{{authors,defaults}}/runs/` holds no run record yet, "
+                      f"so this section shows the authors' {label} runs alone. Once the paper-protocol runs are "
+                      "archived there, this section shows them beside the authors' run by run, at every profile.")
+    else:
+        n = {PROTOCOL_LABELS.get(p, p): len(r) for p, r in archive.items()}
+        show_markdown(f"Archived paper-protocol runs in `{where}` (full scale, run by the project's CLI and stored "
+                      "with their provenance; not re-run by this build): "
+                      + ", ".join(f"{k}: {v} records" for k, v in n.items()) + ".")
+        out["provenance"] = A.provenance_table(archive)
+        show_table(out["provenance"], index=False)
+    if logs is None:
+        show_markdown("The authors' logs are not on this machine, so there is nothing to compare run by run.")
+        return out
+    theirs = A.authors_run_table(logs, dataset)
+    ours = A.run_table(archive)
+    out.update(theirs=theirs, ours=ours)
+    # the authors' runs: initial sequence and branches
+    shown = theirs.assign(method=theirs.method.map(METHOD_LABELS))[
+        ["method", "run", "lambda1_authors_0", "temperature_0", "lambda1_authors_final", "temperature_final",
+         "final_accuracy", "branch"]]
+    shown.columns = ["method", "run", "λ1 after epoch 0 (authors' convention)", "T after epoch 0",
+                     "final λ1 (authors' convention)", "final T", "final accuracy", "branch"]
+    show_markdown(f"The authors' tuned {label} runs (`{authors_logs.TABLE2_FILES[dataset]['gradient']}`, "
+                  f"`{authors_logs.TABLE2_FILES[dataset]['proposed']}`). λ1 is in their convention, the weight "
+                  f"of the distillation term. The branch is where it ends: *distillation* at or above "
+                  f"{A.DISTILLATION_MIN}, *pure CE* at or below {A.PURE_CE_MAX}, *between* otherwise.")
+    show_table(shown, index=False, floatfmt=".3f")
+    runs = pd.concat([theirs, ours], ignore_index=True)
+    if len(ours):
+        comp = A.branch_comparison(ours, theirs)
+        out["comparison"] = comp
+        agree = A.agreement(comp).assign(method=lambda d: d.method.map(METHOD_LABELS))
+        show_markdown("Run by run: under the authors' protocol (`init_law=\"authors\"`) our run with seed *i* "
+                      "starts from the authors' *i*-th draw, so it is set beside their *i*-th run. Under kdlib's "
+                      "defaults the initial values are kdlib's own draws: the same pairing then only shows how "
+                      "the branches are distributed, not whether a run follows the authors'.")
+        show_table(agree, index=False)
+        show_table(comp.assign(method=comp.method.map(METHOD_LABELS)).rename(columns={"same_branch": "same branch"}),
+                   index=False, floatfmt=".3f")
+    plots.final_vs_initial_temperature(runs, title=f"{label}: final accuracy against the initial temperature, "
+                                                   "run by run")
+    plt.show()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    cur = authors_logs.parse_log(logs / authors_logs.TABLE2_FILES[dataset]["gradient"], dataset=dataset,
+                                 method="gradient")
+    br = dict(zip(theirs[theirs.method == "gradient"].run, theirs[theirs.method == "gradient"].branch))
+    plots.run_trajectories(cur.assign(lambda1_authors=cur.lambda1_theirs), "lambda1_authors", x="step", ax=axes[0],
+                           color_by_branch=br, ylabel=r"$\lambda_1$ (authors' convention)",
+                           title="authors' gradient-based runs")
+    plots.run_trajectories(cur, "temperature", x="step", ax=axes[1], color_by_branch=br, ylabel="$T$",
+                           title="authors' gradient-based runs")
+    fig.tight_layout()
+    plt.show()
+    if len(ours):
+        curves = A.archive_curves(archive)
+        for protocol in archive:
+            d = curves[(curves.protocol == protocol) & (curves.method == "gradient")]
+            if not len(d):
+                continue
+            o = ours[(ours.source == f"kdlib, {PROTOCOL_LABELS.get(protocol, protocol)}") & (ours.method == "gradient")]
+            obr = dict(zip(o.run, o.branch))
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+            plots.run_trajectories(d.assign(lambda1_authors=1.0 - d.lambda1), "lambda1_authors", by="seed",
+                                   ax=axes[0], color_by_branch=obr, ylabel=r"$\lambda_1$ (authors' convention)",
+                                   title=f"kdlib gradient-based, {PROTOCOL_LABELS.get(protocol, protocol)}")
+            plots.run_trajectories(d, "temperature", by="seed", ax=axes[1], color_by_branch=obr, ylabel="$T$",
+                                   title=f"kdlib gradient-based, {PROTOCOL_LABELS.get(protocol, protocol)}")
+            fig.tight_layout()
+            plt.show()
+            fig, ax = plt.subplots(figsize=(7.5, 4.4))
+            plots.accuracy_curves(curves[curves.protocol == protocol], x="epoch",
+                                  authors=authors_logs.curves(logs, datasets=[dataset]), ax=ax, xlabel="epoch",
+                                  title=f"{label}, paper protocol ({PROTOCOL_LABELS.get(protocol, protocol)}): "
+                                        "archive solid, authors' logs dashed")
+            plt.show()
+    return out
+
+
+def recheck_record(record: dict[str, Any], first_rows: int = 1) -> pd.DataFrame:
+    """Re-run the first ``first_rows`` logged points of an archived run (its config, truncated to the epochs or
+    iterations they cover; data from ``$KDLIB_DATA``) and compare them with the record, field by field.
+
+    Returns one row per (logged step, field): archived, re-run, absolute difference, tolerance
+    (:data:`RECHECK_TOLERANCE`) and ``ok``. A truncated run logs the same first points as the full one: the
+    learning-rate schedule, the metaparameter steps and Algorithm 1's cycle depend only on the steps so far.
+    """
+    A.validate_record(record, "the record to re-check")
+    hist = sorted(record["history"], key=lambda h: h.get("step", h["epoch"]))[:max(1, int(first_rows))]
+    cfg = dict(record["config"])
+    if "profile" not in cfg:
+        raise ValueError("the record's config has no 'profile': it is not a full resolved config (contract 2)")
+    dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
+    cfg.update(data_root=None, download=False, device="cpu")
+    if dataset == "synthetic":
+        cfg["iterations"] = int(hist[-1]["step"]) + 1
+    else:
+        cfg["epochs"] = int(hist[-1]["epoch"]) + 1
+    rerun = run_one(resolve_config(dataset, method, profile, seed, **cfg))
+    new = {h.get("step", h["epoch"]): h for h in rerun["history"]}
+    rows = []
+    for h in hist:
+        step = h.get("step", h["epoch"])
+        for field, tol in RECHECK_TOLERANCE.items():
+            a = float(h[field]) if h[field] is not None else np.nan
+            b = float(new[step][field]) if step in new and new[step][field] is not None else np.nan
+            diff = abs(a - b)
+            rows.append(dict(step=step, epoch=h["epoch"], field=field, archived=a, rerun=b, difference=diff,
+                             tolerance=tol, ok=bool(np.isfinite(diff) and diff <= tol)))
+    return pd.DataFrame(rows)
+
+
+def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.DataFrame | None:
+    """The book's guard against a stale archive: re-run the first epoch(s) of one archived record (the
+    gradient-based run with seed 0 under the authors' protocol, else the first record) and show the comparison;
+    raise ``AssertionError`` when a value moved beyond its tolerance. Says so when the archive is empty."""
+    archive = A.load_archive(dataset)
+    recs = [r for p in A.PROTOCOLS for r in archive.get(p, [])]
+    if not recs:
+        show_markdown("Nothing to re-check: the archive holds no record yet.")
+        return None
+    pick = next((r for r in archive.get("authors", []) if r["config"]["method"] == "gradient"
+                 and int(r["config"]["seed"]) == 0), recs[0])
+    table = recheck_record(pick, first_rows)
+    c = pick["config"]
+    show_markdown(f"Re-run at build time of the first {first_rows} logged epoch(s) of the archived "
+                  f"{METHOD_LABELS.get(c['method'], c['method'])} run, seed {c['seed']}, against its record:")
+    show_table(table.drop(columns=["step"]), index=False, floatfmt=".4f")
+    bad = table[~table.ok]
+    assert bad.empty, f"the archive is stale: {len(bad)} value(s) moved beyond tolerance:\n{bad.to_string()}"
+    return table

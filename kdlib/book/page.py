@@ -1,0 +1,175 @@
+"""The page banner and the small helpers every notebook of the book uses (formatting only, no experiments).
+
+* :func:`banner` / :class:`PageBanner`: the Markdown box a page opens with (profile, device, seeds, epochs,
+  data source, wall time, kdlib version, git commit).
+* :func:`resolve_seeds`, :func:`scale_text`, :func:`results_dir`: what a page runs, and where it caches it.
+* :func:`show_markdown`, :func:`show_table`: generated text and tables, with display labels, no index noise.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from kdlib import __version__
+from kdlib.analysis.labels import dataset_label, teacher_label
+from kdlib.analysis.provenance import REPO_ROOT, display_path, git_commit
+from kdlib.config import profile_seeds, resolve_config
+from kdlib.paths import data_root
+
+
+def _fmt_seeds(seeds: Any) -> str:
+    if seeds is None:
+        return "—"
+    if isinstance(seeds, dict):
+        return ", ".join(f"{dataset_label(k)}: {len(v) if isinstance(v, (list, tuple)) else v}"
+                         for k, v in seeds.items())
+    if isinstance(seeds, int):
+        return f"{seeds} (0..{seeds - 1})" if seeds > 0 else "0"
+    seeds = list(seeds)
+    return f"{len(seeds)} ({', '.join(map(str, seeds))})"
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def source_text(text: str | None) -> str:
+    """A data-source description for a reader: any absolute path in it is replaced by its form relative to the
+    data root (``<data root>/...``) or the repository, or by its last component."""
+    if not text:
+        return "—"
+    roots = {"[data root]": data_root()}
+    words = []
+    for word in str(text).split(" "):
+        core = word.strip("()[],;:'\"`")
+        if core.startswith(("/", "~")) and len(core) > 1:
+            word = word.replace(core, display_path(core, roots))
+        words.append(word)
+    return " ".join(words)
+
+
+def banner(profile: str, device: str, seeds: Any, epochs_or_iterations: Any, data_source: str | None,
+           wall_time_s: float | None, *, title: str | None = None, extra: dict[str, Any] | None = None) -> str:
+    """The Markdown banner shown at the top of every page.
+
+    ``epochs_or_iterations`` is free text or a number (e.g. ``"2000 iterations"``, ``{"synthetic": 60}``);
+    ``data_source`` says whether the data is real or which stand-in was used (local paths are shown relative
+    to the data root, :func:`source_text`).
+    """
+    if isinstance(epochs_or_iterations, dict):
+        epochs = ", ".join(f"{dataset_label(k)}: {v}" for k, v in epochs_or_iterations.items()) or "—"
+    else:
+        epochs = "—" if epochs_or_iterations is None else str(epochs_or_iterations)
+    rows = [("profile", f"`{profile}`"), ("device", f"`{device}`"), ("seeds", _fmt_seeds(seeds)),
+            ("epochs / iterations", epochs), ("data source", source_text(data_source)),
+            ("wall time", _fmt_time(wall_time_s)), ("kdlib", f"{__version__} (commit `{git_commit()}`)")]
+    rows += [(str(k), str(v)) for k, v in (extra or {}).items()]
+    head = f"**{title}** · " if title else ""
+    body = " · ".join(f"**{k}**: {v}" for k, v in rows)
+    return f"> {head}{body}\n"
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``kdlib/``)."""
+    return REPO_ROOT
+
+
+def results_dir(profile: str, name: str) -> Path:
+    """``<base>/<profile>/<name>`` where base is ``$KDLIB_RESULTS`` or ``<repo>/results``."""
+    base = Path(os.environ["KDLIB_RESULTS"]) if os.environ.get("KDLIB_RESULTS") else REPO_ROOT / "results"
+    return base / profile / name
+
+
+def resolve_seeds(seeds: Any, profile: str, dataset: str) -> list[int]:
+    """``None`` -> the profile's seed count for ``dataset``; an int n -> 0..n-1; a list is kept."""
+    if seeds is None:
+        seeds = profile_seeds(profile, dataset)
+    return list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+
+
+def scale_text(profile: str, dataset: str) -> str:
+    """What one run of ``dataset`` does at ``profile``: iterations (synthetic) or epochs and subset sizes."""
+    cfg = resolve_config(dataset, "gradient", profile)
+    if dataset == "synthetic":
+        return f"{cfg.iterations} iterations (logged every {cfg.log_every})"
+    sizes = []
+    if cfg.n_train:
+        sizes.append(f"{cfg.n_train} train images")
+    if cfg.n_test:
+        sizes.append(f"{cfg.n_test} test images")
+    return f"{cfg.epochs} epochs" + (f" on {', '.join(sizes)}" if sizes else " on the full data")
+
+
+class PageBanner:
+    """The banner of a notebook page: shown at once, then updated in place by :meth:`finish` with the wall
+    time (and anything learnt during the run, such as the data source)."""
+
+    def __init__(self, profile: str, device: str, seeds: Any, epochs_or_iterations: Any,
+                 data_source: str | None, title: str | None = None, **extra: Any) -> None:
+        self.kw = dict(profile=profile, device=device, seeds=seeds, epochs_or_iterations=epochs_or_iterations,
+                       data_source=data_source, title=title, extra=extra or None)
+        self.t0 = time.perf_counter()
+        self._handle = display(Markdown(banner(wall_time_s=None, **self.kw)), display_id=True)
+
+    def finish(self, **changes: Any) -> str:
+        """Update the banner (wall time since creation, plus ``changes`` to any field) and return its text."""
+        extra = changes.pop("extra", None)
+        if extra:
+            self.kw["extra"] = {**(self.kw.get("extra") or {}), **extra}
+        self.kw.update(changes)
+        text = banner(wall_time_s=time.perf_counter() - self.t0, **self.kw)
+        if self._handle is not None:
+            self._handle.update(Markdown(text))
+        return text
+
+
+def show_markdown(text: str) -> None:
+    """Display generated Markdown (used for the "what we saw" paragraphs, whose numbers come from code)."""
+    display(Markdown(text))
+
+
+def to_markdown(df: pd.DataFrame, index: bool = True, floatfmt: str = ".4f") -> str:
+    """A pipe table without the optional ``tabulate`` dependency (NaN shown as an em dash, integers without
+    decimals when stored as integers, ``|`` inside a cell escaped)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
+        if isinstance(v, (float, np.floating)):
+            if not np.isfinite(v):
+                return "—"
+            return format(float(v), floatfmt)
+        return str(v).replace("|", "\\|")
+
+    cols = [(" · ".join(str(p) for p in c if p) if isinstance(c, tuple) else str(c)) for c in df.columns]
+    header = [c.replace("|", "\\|") for c in ([str(df.index.name or "")] if index else []) + cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for idx, row in df.iterrows():
+        cells = ([fmt(idx if not isinstance(idx, tuple) else " · ".join(map(str, idx)))] if index else []) \
+            + [fmt(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def show_table(df: pd.DataFrame, index: bool = True, floatfmt: str = ".4f") -> None:
+    """Display ``df`` as a Markdown table: wraps to the column's width (no clipped wide frame), NaN as —."""
+    show_markdown(to_markdown(df, index=index, floatfmt=floatfmt))
+
+
+def teacher_table(teacher: dict[str, Any]) -> pd.DataFrame:
+    """A run record's ``summary.teacher`` for a reader: name, source (no local path), test accuracy and
+    agreement with the training labels ("not recorded" where the teacher never saw the test images)."""
+    def num(v: Any) -> str:
+        return "not recorded" if v is None or not np.isfinite(float(v)) else f"{float(v):.4f}"
+    return pd.DataFrame([{"teacher": teacher_label(teacher.get("name", "—")), "source": source_text(teacher.get("source")),
+                          "test accuracy": num(teacher.get("test_accuracy")),
+                          "agreement with the training labels": num(teacher.get("train_agreement"))}])

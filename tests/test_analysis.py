@@ -1,0 +1,214 @@
+"""kdlib.analysis: one final accuracy (diverged runs counted apart), Table 2, the cost table, and the archive of
+paper-protocol runs read against the authors' logs, on tiny records and logs built here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdlib import analysis
+from kdlib.analysis import archive as A
+
+
+# ------------------------------------------------------------------------------------------ final accuracy
+
+def _frame(rows):
+    return pd.DataFrame(rows, columns=["dataset", "method", "seed", "step", "test_accuracy", "phase"])
+
+
+def test_final_accuracy_is_the_last_step_and_a_nan_last_step_is_diverged():
+    df = _frame([
+        ("synthetic", "gradient", 0, 0, 0.5, "gradient"), ("synthetic", "gradient", 0, 10, 0.7, "gradient"),
+        # seed 1 diverged at its last logged step: its earlier 0.9 must not stand in for it
+        ("synthetic", "gradient", 1, 0, 0.9, "gradient"), ("synthetic", "gradient", 1, 10, np.nan, "gradient"),
+        # hyperopt: the search trials (no test accuracy, or a better one) are not the reported run
+        ("synthetic", "hyperopt", 0, 0, 0.99, "search0"), ("synthetic", "hyperopt", 0, 10, np.nan, "search0"),
+        ("synthetic", "hyperopt", 0, 0, 0.4, "fixed"), ("synthetic", "hyperopt", 0, 10, 0.6, "fixed"),
+    ]).sample(frac=1.0, random_state=0)  # order of rows must not matter
+    fin = analysis.final_accuracy(df).set_index(["method", "seed"])
+    assert fin.loc[("gradient", 0), "test_accuracy"] == 0.7 and not fin.loc[("gradient", 0), "diverged"]
+    assert np.isnan(fin.loc[("gradient", 1), "test_accuracy"]) and fin.loc[("gradient", 1), "diverged"]
+    assert fin.loc[("hyperopt", 0), "test_accuracy"] == 0.6
+
+
+def test_final_rows_by_other_keys_keep_all_columns():
+    df = pd.DataFrame(dict(loss_form=["ce", "ce", "kl", "kl"], seed=[0, 0, 0, 0], step=[0, 5, 0, 5],
+                           test_accuracy=[0.1, 0.2, 0.3, 0.4], lambda1=[0.5, 0.6, 0.7, 0.8]))
+    f = analysis.final_rows(df, by=("loss_form", "seed")).set_index("loss_form")
+    assert f.loc["ce", "lambda1"] == 0.6 and f.loc["kl", "test_accuracy"] == 0.4
+    with pytest.raises(ValueError, match="lacks column"):
+        analysis.final_rows(df.drop(columns="step"), by=("loss_form", "seed"))
+
+
+def test_record_final_uses_status_and_null():
+    ok = dict(config=dict(dataset="cifar10", method="gradient", seed=3), summary=dict(status="ok", final_accuracy=0.5))
+    div = dict(config=dict(dataset="cifar10", method="gradient", seed=4),
+               summary=dict(status="diverged", final_accuracy=None))
+    # an old record without status whose final accuracy is NaN is diverged too
+    old = dict(config=dict(dataset="cifar10", method="gradient", seed=5), summary=dict(final_accuracy=float("nan")))
+    f = analysis.records_final([ok, div, old])
+    assert f.diverged.tolist() == [False, True, True]
+    assert f.test_accuracy.iloc[0] == 0.5 and f.test_accuracy.iloc[1:].isna().all()
+
+
+def test_summarize_excludes_and_counts_diverged():
+    s = analysis.summarize([0.4, None, 0.6, float("nan")])
+    assert s == dict(mean=pytest.approx(0.5), max=0.6, std=pytest.approx(0.1), n=2, diverged=2)
+    assert analysis.summarize([None])["n"] == 0 and np.isnan(analysis.summarize([None])["mean"])
+
+
+def test_table2_counts_diverged_in_its_own_column():
+    rows = []
+    for seed, acc in enumerate([0.5, 0.7, np.nan]):
+        for step, a in ((0, 0.3), (10, acc)):
+            rows.append(("cifar10_reduced", "gradient", seed, step, a, "gradient"))
+    df = _frame(rows)
+    num = analysis.table2_numeric(df, datasets=["cifar10_reduced"]).set_index("method")
+    g = num.loc["gradient"]
+    assert g["mean"] == pytest.approx(0.6) and g["max"] == pytest.approx(0.7) and g["n"] == 2 and g["diverged"] == 1
+    t = analysis.table2(df, datasets=["cifar10_reduced"])
+    assert t.loc["gradient", "cifar10_reduced"] == "0.6000 (0.7000) ± 0.1000"
+    assert t.loc["gradient", "diverged"] == 1 and t.loc["naive", "cifar10_reduced"] == "—"
+    # no diverged run: no extra column (the layout of Table 2 is unchanged)
+    assert "diverged" not in analysis.table2(df[df.seed < 2], datasets=["cifar10_reduced"]).columns
+
+
+def test_cost_table_display_has_labels_units_and_no_nan():
+    costs = pd.DataFrame(dict(dataset=["synthetic"] * 2, method=["gradient", "proposed"], seeds=[3, 3],
+                              hypergrad_evals=[100.0, 52.0], full_trainings=[1.0, 1.0], wall_time_s=[10.0, 10.5],
+                              saving_vs_gradient_evals=[np.nan, 0.48], saving_vs_gradient_time=[np.nan, -0.05]))
+    d = analysis.cost_table_display(costs)
+    assert d["Method"].tolist() == ["Gradient-based", "Proposed"] and d["Dataset"].iloc[0] == "Synthetic"
+    assert d.loc[1, "vs gradient-based: hypergradients"] == "48% fewer"
+    assert d.loc[1, "vs gradient-based: wall time"] == "5% more"
+    assert d.loc[0, "vs gradient-based: wall time"] == ""
+    assert not d.isna().any().any() and "nan" not in d.to_string().lower()
+
+
+def test_display_path_never_absolute(tmp_path):
+    p = tmp_path / "data" / "cifar10" / "train.npz"
+    assert analysis.display_path(p, {"[data root]": tmp_path / "data"}) == "[data root]/cifar10/train.npz"
+    assert analysis.display_path(analysis.REPO_ROOT / "archive" / "x.json") == "archive/x.json"
+    assert analysis.display_path("/somewhere/else/file.npy") == "file.npy"
+
+
+# ------------------------------------------------------------------------------------------ archive
+
+def _authors_log(path: Path, runs):
+    """runs: list of (T0, lambda1_authors_0, T_final, lambda1_authors_final, final_accuracy)."""
+    with open(path, "w") as fh:
+        for t0, l0, tf, lf, acc in runs:
+            res = [dict(epoch=0, accuracy=0.3, lambda1=l0, temp=t0), dict(epoch=49, accuracy=acc, lambda1=lf, temp=tf)]
+            fh.write(json.dumps({"results": res, "version": "33"}) + "\n")
+
+
+def _record(method, seed, lam_authors, temps, accs, status="ok"):
+    history = [dict(step=e, epoch=e, test_accuracy=a, lambda1=1.0 - la, temperature=t, phase="gradient")
+               for e, (la, t, a) in enumerate(zip(lam_authors, temps, accs))]
+    final = accs[-1] if status == "ok" else None
+    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, init_law="authors"),
+                history=history, summary=dict(status=status, final_accuracy=final, wall_time=100.0),
+                provenance=dict(kdlib_version="0.1.0", commit="abc1234", torch="2.x", threads=1, machine="test",
+                                created="2026-01-01T00:00:00"))
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # authors: run 0 high T -> distillation; run 1 low T -> pure CE; run 2 ends between
+    _authors_log(logs / "exp33_opt.jsonl", [(8.06, 0.57, 10.0, 1.0, 0.607), (0.36, 0.0, 0.43, 0.0, 0.535),
+                                            (1.3, 0.4, 1.5, 0.5, 0.55)])
+    _authors_log(logs / "exp33_splines.jsonl", [(8.0, 0.6, 9.0, 1.087, 0.60)])
+    root = tmp_path / "archive"
+    recs = {"authors": [_record("gradient", 0, [0.56, 1.0], [8.07, 10.0], [0.38, 0.595]),
+                        _record("gradient", 1, [0.0, 0.0], [0.37, 0.43], [0.30, 0.532]),
+                        _record("gradient", 2, [0.3, 0.95], [1.2, 3.0], [0.3, np.nan], status="diverged"),
+                        _record("no_distillation", 0, [0.0, 0.0], [1.0, 1.0], [0.3, 0.55])],
+            "defaults": [_record("gradient", 0, [0.2, 0.3], [0.5, 0.5], [0.3, 0.53])]}
+    for protocol, rs in recs.items():
+        d = root / "cifar10_reduced" / protocol / "runs"
+        d.mkdir(parents=True)
+        for r in rs:
+            c = r["config"]
+            (d / f"cifar10_reduced__{c['method']}__seed{c['seed']}.json").write_text(
+                json.dumps(r).replace("NaN", "null"))
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(root))
+    return logs, root
+
+
+def test_branch_rule():
+    assert A.branch_of(1.0) == "distillation" and A.branch_of(A.DISTILLATION_MIN) == "distillation"
+    assert A.branch_of(0.0) == "pure CE" and A.branch_of(1.087) == "distillation"
+    assert A.branch_of(0.5) == "between" and A.branch_of(float("nan")) == "diverged"
+
+
+def test_empty_archive(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(tmp_path / "nothing"))
+    arch = A.load_archive("cifar10_reduced")
+    assert A.archive_is_empty(arch) and A.archive_table2(arch) == {}
+    assert len(A.run_table(arch)) == 0
+
+
+def test_archive_run_by_run_against_the_authors(tiny):
+    logs, _ = tiny
+    arch = A.load_archive("cifar10_reduced")
+    assert [len(arch[p]) for p in A.PROTOCOLS] == [4, 1]
+    theirs = A.authors_run_table(logs)
+    g = theirs[theirs.method == "gradient"].set_index("run")
+    assert g.branch.tolist() == ["distillation", "pure CE", "between"]
+    assert g.loc[0, "temperature_0"] == 8.06 and g.loc[0, "lambda1_authors_0"] == pytest.approx(0.57)
+    assert theirs[theirs.method == "proposed"].branch.tolist() == ["distillation"]  # unclamped 1.087
+    seq = A.authors_initial_sequence(logs)
+    assert seq.temperature_0.tolist() == [8.06, 0.36, 1.3]
+
+    ours = A.run_table(arch)
+    assert set(ours.method) == {"gradient"}  # the baselines have no trajectory to compare
+    a = ours[ours.source == "kdlib, authors' protocol"].set_index("run")
+    assert a.loc[0, "lambda1_authors_final"] == pytest.approx(1.0) and a.loc[0, "branch"] == "distillation"
+    assert a.loc[2, "diverged"] and a.loc[2, "branch"] == "diverged" and np.isnan(a.loc[2, "final_accuracy"])
+
+    comp = A.branch_comparison(ours, theirs)
+    auth = comp[comp.source == "kdlib, authors' protocol"].set_index("run")
+    assert auth.same_branch.tolist() == [True, True, False]
+    d = comp[comp.source == "kdlib, kdlib defaults"].set_index("run")
+    assert d.loc[0, "branch (ours)"] == "between" and not d.loc[0, "same_branch"]
+    agg = A.agreement(comp).set_index("source")
+    assert agg.loc["kdlib, authors' protocol", "same branch"] == 2 and agg.loc["kdlib, authors' protocol", "runs"] == 3
+    assert agg.loc["kdlib, authors' protocol", "mean final accuracy (ours)"] == pytest.approx((0.595 + 0.532) / 2)
+
+
+def test_archive_table2_column_excludes_diverged(tiny):
+    arch = A.load_archive("cifar10_reduced")
+    t = A.archive_table2(arch)
+    col = t["authors"]
+    m, s = np.mean([0.595, 0.532]), np.std([0.595, 0.532])
+    assert col.loc["gradient", "cifar10_reduced"] == f"{m:.4f} ({0.595:.4f}) ± {s:.4f}"
+    assert col.loc["gradient", "diverged"] == 1 and col.loc["naive", "cifar10_reduced"] == "—"
+    assert "diverged" not in t["defaults"].columns
+    prov = A.provenance_table(arch).set_index("protocol")
+    assert prov.loc["authors' protocol", "records"] == 4 and prov.loc["authors' protocol", "commit"] == "abc1234"
+    curves = A.archive_curves(arch)
+    assert len(curves) == 10 and set(curves.protocol) == {"authors", "defaults"}
+
+
+def test_archive_rejects_bad_records_naming_the_file(tiny):
+    _, root = tiny
+    bad = root / "cifar10_reduced" / "authors" / "runs" / "broken.json"
+    bad.write_text(json.dumps({"config": {"dataset": "cifar10_reduced", "method": "gradient", "seed": 9},
+                               "history": [{"epoch": 0}], "summary": {}, "provenance": {}}))
+    with pytest.raises(ValueError, match=r"broken.json: history\[0\] lacks"):
+        A.load_archive("cifar10_reduced")
+    bad.write_text(json.dumps({"config": {"dataset": "cifar10_reduced", "method": "gradient", "seed": 9},
+                               "history": [{"epoch": 0, "test_accuracy": 0.1, "lambda1": 0.5, "temperature": 1}],
+                               "summary": {"status": "weird"}, "provenance": {}}))
+    with pytest.raises(ValueError, match="summary.status"):
+        A.load_archive("cifar10_reduced")
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        A.load_archive("cifar10_reduced")
+    with pytest.raises(ValueError, match="protocol"):
+        A.archive_dir("cifar10_reduced", "mine")

@@ -1,0 +1,191 @@
+"""kdlib.book.toy: the quadratic bilevel problem behind the Theorem 1 page."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdlib.book import toy
+
+
+def test_exact_optimum_matches_grid_and_brute_force():
+    p = toy.make_problem(dim=6, hessian_spread=0.3, seed=1)
+    opt = p.optimum()
+    grid = p.grid_optimum((-4, -4), (4, 4), n=321)
+    assert np.linalg.norm(opt - grid) < 0.05
+    # optimality: the gradient of the outer objective vanishes (finite differences)
+    eps = 1e-5
+    g = [(p.val_loss(opt + eps * e) - p.val_loss(opt - eps * e)) / (2 * eps) for e in np.eye(2)]
+    assert np.abs(g).max() < 1e-6
+
+
+def test_inner_solution_is_stationary():
+    p = toy.make_problem(dim=5, hessian_spread=0.5, seed=2)
+    lam = np.array([0.3, -1.2])
+    w = p.inner_solution(lam)
+    assert np.allclose(p.H @ w - p.B @ lam - p.c, 0, atol=1e-10)
+
+
+def test_hypergradient_matches_finite_difference():
+    p = toy.make_problem(dim=5, hessian_spread=0.4, seed=3)
+    w = np.random.default_rng(0).normal(size=5)
+    lam = np.array([0.5, 0.7])
+    lr = 0.3
+
+    def outer(l):
+        return float(p.val_loss_w(w - lr * (p.H @ w - p.B @ l - p.c)))
+
+    eps = 1e-6
+    fd = np.array([(outer(lam + eps * e) - outer(lam - eps * e)) / (2 * eps) for e in np.eye(2)])
+    assert np.allclose(p.hypergradient(w, lam, lr), fd, atol=1e-6)
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.5])
+def test_greedy_converges_to_its_fixed_point(spread):
+    p = toy.make_problem(dim=8, hessian_spread=spread, seed=0)
+    run = p.greedy(np.array([2.0, -2.0]), steps=20000, lr=0.5, meta_lr=1.0)
+    assert np.linalg.norm(run["lam"][-1] - p.greedy_fixed_point()) < 1e-6
+    dist = np.linalg.norm(run["lam"][-1] - p.optimum())
+    if spread == 0.0:
+        assert dist < 1e-6  # Theorem 1: H = I, the greedy method is exact
+    else:
+        assert dist > 1e-3  # H far from I: it stops elsewhere
+    assert run["lam"].shape == (20001, 2) and run["hypergrad"].shape == (20000, 2)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="positive definite"):
+        toy.make_problem(hessian_spread=1.0)
+    with pytest.raises(ValueError):
+        toy.make_problem(dim=1)
+
+
+def test_extrapolation_error_small_for_linear_path():
+    pytest.importorskip("kdlib.trajectory")
+    hist = np.stack([np.arange(100) * 0.1, 3.0 - np.arange(100) * 0.02], axis=1)
+    errs = toy.extrapolation_errors(hist, start=5, e1=10, e2_values=[10, 50])
+    assert max(errs) < 1e-8
+    curved = np.stack([np.arange(100) ** 2 * 1e-3, np.zeros(100)], axis=1)
+    e = toy.extrapolation_errors(curved, start=0, e1=10, e2_values=[10, 80])
+    assert e[1] > e[0] > 0
+
+
+# ------------------------------------------------------------------------------------------ page and plots
+
+def test_banner_and_teacher_table_show_no_absolute_path(tmp_path, monkeypatch):
+    from kdlib.book import page
+
+    monkeypatch.setenv("KDLIB_DATA", str(tmp_path))
+    src = f"real: {tmp_path}/cifar10"
+    text = page.banner("smoke", "cpu", [0], "2 epochs", src, 1.0)
+    assert str(tmp_path) not in text and "[data root]/cifar10" in text
+    t = page.teacher_table(dict(name="authors_resnet", source=f"authors' logits ({tmp_path}/authors/x.npy)",
+                                test_accuracy=None, train_agreement=0.9995))
+    assert str(tmp_path) not in t.to_string() and "[data root]/authors/x.npy" in t.loc[0, "source"]
+    assert t.loc[0, "teacher"] == "the authors' PreAct-ResNet18 (their published logits)"
+    assert t.loc[0, "test accuracy"] == "not recorded" and t.loc[0, "agreement with the training labels"] == "0.9995"
+    assert page.source_text("/elsewhere/data/fmnist") == "fmnist"
+
+
+def test_plots_use_display_labels_and_give_the_authors_their_own_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from kdlib.book import plots
+
+    ours = pd.DataFrame(dict(method=["gradient"] * 4, seed=[0, 0, 1, 1], epoch=[0, 1, 0, 1],
+                             test_accuracy=[0.3, 0.4, 0.35, 0.45], lambda1=[0.5] * 4, temperature=[1.0] * 4))
+    theirs = pd.DataFrame(dict(method=["gradient"] * 3, run=[0] * 3, step=[0, 24, 49], accuracy=[0.3, 0.5, 0.6],
+                               lambda1=[0.4] * 3, temperature=[2.0] * 3))
+    ax = plots.accuracy_curves(ours, x="epoch", authors=theirs, xlabel="epoch")
+    tops = [a for a in ax.figure.axes if a is not ax]
+    assert len(tops) == 1 and tops[0].get_xlim()[1] >= 49 > ax.get_xlim()[1]  # their 50 epochs on their own axis
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Gradient-based" in labels and "Gradient-based (authors' logs)" in labels
+    assert not any("gradient" == lab or "_" in lab for lab in labels)
+    # the same length: one shared axis
+    same = theirs.assign(step=[0, 1, 1])
+    ax2 = plots.accuracy_curves(ours, x="epoch", authors=same, xlabel="epoch")
+    assert len(ax2.figure.axes) == 1
+
+
+def test_extrapolation_error_ylabel_names_the_plotted_column():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from kdlib.book import plots
+
+    df = pd.DataFrame(dict(case=["a", "a"], e2=[10, 20], max_error=[0.1, 0.2], relative_error=[0.01, 0.02]))
+    assert "distance travelled" in plots.extrapolation_error(df, y="relative_error").get_ylabel()
+    assert "distance travelled" not in plots.extrapolation_error(df, y="max_error").get_ylabel()
+
+
+def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypatch):
+    """The reduced CIFAR-10 page's archive section, on tiny records and logs: with records it shows the run-by-run
+    table; empty, it says so and still shows the authors' runs."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from test_analysis import _authors_log, _record
+
+    from kdlib.book import archive_page
+
+    logs = tmp_path / "data" / "authors" / "logs"
+    logs.mkdir(parents=True)
+    _authors_log(logs / "exp33_opt.jsonl", [(8.06, 0.57, 10.0, 1.0, 0.607), (0.36, 0.0, 0.43, 0.0, 0.535)])
+    _authors_log(logs / "exp33_splines.jsonl", [(8.0, 0.6, 9.0, 1.087, 0.60), (0.4, 0.0, 0.6, 0.0, 0.53)])
+    for name in ("nodistil", "distil", "random", "hyperopt"):
+        _authors_log(logs / f"exp33_{name}.jsonl", [(1.0, 0.5, 1.0, 0.5, 0.55)])
+    monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "data"))
+    shown = []
+    monkeypatch.setattr(archive_page, "show_markdown", lambda text: shown.append(text))
+    monkeypatch.setattr(archive_page, "show_table", lambda df, **kw: shown.append(df))
+
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(tmp_path / "empty"))
+    out = archive_page.show_archive("cifar10_reduced")
+    assert "archive is empty" in shown[0] and len(out["theirs"]) == 4 and "comparison" not in out
+    assert archive_page.archive_columns("cifar10_reduced") == {}
+
+    root = tmp_path / "archive"
+    d = root / "cifar10_reduced" / "authors" / "runs"
+    d.mkdir(parents=True)
+    for r in (_record("gradient", 0, [0.56, 1.0], [8.07, 10.0], [0.38, 0.595]),
+              _record("gradient", 1, [0.3, 0.6], [0.37, 0.43], [0.30, 0.532]),
+              _record("proposed", 0, [0.5, 1.0], [8.0, 10.0], [0.38, 0.6])):
+        (d / f"cifar10_reduced__{r['config']['method']}__seed{r['config']['seed']}.json").write_text(json.dumps(r))
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(root))
+    shown.clear()
+    out = archive_page.show_archive("cifar10_reduced")
+    assert "3 records" in shown[0]
+    comp = out["comparison"].set_index(["method", "run"])
+    assert comp.loc[("gradient", 0), "same_branch"] and not comp.loc[("gradient", 1), "same_branch"]
+    cols = archive_page.archive_columns("cifar10_reduced")
+    assert list(cols) == ["paper protocol, authors' protocol (archive)"]
+    assert cols["paper protocol, authors' protocol (archive)"]["gradient"].startswith("0.5635 (0.5950)")
+
+
+def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():
+    """The build-time guard: re-running the first logged points of a stored record gives the same values; a record
+    whose accuracy was changed by 0.05 is caught."""
+    import copy
+
+    from kdlib.book.archive_page import recheck_record
+    from kdlib.config import resolve_config
+    from kdlib.runner import run_one
+
+    rec = run_one(resolve_config("synthetic", "gradient", "smoke", 0, variant="authors"))
+    rec["provenance"] = dict(kdlib_version="test")
+    assert len(rec["history"]) >= 3
+    table = recheck_record(rec, first_rows=2)
+    assert set(table.step) == {rec["history"][0]["step"], rec["history"][1]["step"]}
+    assert table.ok.all(), table
+    stale = copy.deepcopy(rec)
+    stale["history"][1]["test_accuracy"] += 0.05
+    bad = recheck_record(stale, first_rows=2)
+    assert bad.loc[(bad.field == "test_accuracy") & (bad.step == rec["history"][1]["step"]), "ok"].tolist() == [False]
+    assert bad.loc[bad.field != "test_accuracy", "ok"].all()
