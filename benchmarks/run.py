@@ -150,7 +150,7 @@ def _plain_step(model, opt, batch, lam):
 
 
 def bench_steps(students, timer: Timer, quick: bool) -> tuple[dict, dict, dict, dict]:
-    from kdlib.config import ExperimentConfig
+    from kdlib.experiments.config import ExperimentConfig
     from kdlib.methods import GradientController
     from kdlib.train import StepInfo
 
@@ -230,7 +230,7 @@ def profile_unrolled(students, quick: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ whole runs
 def bench_runs(device: torch.device, quick: bool, allow_real: bool) -> dict[str, Any]:
     """A short whole run per method on the CIFAR-10 student (same epochs and data for all)."""
-    from kdlib.config import resolve_config
+    from kdlib.experiments.profiles import resolve_config
     from kdlib.methods import get_method
     from kdlib.models import make_student
     from kdlib.train import Problem, Split
@@ -387,8 +387,9 @@ def bench_batching(quick: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- synthetic column
 def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
     from kdlib.batched import run_batched, single_thread
-    from kdlib.config import resolve_config
-    from kdlib.runner import load_bundle, load_teacher, run_one
+    from kdlib.experiments.profiles import resolve_config
+    from kdlib.experiments.problem import load_bundle, load_teacher
+    from kdlib.experiments.runner import run_one
 
     iterations = 200 if quick else AUTHORS_ITERATIONS
     seeds = list(range(10))

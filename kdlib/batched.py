@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.config import ExperimentConfig
+from kdlib.experiments.config import ExperimentConfig
 from kdlib.metaparams import project
 from kdlib.train import single_thread  # noqa: F401  (re-exported: benchmarks use it)
 
@@ -493,7 +493,7 @@ def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) ->
 
 # ----------------------------------------------------------------------------------------------- the runner
 def _default_problem(cfg: ExperimentConfig):
-    from kdlib.runner import build_problem, load_bundle, load_teacher
+    from kdlib.experiments.problem import build_problem, load_bundle, load_teacher
 
     bundle = load_bundle(cfg)
     teacher = load_teacher(cfg, bundle)

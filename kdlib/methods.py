@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdlib.config import ExperimentConfig
+from kdlib.experiments.config import ExperimentConfig
 from kdlib.hypergrad import hypergradient
 from kdlib.metaparams import project, sample_initial, sample_random_baseline
 from kdlib.train import Problem, StepInfo, train_student

@@ -226,7 +226,7 @@ def results_dir(profile: str, name: str) -> Path:
 def resolve_seeds(seeds: Any, profile: str, dataset: str) -> list[int]:
     """``None`` -> the profile's seed count for ``dataset``; an int n -> 0..n-1; a list is kept."""
     if seeds is None:
-        from kdlib.config import profile_seeds
+        from kdlib.experiments.profiles import profile_seeds
 
         seeds = profile_seeds(profile, dataset)
     return list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
@@ -234,7 +234,7 @@ def resolve_seeds(seeds: Any, profile: str, dataset: str) -> list[int]:
 
 def scale_text(profile: str, dataset: str) -> str:
     """What one run of ``dataset`` does at ``profile``: iterations (synthetic) or epochs and subset sizes."""
-    from kdlib.config import resolve_config
+    from kdlib.experiments.profiles import resolve_config
 
     cfg = resolve_config(dataset, "gradient", profile)
     if dataset == "synthetic":

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 from torch import Tensor, nn
 
-from kdlib.config import ExperimentConfig
+from kdlib.experiments.config import ExperimentConfig
 from kdlib.losses import distillation_loss, validation_loss
 
 

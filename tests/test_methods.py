@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import kdlib.methods as methods
-from kdlib.config import resolve_config
+from kdlib.experiments.profiles import resolve_config
 from kdlib.metaparams import in_box
 from kdlib.train import Problem, Split
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdlib.runner import final_accuracy, run_experiments
+from kdlib.experiments.runner import final_accuracy, run_experiments
 
 
 @pytest.fixture(scope="module")
