@@ -129,7 +129,7 @@ _OPTIONAL = {"n_train", "n_test", "split_seed", "teacher_epochs", "iterations", 
 
 
 def _fail(name: str, expected: str, found: Any, fix: str | None = None) -> ConfigError:
-    fix = fix or f"set {name} to {expected}"
+    fix = fix or f"set {name} to {expected} (CLI: --set {name}=VALUE)"
     return ConfigError(f"config field {name!r}: expected {expected}, found {found!r} "
                        f"({type(found).__name__}); fix: {fix}")
 
