@@ -58,43 +58,60 @@ class _Slot:
     task: tuple[int, Task] | None = None
 
 
-def run_local_processes(work: Callable[..., Any], tasks: Sequence[Task], workers: int, threads: int = 1,
-                        on_done: Callable[[int, Any], None] | None = None) -> list[str]:
-    """Run ``work(*task)`` for every task in ``workers`` spawned processes (``threads`` intra-op threads each).
+class LocalPool:
+    """``workers`` spawned processes running ``work(*task)`` at ``threads`` intra-op threads each.
 
-    ``on_done(index, result)`` is called in this process after each finished task. Returns one line per task
-    that did not finish (its worker died, or it raised), naming its cells; the others are unaffected.
-    """
-    ctx = mp.get_context("spawn")
-    pending: deque[tuple[int, Task]] = deque(enumerate(tasks))
-    slots: list[_Slot] = []
-    failures: list[str] = []
+    Start it early (``with LocalPool(...) as pool``) so that the workers' interpreter start-up and imports
+    overlap the caller's own preparation; then :meth:`run` the tasks."""
 
-    def start() -> None:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, threads, work), daemon=True,
-                           name=f"kdlib-worker-{len(slots)}")
+    def __init__(self, work: Callable[..., Any], workers: int, threads: int = 1) -> None:
+        self.work, self.workers, self.threads = work, workers, threads
+        self.ctx = mp.get_context("spawn")
+        self.slots: list[_Slot] = []
+
+    def _start(self) -> None:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker_main, args=(child, self.threads, self.work), daemon=True,
+                                name=f"kdlib-worker-{len(self.slots)}")
         proc.start()
         child.close()
-        slots.append(_Slot(proc, parent))
+        self.slots.append(_Slot(proc, parent))
 
-    for _ in range(min(workers, len(pending))):
-        start()
-    try:
-        while slots:
-            for s in list(slots):
-                if s.task is None:
-                    if pending:
-                        s.task = pending.popleft()
-                        s.conn.send(s.task)
-                    else:  # nothing left for it
-                        s.conn.send(None)
-                        s.proc.join(timeout=30)
-                        slots.remove(s)
-            if not slots:
-                break
-            ready = set(wait_any([s.conn for s in slots] + [s.proc.sentinel for s in slots]))
-            for s in list(slots):
+    def __enter__(self) -> "LocalPool":
+        for _ in range(self.workers):
+            self._start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for s in self.slots:
+            if s.proc.is_alive():
+                try:
+                    s.conn.send(None)
+                except OSError:
+                    pass
+        for s in self.slots:
+            s.proc.join(timeout=10)
+            if s.proc.is_alive():
+                s.proc.terminate()
+                s.proc.join(timeout=10)
+        self.slots.clear()
+
+    def run(self, tasks: Sequence[Task], on_done: Callable[[int, Any], None] | None = None) -> list[str]:
+        """Run every task; ``on_done(index, result)`` is called here after each finished one. Returns one line
+        per task that did not finish (its worker died, or it raised), naming its cells."""
+        pending: deque[tuple[int, Task]] = deque(enumerate(tasks))
+        failures: list[str] = []
+        while self.slots and (pending or any(s.task is not None for s in self.slots)):
+            for s in self.slots:
+                if s.task is None and pending:
+                    s.task = pending.popleft()
+                    s.conn.send(s.task)
+            busy = [s for s in self.slots if s.task is not None]
+            ready = set(wait_any([s.conn for s in busy] + [s.proc.sentinel for s in busy]))
+            for s in list(busy):
                 if s.conn not in ready and s.proc.sentinel not in ready:
                     continue
                 msg = None
@@ -113,19 +130,21 @@ def run_local_processes(work: Callable[..., Any], tasks: Sequence[Task], workers
                     s.task = None
                 elif not s.proc.is_alive():
                     s.proc.join()
-                    if s.task is not None:
-                        failures.append(f"{task_label(s.task[1])}: its worker process {s.proc.pid} died "
-                                        f"(exit code {s.proc.exitcode}); the cell was lost")
-                    slots.remove(s)
+                    failures.append(f"{task_label(s.task[1])}: its worker process {s.proc.pid} died "
+                                    f"(exit code {s.proc.exitcode}); the cell was lost")
+                    self.slots.remove(s)
                     s.conn.close()
                     if pending:
-                        start()
-    finally:
-        for s in slots:
-            if s.proc.is_alive():
-                s.proc.terminate()
-                s.proc.join(timeout=10)
-    return failures
+                        self._start()  # a fresh worker takes the remaining cells
+        failures += [f"{task_label(t)}: not run (no worker left)" for _, t in pending]
+        return failures
+
+
+def run_local_processes(work: Callable[..., Any], tasks: Sequence[Task], workers: int, threads: int = 1,
+                        on_done: Callable[[int, Any], None] | None = None) -> list[str]:
+    """Run ``work(*task)`` for every task in ``workers`` spawned processes (see :class:`LocalPool`)."""
+    with LocalPool(work, min(workers, max(len(tasks), 1)), threads) as pool:
+        return pool.run(tasks, on_done)
 
 
 def _call(work: Callable[..., Any], task: Task) -> Any:

@@ -142,6 +142,13 @@ def _groups(todo: list[ExperimentConfig], batched: bool) -> list[tuple[bool, lis
     return [(True, g) for g in groups.values()] + singles
 
 
+def _cost(cfg: ExperimentConfig) -> float:
+    """Relative cost of a cell, for scheduling only: full trainings, x2 with a hypergradient per step."""
+    if cfg.method == "hyperopt":
+        return cfg.hyperopt_evals + 1.0
+    return 2.0 if get_method(cfg.method).uses_val_split else 1.0
+
+
 def parse_methods(methods: Sequence[str] | str) -> list[str]:
     """Method names from a list or a comma-separated string; empty or duplicate names are an error."""
     given = methods
@@ -227,38 +234,39 @@ def run_experiments(dataset: str, methods: Sequence[str] | str, seeds: int | Seq
     configs = plan(dataset, methods, seeds, profile, device, overrides)
     out = prepare_out_dir(out_dir)
     todo = [c for c in configs if read_record(record_path(out, c, threads)) is None]
-    if todo:
-        preflight(todo, threads, progress=progress)
-    groups = _groups(todo, batched)
+    groups = sorted(_groups(todo, batched), key=lambda g: -_cost(g[1][0]))  # longest first: a short tail
+    tasks = [([c.to_dict() for c in g], str(out), threads, on_b) for on_b, g in groups]
+    fan_out = executor == "local" and workers > 1 and len(groups) > 1
     bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"{dataset} runs")
-
-    def done(n: int) -> None:
-        aggregate(out)
-        if bar is not None:
-            bar.update(n)
-
     failures: list[str] = []
-    try:
-        if executor == "submitit":
-            tasks = [([c.to_dict() for c in g], str(out), threads, on_b) for on_b, g in groups]
-            failures = executors.run_submitit(run_cells, tasks, out, threads=threads,
-                                              **dict(executor_options or {}))
-        elif workers > 1 and len(groups) > 1:
-            tasks = [([c.to_dict() for c in g], str(out), threads, on_b) for on_b, g in groups]
-            failures = executors.run_local_processes(run_cells, tasks, workers, threads,
-                                                     on_done=lambda i, keys: done(len(keys)))
-        else:
-            for on_b, group in groups:
-                run_cells(group, out, threads, on_b)
-                done(len(group))
-    finally:
-        if bar is not None:
-            bar.close()
-        aggregate(out)
+    with contextlib.ExitStack() as stack:
+        # workers start (interpreter, imports) while this process checks the data and teachers
+        pool = stack.enter_context(executors.LocalPool(run_cells, min(workers, len(groups)), threads)) \
+            if fan_out else None
+        if todo:
+            preflight(todo, threads, progress=progress)
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = stack.enter_context(tqdm(total=len(todo), desc=f"{dataset} runs"))
+
+        def done(n: int) -> None:
+            aggregate(out)
+            if bar is not None:
+                bar.update(n)
+
+        try:
+            if executor == "submitit":
+                failures = executors.run_submitit(run_cells, tasks, out, threads=threads,
+                                                  **dict(executor_options or {}))
+            elif pool is not None:
+                failures = pool.run(tasks, on_done=lambda i, keys: done(len(keys)))
+            else:
+                for on_b, group in groups:
+                    run_cells(group, out, threads, on_b)
+                    done(len(group))
+        finally:
+            aggregate(out)
     if failures:
         raise CellsFailed(f"{len(failures)} group(s) of cells did not finish; the finished ones are stored in "
                           f"{out / 'runs'}. Rerun the same command to complete them.\n  " + "\n  ".join(failures))
