@@ -388,3 +388,8 @@ def test_submitit_local_executor(fmnist, tmp_path):
 def test_config_errors_are_config_errors():
     with pytest.raises(ConfigError, match="outside the metaparameter box"):
         resolve_config("synthetic", "gradient", "smoke", 0, init_lambda1=2.0)
+
+
+def test_readers_refuse_cell_names(tmp_path):
+    with pytest.raises(ConfigError, match="configs="):
+        store.load_records(tmp_path, keys={"synthetic__gradient__seed0"})

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import warnings
@@ -43,7 +44,7 @@ import pandas as pd
 import torch
 
 from kdlib import __version__
-from kdlib.errors import OutputDirError
+from kdlib.errors import ConfigError, OutputDirError
 from kdlib.experiments.config import ExperimentConfig
 from kdlib.experiments.profiles import profile_seeds, resolve_config
 from kdlib.names import METHOD_NAMES, STATUSES
@@ -54,6 +55,7 @@ RESULT_COLUMNS = ["dataset", "method", "seed", "profile", "variant", "holdout", 
                   "step", "epoch", "test_accuracy", "val_accuracy", "val_loss", "lambda1", "temperature",
                   "hypergrad_evals", "full_trainings", "wall_time", "nan_skipped", "phase", "lr"]
 RUNS = "runs"
+_KEY = re.compile(r"__seed\d+__[0-9a-f]{16}$")
 DAMAGED = ".damaged"
 
 
@@ -306,6 +308,12 @@ def load_records(out_dir: str | os.PathLike, configs: Iterable[ExperimentConfig]
         wanted = [record_key(c, threads) for c in configs]
     elif keys is not None:
         wanted = list(keys)
+        cells = [k for k in wanted if not _KEY.search(k)]
+        if cells:
+            raise ConfigError(f"load_records: expected store keys ending in __<16 hex digits of the config hash>, "
+                              f"found {cells[:3]}{' ...' if len(cells) > 3 else ''} (cell names match records "
+                              f"of any config); fix: pass configs=[...] or use load_results(out_dir, dataset=..., "
+                              f"profile=..., seeds=..., **overrides)")
     else:
         wanted = None
     if wanted is None:
