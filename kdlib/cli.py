@@ -64,7 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="allow network downloads of missing data or the authors' teacher logits")
     run.add_argument("--set", dest="overrides", action="append", type=_parse_override, default=[],
                      metavar="KEY=VALUE", help="override any ExperimentConfig field, e.g. --set e2=20")
-    run.add_argument("--workers", type=int, default=1, help="run cells in N processes (default 1: in this one)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="run cells in N processes (default 1: in this one); with submitit, N jobs at a time")
     run.add_argument("--threads", type=int, default=1,
                      help="intra-op threads per run (default 1; recorded and part of the record key)")
     run.add_argument("--executor", default="local", choices=["local", "submitit"],
@@ -89,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.download:
         overrides["download"] = True
     options: dict[str, Any] = dict(cluster=args.cluster, partition=args.partition, timeout_min=args.timeout_min,
-                                   wait=not args.no_wait)
+                                   wait=not args.no_wait,
+                                   parallelism=args.workers if args.workers > 1 else None)
     df = run_experiments(args.dataset, args.methods, args.seeds, args.profile, args.out, device=args.device,
                          overrides=overrides, progress=not args.no_progress, workers=args.workers,
                          threads=args.threads, executor=args.executor,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -181,15 +182,22 @@ def run_submitit(work: Callable[..., Any], tasks: Sequence[Task], out_dir: str |
     tasks = list(tasks)
     if not tasks:
         return []
-    jobs = ex.map_array(_call, [work] * len(tasks), tasks)
-    print(f"kdlib: submitted {len(jobs)} job(s) ({ex.cluster}): {', '.join(j.job_id for j in jobs)}; logs in "
-          f"{folder}", flush=True)
+    # the local executor has no array throttle: submit it ``parallelism`` jobs at a time
+    wave = parallelism if (ex.cluster == "local" and parallelism) else len(tasks)
     if not wait:
-        return []
-    failures = []
-    for job, task in zip(jobs, tasks):
-        try:
-            job.result()
-        except Exception as e:  # submitit re-raises the job's error with its log
-            failures.append(f"{task_label(task)}: job {job.job_id} failed: {str(e).strip().splitlines()[-1]}")
+        wave = len(tasks)
+    failures: list[str] = []
+    for start in range(0, len(tasks), wave):
+        chunk = tasks[start:start + wave]
+        jobs = ex.map_array(_call, [work] * len(chunk), chunk)
+        print(f"kdlib: submitted {len(jobs)} job(s) ({ex.cluster}): {', '.join(j.job_id for j in jobs)}; logs in "
+              f"{folder}", file=sys.stderr, flush=True)
+        if not wait:
+            return []
+        for job, task in zip(jobs, chunk):
+            try:
+                job.result()
+            except Exception as e:  # submitit re-raises the job's error with its log
+                failures.append(f"{task_label(task)}: job {job.job_id} failed: "
+                                f"{str(e).strip().splitlines()[-1]}")
     return failures
