@@ -255,13 +255,14 @@ def check_logits(table: Tensor, bundle: DataBundle, path: str | os.PathLike, row
     floor = (stated_agreement - AGREEMENT_MARGIN) if stated_agreement is not None \
         else 1.5 / bundle.num_classes
     if agree < floor:
-        stated = f"its stated {stated_agreement:.4f}" if stated_agreement is not None else \
-            f"chance ({1 / bundle.num_classes:.2f})"
+        where = (f"far below its stated {stated_agreement:.4f}" if stated_agreement is not None else
+                 f"about chance level (1/{bundle.num_classes} = {1 / bundle.num_classes:.2f}; a trained teacher "
+                 f"agrees on far more)")
         raise TeacherError(
             f"{path}: the teacher's argmax agrees with the {bundle.name} training labels on {agree:.3f} of "
-            f"{len(bundle.train_full)} examples, far below {stated}: the rows are likely misaligned with the "
-            f"images (shifted by some rows, or in another order) or are another dataset's logits; fix: row i "
-            f"must hold the logits of training example i in the official order")
+            f"{len(bundle.train_full)} examples, {where}: the rows are likely misaligned with the images "
+            f"(shifted by some rows, or in another order) or are another dataset's logits; fix: row i must "
+            f"hold the logits of training example i in the official order")
     return agree
 
 
