@@ -110,6 +110,10 @@ def test_shifted_logits_named_as_misaligned(fmnist, tmp_path, monkeypatch, capsy
     _authors_file(root, shifted, monkeypatch, trusted=table)
     with pytest.raises(TeacherError, match="SHA-256"):
         _run(tmp_path / "out", teacher="authors_resnet_fmnist")
+    # and were the shifted file's hash trusted, its agreement far below the stated one still names it
+    _authors_file(root, shifted, monkeypatch)
+    with pytest.raises(TeacherError, match="far below its stated 0.9000: the rows are likely misaligned"):
+        _run(tmp_path / "out", teacher="authors_resnet_fmnist")
     # the aligned table runs
     ok = _save(tmp_path / "ok.npy", table)
     df = _run(tmp_path / "out", teacher=f"file:{ok}")
