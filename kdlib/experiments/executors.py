@@ -105,11 +105,23 @@ class LocalPool:
         per task that did not finish (its worker died, or it raised), naming its cells."""
         pending: deque[tuple[int, Task]] = deque(enumerate(tasks))
         failures: list[str] = []
+        restarts = 0
         while self.slots and (pending or any(s.task is not None for s in self.slots)):
-            for s in self.slots:
+            for s in list(self.slots):
                 if s.task is None and pending:
-                    s.task = pending.popleft()
-                    s.conn.send(s.task)
+                    task = pending.popleft()
+                    try:
+                        s.conn.send(task)
+                        s.task = task
+                    except OSError:  # the worker died before its first task: the task goes back
+                        pending.appendleft(task)
+                        s.proc.join()
+                        self.slots.remove(s)
+                        restarts += 1
+                        if restarts <= 2 * self.workers:
+                            self._start()
+            if not any(s.task is not None for s in self.slots):
+                continue
             busy = [s for s in self.slots if s.task is not None]
             ready = set(wait_any([s.conn for s in busy] + [s.proc.sentinel for s in busy]))
             for s in list(busy):
