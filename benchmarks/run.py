@@ -283,7 +283,7 @@ def profile_unrolled(students, quick: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ whole runs
 def bench_runs(device: torch.device, quick: bool, allow_real: bool) -> dict[str, Any]:
     """A short whole run per method on the CIFAR-10 student (same epochs and data for all)."""
-    from kdlib.config import resolve_config
+    from kdlib.experiments.profiles import resolve_config
     from kdlib.methods import get_method
     from kdlib.models import make_student
     from kdlib.train import Problem, Split
@@ -440,8 +440,9 @@ def bench_batching(quick: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- synthetic column
 def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
     from kdlib.batched import run_batched, single_thread
-    from kdlib.config import resolve_config
-    from kdlib.runner import load_bundle, load_teacher, run_one
+    from kdlib.experiments.profiles import resolve_config
+    from kdlib.experiments.problem import load_bundle, load_teacher
+    from kdlib.experiments.runner import run_one
 
     # full scale even in quick mode (a few seconds): the column's speedup and its accuracies (gradient 0.7705,
     # proposed 0.7735 at 10 seeds, authors' variant) are what this section pins

@@ -435,7 +435,7 @@ def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) ->
 
 # ----------------------------------------------------------------------------------------------- the runner
 def _default_problem(cfg: ExperimentConfig):
-    from kdlib.runner import build_problem, load_bundle, load_teacher
+    from kdlib.experiments.problem import build_problem, load_bundle, load_teacher
 
     bundle = load_bundle(cfg)
     teacher = load_teacher(cfg, bundle)

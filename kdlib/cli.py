@@ -1,13 +1,33 @@
-"""Command line: ``python -m kdlib run ...`` and ``python -m kdlib export ...``."""
+"""Command line: ``python -m kdlib run ...``, ``python -m kdlib aggregate --out DIR`` and
+``python -m kdlib export ...``.
+
+Every error a user can fix (a bad flag or ``--set`` value, an unusable ``--out``, a damaged or misaligned data
+or teacher file) is checked before any compute and printed as one line ``kdlib: error: ...`` naming the field
+or file, what was expected, what was found and the fix; the exit code is 2. Cells lost to a dead worker
+exit with 1 after the finished ones are stored.
+"""
 from __future__ import annotations
 
 import argparse
 import ast
 import json
 import sys
-from typing import Any, Sequence
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
 
-from kdlib.config import DATASETS, PROFILES
+from kdlib.data import export_main
+from kdlib.errors import CellsFailed, KdlibError
+from kdlib.experiments.runner import run_experiments
+from kdlib.experiments.store import aggregate, summarize
+from kdlib.names import DATASETS, PROFILES
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``kdlib: error: ...``, exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"kdlib: error: {message}; see `{self.prog} --help`\n")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -17,51 +37,104 @@ def _parse_override(text: str) -> tuple[str, Any]:
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        value = raw
-    return key, value
+        value = raw  # a string; validation names the field if it expected a number
+    return key.strip(), value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["export"]:  # its options belong to kdlib.data.export_main
-        from kdlib.data import export_main
+def _one_line(err: BaseException) -> str:
+    return " ".join(part.strip() for part in str(err).splitlines() if part.strip())
 
-        return int(export_main(argv[1:]) or 0)
-    parser = argparse.ArgumentParser(prog="kdlib", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"kdlib: warning: {_one_line(message) if isinstance(message, Warning) else message}\n"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kdlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run methods x seeds on a dataset and write DIR/results.csv")
     run.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
     run.add_argument("--methods", required=True, help="comma-separated method names")
-    run.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the profile's)")
+    run.add_argument("--seeds", type=int, default=None, help="number of seeds, >= 1 (default: the profile's)")
     run.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)}")
-    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--out", required=True, help="output directory (created; must be writable)")
     run.add_argument("--device", default="cpu")
     run.add_argument("--data-root", default=None, help="data root (default: $KDLIB_DATA)")
-    run.add_argument("--download", action="store_true", help="allow torchvision to download missing data")
+    run.add_argument("--download", action="store_true",
+                     help="allow network downloads of missing data or the authors' teacher logits")
     run.add_argument("--set", dest="overrides", action="append", type=_parse_override, default=[],
                      metavar="KEY=VALUE", help="override any ExperimentConfig field, e.g. --set e2=20")
+    run.add_argument("--workers", type=int, default=1,
+                     help="run cells in N processes (default 1: in this one); with submitit, N jobs at a time")
+    run.add_argument("--threads", type=int, default=1,
+                     help="intra-op threads per run (default 1; recorded and part of the record key)")
+    run.add_argument("--executor", default="local", choices=["local", "submitit"],
+                     help="local: this machine; submitit: a SLURM job array (or --cluster local)")
+    run.add_argument("--cluster", default=None, help="submitit cluster: slurm (default if available), local, debug")
+    run.add_argument("--partition", default=None, help="SLURM partition (submitit)")
+    run.add_argument("--timeout-min", type=int, default=60, help="per-job time limit in minutes (submitit)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="submitit: submit and return; then `kdlib aggregate --out DIR` when the jobs are done")
     run.add_argument("--no-progress", action="store_true")
+    agg = sub.add_parser("aggregate", help="rewrite DIR/results.csv and DIR/config.json from DIR/runs/")
+    agg.add_argument("--out", required=True, help="output directory of a run")
     sub.add_parser("export", help="export a torchvision copy of a dataset into the npz cache format "
                                   "(see `kdlib export --help`)")
-    args = parser.parse_args(argv)
-    from kdlib.runner import run_experiments
+    return parser
 
+
+def _run(args: argparse.Namespace) -> int:
     overrides = dict(args.overrides)
     if args.data_root:
         overrides["data_root"] = args.data_root
     if args.download:
         overrides["download"] = True
-    try:
-        df = run_experiments(args.dataset, args.methods, args.seeds, args.profile, args.out,
-                             device=args.device, overrides=overrides, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"kdlib: error: {err}", file=sys.stderr)
-        return 2
-    from kdlib.analysis import final_accuracy
-
-    fin = final_accuracy(df).groupby("method")["test_accuracy"].agg(["mean", "max", "std", "count"])
-    print(json.dumps({m: {k: float(v) for k, v in row.items()} for m, row in fin.iterrows()}, indent=1))
+    options: dict[str, Any] = dict(cluster=args.cluster, partition=args.partition, timeout_min=args.timeout_min,
+                                   wait=not args.no_wait,
+                                   parallelism=args.workers if args.workers > 1 else None)
+    df = run_experiments(args.dataset, args.methods, args.seeds, args.profile, args.out, device=args.device,
+                         overrides=overrides, progress=not args.no_progress, workers=args.workers,
+                         threads=args.threads, executor=args.executor,
+                         executor_options=options if args.executor == "submitit" else None)
+    if args.executor == "submitit" and args.no_wait:
+        return 0
+    print(json.dumps(summarize(df), indent=1))
+    missing = df.attrs.get("missing") or []
+    if missing:
+        print(f"kdlib: warning: {len(missing)} requested run(s) not stored yet: {', '.join(missing)}",
+              file=sys.stderr)
     return 0
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not (out / "runs").is_dir():
+        raise KdlibError(f"--out {out}: expected a run directory holding runs/, found none; fix: pass the --out "
+                         f"of a `kdlib run`")
+    df = aggregate(out)
+    n = df[["dataset", "method", "seed", "config_hash"]].drop_duplicates()
+    print(json.dumps(dict(records=len(n), configs=int(df["config_hash"].nunique()) if len(df) else 0,
+                          results=str(out / "results.csv")), indent=1))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    saved = warnings.formatwarning
+    warnings.formatwarning = _warning_line
+    try:
+        if argv[:1] == ["export"]:  # its options belong to kdlib.data.export_main
+            return int(export_main(argv[1:]) or 0)
+        args = _build_parser().parse_args(argv)
+        return _run(args) if args.command == "run" else _aggregate(args)
+    except CellsFailed as err:
+        print(f"kdlib: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except (KdlibError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError) as err:
+        print(f"kdlib: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.formatwarning = saved
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import lzma
 import os
 import pickle
 import struct
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -34,15 +37,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kdlib.errors import DataFileError
+from kdlib.names import DATASETS, IMAGE_DATASETS
 from kdlib.paths import data_root, is_writable, writable_data_dir
 
 # ----------------------------------------------------------------------------------------------------------
 # constants
 # ----------------------------------------------------------------------------------------------------------
 AUTHORS_SEED = 42  # the authors' np.random.seed / torch.manual_seed (notebooks/synthetic_data_experiment.ipynb)
-
-IMAGE_DATASETS = ("fashion_mnist", "cifar10_reduced", "cifar10")
-DATASETS = ("synthetic",) + IMAGE_DATASETS
 
 # normalization constants from the authors' code (code/cifar_dataset.py, the FMNIST notebook)
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -231,15 +233,40 @@ def synthetic(seed: int = AUTHORS_SEED, variant: str = "paper", holdout: bool = 
 # ----------------------------------------------------------------------------------------------------------
 # raw image readers
 # ----------------------------------------------------------------------------------------------------------
+# what a damaged, truncated or foreign file raises inside numpy / zipfile / gzip / lzma / pickle
+CORRUPT_FILE_ERRORS = (zipfile.BadZipFile, lzma.LZMAError, EOFError, zlib.error, gzip.BadGzipFile,
+                       pickle.UnpicklingError, struct.error, KeyError, ValueError, OSError)
+
+
+def damaged_file_error(path: str | os.PathLike, err: BaseException, expected: str, fix: str | None = None
+                       ) -> DataFileError:
+    """A :class:`DataFileError` naming the file, what it should hold, what reading it raised, and the fix."""
+    fix = fix or ("replace it with an intact copy (copy it again, or rebuild the cache with "
+                  "`python -m kdlib export --dataset NAME --root DIR`), or delete it to fall back on the "
+                  "next location")
+    what = f"{type(err).__name__}: {err}".strip().rstrip(":")
+    return DataFileError(f"{path}: cannot be read as {expected}: the file is damaged, truncated or of "
+                         f"another format ({what}); fix: {fix}")
+
+
 def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a compact-cache npz: ``(images uint8, labels int64)``. LZMA-zipped npz files load too."""
-    with np.load(Path(path)) as f:
-        images = np.asarray(f["images"])
-        labels = np.asarray(f["labels"]).astype(np.int64)
+    """Read a compact-cache npz: ``(images uint8, labels int64)``. LZMA-zipped npz files load too.
+
+    A damaged file raises :class:`kdlib.errors.DataFileError` naming it."""
+    try:
+        with np.load(Path(path)) as f:
+            images = np.asarray(f["images"])
+            labels = np.asarray(f["labels"]).astype(np.int64)
+    except FileNotFoundError:
+        raise
+    except CORRUPT_FILE_ERRORS as e:
+        raise damaged_file_error(path, e, "a kdlib npz cache (arrays 'images' uint8 and 'labels' int64)") from e
     if images.dtype != np.uint8:
-        raise ValueError(f"{path}: images must be uint8, got {images.dtype}")
+        raise DataFileError(f"{path}: images must be uint8, found {images.dtype}; fix: rebuild the cache with "
+                            f"`python -m kdlib export`")
     if len(images) != len(labels):
-        raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels")
+        raise DataFileError(f"{path}: expected one label per image, found {len(images)} images but "
+                            f"{len(labels)} labels; fix: rebuild the cache with `python -m kdlib export`")
     return images, labels
 
 
@@ -258,16 +285,28 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Parse an IDX file (MNIST format), gzipped or not."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = data[0:2], data[2], data[3]
-    if zero != b"\x00\x00":
-        raise ValueError(f"{path}: not an IDX file")
+    expected = "an IDX file (MNIST format)" + (", gzipped" if path.suffix == ".gz" else "")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise
+    except CORRUPT_FILE_ERRORS as e:
+        raise damaged_file_error(path, e, expected, "copy the official file again (or pass --download to "
+                                                    "fetch it)") from e
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    arr = np.frombuffer(data, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
+    if len(data) < 4 or data[0:2] != b"\x00\x00" or data[2] not in dtypes:
+        raise DataFileError(f"{path}: expected {expected}, found no IDX header; fix: copy the official file "
+                            f"again (or pass --download to fetch it)")
+    dtype_code, ndim = data[2], data[3]
+    try:
+        dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
+    except (struct.error, ValueError) as e:
+        raise damaged_file_error(path, e, expected, "copy the official file again") from e
     if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: expected {int(np.prod(dims))} values, found {arr.size}")
+        raise DataFileError(f"{path}: expected {int(np.prod(dims))} values (header dims {dims}), found "
+                            f"{arr.size}: the file is truncated; fix: copy the official file again")
     return arr.reshape(dims)
 
 
@@ -296,12 +335,16 @@ def _read_cifar_batches(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     for split, files in names.items():
         imgs, labs = [], []
         for n in files:
-            with open(folder / n, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            data = d.get(b"data", d.get("data"))
-            labels = d.get(b"labels", d.get("labels"))
-            imgs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labs.append(np.asarray(labels, dtype=np.int64))
+            try:
+                with open(folder / n, "rb") as f:
+                    d = pickle.load(f, encoding="bytes")
+                data = d.get(b"data", d.get("data"))
+                labels = d.get(b"labels", d.get("labels"))
+                imgs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                labs.append(np.asarray(labels, dtype=np.int64))
+            except (*CORRUPT_FILE_ERRORS, AttributeError, TypeError) as e:
+                raise damaged_file_error(folder / n, e, "a CIFAR-10 python batch (pickled dict with data and "
+                                                        "labels)", "copy cifar-10-batches-py again") from e
         out[split] = (np.ascontiguousarray(np.concatenate(imgs)), np.concatenate(labs))
     return out
 
@@ -400,8 +443,11 @@ def load_labels(name: str, root: str | os.PathLike | None = None, split: str = "
     locs = _search_locations(name, r)
     for kind, loc in locs:
         if kind == "npz" and (loc / f"{split}.npz").is_file():
-            with np.load(loc / f"{split}.npz") as f:
-                return np.asarray(f["labels"]).astype(np.int64)
+            try:
+                with np.load(loc / f"{split}.npz") as f:
+                    return np.asarray(f["labels"]).astype(np.int64)
+            except CORRUPT_FILE_ERRORS as e:
+                raise damaged_file_error(loc / f"{split}.npz", e, "a kdlib npz cache with 'labels'") from e
         if kind == "idx" and loc.is_dir():
             p = _find_idx(loc, _FMNIST_FILES[split][1])
             if p is not None:

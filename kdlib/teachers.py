@@ -5,8 +5,11 @@ Kinds (``get_teacher(bundle, kind=...)``):
 * ``"authors_resnet"``, ``"authors_cnn"`` (CIFAR-10) and ``"authors_resnet_fmnist"`` (Fashion-MNIST): the
   authors' precomputed logits (Sec. 4.2: the pretrained ResNet of Passalis et al. for CIFAR-10; their own
   ResNet18 for Fashion-MNIST), one row per official training image. Read from
-  ``<root>/authors/teacher_logits/<file>.npy`` or ``cache_dir()/authors/teacher_logits/``, else fetched from
-  the authors' repository at a pinned commit with a SHA-256 check.
+  ``<root>/authors/teacher_logits/<file>.npy`` or ``cache_dir()/authors/teacher_logits/``, or, only with
+  ``download=True``, fetched from the authors' repository at a pinned commit. Wherever it comes from, the
+  file must match its SHA-256 and exact row count (:data:`AUTHORS_LOGITS`).
+* ``"file:PATH.npy"``: a user's own logits, one finite row per training example of the source set, whose
+  argmax must agree with the training labels well above chance.
 * ``"small_cnn"``, ``"resnet18"``: trained here (seeded) on ``bundle.train_full`` and cached under
   ``cache_dir()/teachers/<key>/``; a second call with the same inputs loads the cache and never retrains.
 * ``"logreg"`` (synthetic, Sec. 4.1): LogReg on the teacher columns, 20,000 full-batch SGD steps at lr 1e-2
@@ -14,21 +17,26 @@ Kinds (``get_teacher(bundle, kind=...)``):
 * ``"auto"``: synthetic -> logreg; images -> the authors' logits if the file is present locally, else
   small_cnn.
 
+Every table is checked before the first training step (:func:`check_logits`): a train-label agreement far
+below the teacher's stated one is reported as a likely misalignment (shifted rows, another dataset's logits).
+
 Seeds: trained teachers call ``torch.manual_seed(42 + seed)``, so the default ``seed=0`` is the authors' 42.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,8 +44,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlib.data import AUTHORS_SEED, ArraySplit, DataBundle
-from kdlib.models import make_teacher
+from kdlib.data import AUTHORS_SEED, CORRUPT_FILE_ERRORS, ArraySplit, DataBundle, damaged_file_error
+from kdlib.errors import TeacherError
+from kdlib.models import LogReg, make_teacher
+from kdlib.names import TEACHER_KINDS, TRAINED_TEACHERS
 from kdlib.paths import cache_dir as _cache_dir
 from kdlib.paths import data_root
 
@@ -49,22 +59,38 @@ TRAIN_CALLS = 0
 AUTHORS_COMMIT = "885af35bfdf96da070a43fa7d7c8916854d05d6f"
 AUTHORS_URL = ("https://raw.githubusercontent.com/Intelligent-Systems-Phystech/Gorpinich-BS-Thesis/"
                f"{AUTHORS_COMMIT}/code/{{file}}")
-# kind -> (file, sha256, datasets it applies to, description)
-AUTHORS_LOGITS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
-    "authors_resnet": ("logits_resnet.npy",
-                       "4d9113acb8c2f5b0d9d096a865d080352d2fc195efea015271ec931380be6a2f",
-                       ("cifar10", "cifar10_reduced"), "CIFAR-10 PreAct-ResNet18 (pretrained, Passalis et al.)"),
-    "authors_cnn": ("logits_cnn.npy",
-                    "2eb9395a574e37393886bb7f875b2d86529a097ebf454e76785be040d31c8203",
-                    ("cifar10", "cifar10_reduced"), "CIFAR-10 Cifar_Tiny CNN"),
-    "authors_resnet_fmnist": ("logits_resnet_fmnist.npy",
-                              "b8734c967d15954e5c06fffb226d45ee3926026a826eb9036d85e42d630b6edd",
-                              ("fashion_mnist",), "Fashion-MNIST ResNet18 (1-channel input)"),
+
+
+class AuthorsLogits(NamedTuple):
+    """One of the authors' logits files: its name, SHA-256, the datasets it is for, its exact row count and
+    the argmax agreement with the official training labels (measured on the verified data)."""
+
+    file: str
+    sha256: str
+    datasets: tuple[str, ...]
+    description: str
+    rows: int
+    train_agreement: float
+
+
+# kind -> the verified file (shared/data/README.md); tests may monkeypatch an entry for a tiny fake file
+AUTHORS_LOGITS: dict[str, AuthorsLogits] = {
+    "authors_resnet": AuthorsLogits(
+        "logits_resnet.npy", "4d9113acb8c2f5b0d9d096a865d080352d2fc195efea015271ec931380be6a2f",
+        ("cifar10", "cifar10_reduced"), "CIFAR-10 PreAct-ResNet18 (pretrained, Passalis et al.)", 50_000, 0.9995),
+    "authors_cnn": AuthorsLogits(
+        "logits_cnn.npy", "2eb9395a574e37393886bb7f875b2d86529a097ebf454e76785be040d31c8203",
+        ("cifar10", "cifar10_reduced"), "CIFAR-10 Cifar_Tiny CNN", 50_000, 0.7975),
+    "authors_resnet_fmnist": AuthorsLogits(
+        "logits_resnet_fmnist.npy", "b8734c967d15954e5c06fffb226d45ee3926026a826eb9036d85e42d630b6edd",
+        ("fashion_mnist",), "Fashion-MNIST ResNet18 (1-channel input)", 60_000, 0.9987),
 }
 _AUTO_AUTHORS = {"fashion_mnist": "authors_resnet_fmnist", "cifar10": "authors_resnet",
                  "cifar10_reduced": "authors_resnet"}
-TRAINED_KINDS = ("small_cnn", "resnet18", "logreg")
-KINDS = ("auto",) + tuple(AUTHORS_LOGITS) + TRAINED_KINDS
+# a train-label agreement this far below the teacher's stated one means the rows do not match the images
+AGREEMENT_MARGIN = 0.25
+TRAINED_KINDS = TRAINED_TEACHERS
+KINDS = TEACHER_KINDS  # plus "file:PATH.npy": a user's own logits
 
 # default epoch budget for trained image teachers: about SAMPLE_BUDGET image passes (clipped to
 # [1, MAX_EPOCHS]), i.e. ~2-3 CPU minutes for small_cnn on 2 cores; see get_teacher
@@ -72,6 +98,15 @@ SAMPLE_BUDGET = {"fashion_mnist": 100_000, "cifar10": 80_000, "cifar10_reduced":
 MAX_EPOCHS = 30
 SYNTHETIC_TEACHER_STEPS = 20_000
 SYNTHETIC_TEACHER_LR = 1e-2
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 @dataclass
@@ -116,66 +151,162 @@ def _agreement(logits: Tensor, labels: Tensor) -> float:
 # ----------------------------------------------------------------------------------------------------------
 def authors_logits_path(kind: str, root: str | os.PathLike | None = None) -> Path:
     """Where the authors' logits file for ``kind`` is expected under the data root."""
-    return data_root(root) / "authors" / "teacher_logits" / AUTHORS_LOGITS[kind][0]
+    return data_root(root) / "authors" / "teacher_logits" / AUTHORS_LOGITS[kind].file
 
 
 def _find_authors_file(kind: str, root, cache) -> Path | None:
-    file = AUTHORS_LOGITS[kind][0]
+    file = AUTHORS_LOGITS[kind].file
     for p in (authors_logits_path(kind, root), _cache_dir(cache) / "authors" / "teacher_logits" / file):
         if p.is_file():
             return p
     return None
 
 
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a file is hashed once per process
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (memoised per path, size and modification time)."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _VERIFIED[key] = h.hexdigest()
+    return _VERIFIED[key]
+
+
+def verify_authors_file(kind: str, path: str | os.PathLike) -> None:
+    """Raise :class:`TeacherError` unless ``path`` is byte for byte the authors' file for ``kind``."""
+    entry = AUTHORS_LOGITS[kind]
+    got = file_sha256(path)
+    if got != entry.sha256:
+        raise TeacherError(
+            f"{path}: expected the authors' {entry.file} ({entry.description}; SHA-256 {entry.sha256}), found "
+            f"SHA-256 {got}: the file is damaged, truncated, edited (rows shifted, NaN) or another dataset's "
+            f"logits; fix: replace it with the authors' file ({AUTHORS_URL.format(file=entry.file)}, or run "
+            f"with --download), or use your own logits as teacher='file:PATH.npy'")
+
+
 def fetch_authors_logits(kind: str, dest_dir: str | os.PathLike | None = None, timeout: float = 60.0) -> Path:
     """Download the authors' logits for ``kind`` at the pinned commit, check SHA-256, write to ``dest_dir``
-    (default ``cache_dir()/authors/teacher_logits``) and return the path."""
-    file, sha, _, _ = AUTHORS_LOGITS[kind]
+    (default ``cache_dir()/authors/teacher_logits``) atomically and return the path."""
+    entry = AUTHORS_LOGITS[kind]
     dest = Path(dest_dir) if dest_dir is not None else _cache_dir() / "authors" / "teacher_logits"
-    url = AUTHORS_URL.format(file=file)
+    url = AUTHORS_URL.format(file=entry.file)
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         payload = resp.read()
     got = hashlib.sha256(payload).hexdigest()
-    if got != sha:
-        raise ValueError(f"SHA-256 mismatch for {url}: expected {sha}, got {got}; file not written")
+    if got != entry.sha256:
+        raise TeacherError(f"SHA-256 mismatch for {url}: expected {entry.sha256}, got {got}; file not written")
     dest.mkdir(parents=True, exist_ok=True)
-    out = dest / file
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_bytes(payload)
-    os.replace(tmp, out)
+    out = dest / entry.file
+    _atomic_write_bytes(out, payload)
     return out
 
 
-def _authors_teacher(bundle: DataBundle, kind: str, root, cache, device, allow_fetch: bool,
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except CORRUPT_FILE_ERRORS as e:
+        raise damaged_file_error(path, e, "a float array (N, classes) in .npy format",
+                                 "replace it with an intact copy") from e
+
+
+def check_logits(table: Tensor, bundle: DataBundle, path: str | os.PathLike, rows: int | None,
+                 stated_agreement: float | None) -> float:
+    """Check a logits table against ``bundle`` before any training step; return its train-label agreement.
+
+    ``rows``: the exact row count (one row per training example of the source set, official order); the
+    rows of ``train_full`` must be finite; an agreement with the training labels more than
+    :data:`AGREEMENT_MARGIN` below ``stated_agreement`` (or, without one, near chance) is a misalignment."""
+    n_source = int(bundle.meta.get("n_source") or len(bundle.train_full))
+    rows = n_source if rows is None else rows
+    if table.ndim != 2 or table.shape[1] != bundle.num_classes:
+        raise TeacherError(f"{path}: expected an ({rows}, {bundle.num_classes}) array of logits for "
+                           f"{bundle.name}, found shape {tuple(table.shape)}; fix: use the logits of a "
+                           f"{bundle.num_classes}-class {bundle.name} teacher")
+    if table.shape[0] != rows:
+        raise TeacherError(f"{path}: expected exactly {rows} rows (one per {bundle.name} training example, "
+                           f"official order), found {table.shape[0]}: the file is truncated or for another "
+                           f"dataset; fix: use the complete logits of a {bundle.name} teacher")
+    part = table[bundle.train_full.index.cpu()]
+    bad = ~torch.isfinite(part).all(1)
+    if bool(bad.any()):
+        first = int(bundle.train_full.index[bad.nonzero()[0, 0]])
+        raise TeacherError(f"{path}: expected finite logits, found {int(bad.sum())} row(s) with NaN/inf (first: "
+                           f"row {first}); they would poison every method; fix: recompute the teacher's logits")
+    agree = _agreement(part, bundle.train_full.y)
+    floor = (stated_agreement - AGREEMENT_MARGIN) if stated_agreement is not None \
+        else 1.5 / bundle.num_classes
+    if agree < floor:
+        where = (f"far below its stated {stated_agreement:.4f}" if stated_agreement is not None else
+                 f"about chance level (1/{bundle.num_classes} = {1 / bundle.num_classes:.2f}; a trained teacher "
+                 f"agrees on far more)")
+        raise TeacherError(
+            f"{path}: the teacher's argmax agrees with the {bundle.name} training labels on {agree:.3f} of "
+            f"{len(bundle.train_full)} examples, {where}: the rows are likely misaligned with the images "
+            f"(shifted by some rows, or in another order) or are another dataset's logits; fix: row i must "
+            f"hold the logits of training example i in the official order")
+    return agree
+
+
+def _authors_teacher(bundle: DataBundle, kind: str, root, cache, device, download: bool,
                      progress: bool) -> TeacherLogits:
-    file, sha, datasets, desc = AUTHORS_LOGITS[kind]
-    if bundle.name not in datasets:
-        raise ValueError(f"teacher {kind!r} ({desc}) is for {', '.join(datasets)}, not {bundle.name!r}")
+    entry = AUTHORS_LOGITS[kind]
+    if bundle.name not in entry.datasets:
+        raise TeacherError(f"teacher {kind!r} ({entry.description}) is for {', '.join(entry.datasets)}, not "
+                           f"{bundle.name!r}; fix: teacher='auto' picks the right one")
     path = _find_authors_file(kind, root, cache)
     if path is None:
         local = authors_logits_path(kind, root)
-        if not allow_fetch:
-            raise FileNotFoundError(f"authors' logits {file} not found at {local}")
-        url = AUTHORS_URL.format(file=file)
+        url = AUTHORS_URL.format(file=entry.file)
+        if not download:
+            raise FileNotFoundError(
+                f"the authors' teacher logits {entry.file} were not found at {local} (data root: argument "
+                f"root=, env KDLIB_DATA) nor in the cache; fix: place {url} (SHA-256 {entry.sha256}) there, "
+                f"pass --download (download=True) to fetch it, or use teacher='small_cnn' to train one")
         _log(progress, f"fetching {url}")
         try:
             path = fetch_authors_logits(kind, _cache_dir(cache) / "authors" / "teacher_logits")
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             raise FileNotFoundError(
-                f"the authors' teacher logits {file} are not available locally and could not be fetched "
-                f"({e}).\nDownload {url} (SHA-256 {sha}) and place it at {local} "
-                f"(data root: argument root=, env KDLIB_DATA), or use teacher='small_cnn' to train one."
-            ) from e
-    arr = np.load(path)
-    table = torch.as_tensor(np.asarray(arr, dtype=np.float32))
-    if table.ndim != 2 or table.shape[1] != bundle.num_classes:
-        raise ValueError(f"{path}: expected an (N, {bundle.num_classes}) array, got {tuple(table.shape)}")
-    need = int(bundle.train_full.index.max()) + 1 if len(bundle.train_full) else 0
-    if table.shape[0] < need:
-        raise ValueError(f"{path} has {table.shape[0]} rows but the data uses training index up to {need - 1}")
-    agree = _agreement(table[bundle.train_full.index], bundle.train_full.y)
+                f"the authors' teacher logits {entry.file} are not available locally and could not be fetched "
+                f"({e}); fix: download {url} (SHA-256 {entry.sha256}) and place it at {local} (data root: "
+                f"argument root=, env KDLIB_DATA), or use teacher='small_cnn' to train one") from e
+    verify_authors_file(kind, path)
+    table = torch.as_tensor(np.asarray(_load_npy(path), dtype=np.float32))
+    agree = check_logits(table, bundle, path, entry.rows, entry.train_agreement)
     return TeacherLogits(table.to(device), None, agree, kind, f"authors' precomputed logits {path}",
-                         meta=dict(description=desc, rows=int(table.shape[0]), file=file))
+                         meta=dict(description=entry.description, rows=int(table.shape[0]), file=entry.file,
+                                   sha256=entry.sha256))
+
+
+def _file_teacher(bundle: DataBundle, spec: str, device) -> TeacherLogits:
+    """A user's own logits: ``file:PATH.npy``, one finite row per training example of the source set."""
+    path = Path(spec[len("file:"):]).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher logits file {path} (teacher={spec!r}) not found; fix: give the path of "
+                                f"an .npy array with one row per {bundle.name} training example")
+    table = torch.as_tensor(np.asarray(_load_npy(path), dtype=np.float32))
+    agree = check_logits(table, bundle, path, None, None)
+    return TeacherLogits(table.to(device), None, agree, "file", f"user logits {path}",
+                         meta=dict(rows=int(table.shape[0]), file=str(path), sha256=file_sha256(path)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -282,8 +413,6 @@ def _train_image_teacher(bundle: DataBundle, kind: str, epochs: int, seed: int, 
 def _train_logreg_teacher(bundle: DataBundle, steps: int, seed: int, device) -> tuple[nn.Module, dict[str, Any]]:
     """The authors' synthetic teacher (code/synthetic_funcs.py ``net_training``): LogReg on the teacher
     columns, full-batch SGD (lr 1e-2) on the 200 teacher points, cross-entropy, ``steps`` iterations."""
-    from kdlib.models import LogReg
-
     torch.manual_seed(AUTHORS_SEED + seed)
     cols = bundle.meta.get("teacher_cols", [0, 1, 2])
     model = LogReg(cols, bundle.num_classes).to(device)
@@ -343,9 +472,13 @@ def _trained_teacher(bundle: DataBundle, kind: str, cache, device, seed: int, ep
     meta = dict(inputs, **info, test_accuracy=test_acc, train_agreement=train_agree,
                 teacher_train_accuracy=_agreement(table[train_split.index.cpu()], train_split.y), key=key)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), model_path)
-    torch.save(table, logits_path)
-    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True))  # written last: marks the entry complete
+    # each file is written whole and moved in place; meta last marks the entry complete, so a concurrent
+    # reader (another worker) sees either no entry or a complete one
+    for path, obj in ((model_path, model.state_dict()), (logits_path, table)):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        _atomic_write_bytes(path, buf.getvalue())
+    _atomic_write_bytes(meta_path, json.dumps(meta, indent=1, sort_keys=True).encode())
     _log(progress, f"{kind} teacher: test accuracy {test_acc:.4f}, train agreement {train_agree:.4f}, "
                    f"{info['train_seconds']}s; cached at {folder}")
     return TeacherLogits(table.to(device), test_acc, train_agree, kind, f"trained {kind}, cached at {folder}",
@@ -368,18 +501,21 @@ def resolve_kind(bundle: DataBundle, kind: str = "auto", root=None, cache=None) 
 
 def get_teacher(bundle: DataBundle, kind: str = "auto", root: str | os.PathLike | None = None,
                 cache: str | os.PathLike | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                epochs: int | None = None, progress: bool = True) -> TeacherLogits:
+                epochs: int | None = None, progress: bool = True, download: bool = False) -> TeacherLogits:
     """Teacher logits for every training example of ``bundle`` (see the module docstring for the kinds).
 
     ``epochs``: for ``small_cnn``/``resnet18`` the training epochs over ``train_full`` (default
     :func:`default_epochs`: ~100k image passes for Fashion-MNIST, ~80k for CIFAR-10, i.e. about 1-3 CPU
     minutes for small_cnn on 2 idle cores; much longer on a loaded machine), for ``logreg`` the number of SGD steps (default 20,000 as the authors).
-    ``seed``: the teacher is trained under ``torch.manual_seed(42 + seed)``.
+    ``seed``: the teacher is trained under ``torch.manual_seed(42 + seed)``. ``download``: fetch the authors'
+    logits when they are missing locally (never without it). ``kind="file:PATH.npy"``: a user's own logits.
+    Every table is verified before it is returned (:func:`check_logits`; the authors' files by SHA-256 too).
     """
+    if isinstance(kind, str) and kind.startswith("file:"):
+        return _file_teacher(bundle, kind, device)
     if kind not in KINDS:
-        raise ValueError(f"unknown teacher kind {kind!r}; choose one of: {', '.join(KINDS)}")
+        raise ValueError(f"unknown teacher kind {kind!r}; choose one of: {', '.join(KINDS)} or 'file:PATH.npy'")
     concrete = resolve_kind(bundle, kind, root, cache)
     if concrete in AUTHORS_LOGITS:
-        return _authors_teacher(bundle, concrete, root, cache, device, allow_fetch=(kind != "auto"),
-                                progress=progress)
+        return _authors_teacher(bundle, concrete, root, cache, device, download=download, progress=progress)
     return _trained_teacher(bundle, concrete, cache, device, seed, epochs, progress)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kdlib import batched
-from kdlib.config import resolve_config
+from kdlib.experiments.profiles import resolve_config
 from kdlib.data import synthetic
 from kdlib.hypergrad import hypergradient
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE
@@ -47,7 +47,7 @@ def _assert_same_history(gen, bat, lam_tol=1e-5):
 
 @pytest.mark.parametrize("method,estimator,over", CASES)
 def test_batched_equals_generic(method, estimator, over):
-    from kdlib.runner import run_one
+    from kdlib.experiments.runner import run_one
 
     cfgs = _configs(method, estimator, **over)
     generic = [run_one(c) for c in cfgs]

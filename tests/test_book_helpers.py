@@ -175,8 +175,8 @@ def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():
     import copy
 
     from kdlib.book.archive_page import recheck_record
-    from kdlib.config import resolve_config
-    from kdlib.runner import run_one
+    from kdlib.experiments.profiles import resolve_config
+    from kdlib.experiments.runner import run_one
 
     rec = run_one(resolve_config("synthetic", "gradient", "smoke", 0, variant="authors"))
     rec["provenance"] = dict(kdlib_version="test")

@@ -8,7 +8,7 @@ from torch import nn
 
 import kdlib.methods as methods
 import kdlib.tuner as tuner_mod
-from kdlib.config import resolve_config
+from kdlib.experiments.profiles import resolve_config
 from kdlib.metaparams import in_box
 from kdlib.train import Problem, Split
 

@@ -9,7 +9,9 @@ import pandas as pd
 import torch
 import pytest
 
-import kdlib.runner as runner
+import kdlib.experiments.runner as runner
+from kdlib.experiments import store
+from kdlib.experiments.profiles import resolve_config
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def test_results_csv_schema_and_values(tmp_path):
     assert set(on_disk["method"]) == {"no_distillation", "gradient"}
     assert set(on_disk["seed"]) == {0, 1}
     # each run's record holds the same history as the CSV rows
-    rec = json.loads((out / "runs" / "synthetic__gradient__seed1.json").read_text())
+    rec = json.loads(store.record_path(out, resolve_config("synthetic", "gradient", "smoke", 1)).read_text())
     rows = on_disk[(on_disk.method == "gradient") & (on_disk.seed == 1)].sort_values("step")
     assert list(rows["test_accuracy"]) == [h["test_accuracy"] for h in rec["history"]]
     assert rec["summary"]["final_accuracy"] == rec["history"][-1]["test_accuracy"]
@@ -46,11 +48,11 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     calls: list[str] = []
     real = runner.run_one
 
-    def interrupted(cfg, progress=False):
+    def interrupted(cfg, progress=False, **kw):
         if len(calls) == 2:
             raise KeyboardInterrupt  # the sweep is killed during its third run
         calls.append(cfg.key())
-        return real(cfg, progress)
+        return real(cfg, progress, **kw)
 
     monkeypatch.setattr(runner, "run_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -60,9 +62,9 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
 
     resumed: list[str] = []
 
-    def counting(cfg, progress=False):
+    def counting(cfg, progress=False, **kw):
         resumed.append(cfg.key())
-        return real(cfg, progress)
+        return real(cfg, progress, **kw)
 
     monkeypatch.setattr(runner, "run_one", counting)
     df = runner.run_experiments("synthetic", ["naive", "random"], 2, "smoke", out, progress=False, batched=False)
@@ -80,7 +82,7 @@ def test_changed_config_is_recomputed(tmp_path, monkeypatch):
     runner.run_experiments("synthetic", ["gradient"], 1, "smoke", out, progress=False)
     seen: list[str] = []
     real = runner.run_one
-    monkeypatch.setattr(runner, "run_one", lambda cfg, progress=False: (seen.append(cfg.key()), real(cfg))[1])
+    monkeypatch.setattr(runner, "run_one", lambda cfg, progress=False, **kw: (seen.append(cfg.key()), real(cfg, **kw))[1])
     runner.run_experiments("synthetic", ["gradient"], 1, "smoke", out, progress=False, overrides={"meta_lr": 0.5},
                            batched=False)
     assert seen == ["synthetic__gradient__seed0"]
@@ -119,7 +121,7 @@ def test_batched_engine_is_used_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(batched, "run_batched", spy)
     runner.run_experiments("synthetic", ["gradient", "naive"], 3, "smoke", out, progress=False)
     assert sorted(map(len, groups)) == [3, 3]  # one batch of three seeds per method
-    (out / "runs" / "synthetic__gradient__seed1.json").unlink()
+    store.record_path(out, resolve_config("synthetic", "gradient", "smoke", 1)).unlink()
     groups.clear()
     df = runner.run_experiments("synthetic", ["gradient", "naive"], 3, "smoke", out, progress=False)
     assert groups == [["synthetic__gradient__seed1"]]
@@ -127,7 +129,6 @@ def test_batched_engine_is_used_and_resumes(tmp_path, monkeypatch):
 
 
 def test_fixed_grid_matches_single_runs(tmp_path):
-    from kdlib.config import resolve_config
     from kdlib.methods import FixedController
     from kdlib.train import train_student
 

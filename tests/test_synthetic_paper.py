@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from kdlib.analysis import final_accuracy
-from kdlib.runner import run_experiments
+from kdlib.experiments.runner import run_experiments
 
 
 @pytest.fixture(scope="module")

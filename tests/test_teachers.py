@@ -77,9 +77,19 @@ def _write_fake_authors(root, file, table):
     d = root / "authors" / "teacher_logits"
     d.mkdir(parents=True, exist_ok=True)
     np.save(d / file, table.astype(np.float32))
+    return d / file
 
 
-def test_authors_logits_indexed_by_original_training_index(tmp_path):
+def trust_fake(monkeypatch, kind, path, agreement=None):
+    """Register a tiny fake file's SHA-256 and row count for ``kind`` (the real hashes stay for real files)."""
+    rows = int(np.load(path).shape[0])
+    entry = T.AUTHORS_LOGITS[kind]
+    monkeypatch.setitem(T.AUTHORS_LOGITS, kind, entry._replace(
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(), rows=rows,
+        train_agreement=entry.train_agreement if agreement is None else agreement))
+
+
+def test_authors_logits_indexed_by_original_training_index(tmp_path, monkeypatch):
     root = tmp_path / "root"
     (xtr, ytr), _ = make_cifar_npz(root, n_train=50, n_test=8)
     # row i encodes i in column 0 and argmax = the true label except on rows 0 and 1
@@ -89,7 +99,10 @@ def test_authors_logits_indexed_by_original_training_index(tmp_path):
     wrong = (ytr[:2] + 1) % 10
     table[:2] = 0.0
     table[np.arange(2), wrong] = 100.0
-    _write_fake_authors(root, "logits_resnet.npy", table)
+    fake = _write_fake_authors(root, "logits_resnet.npy", table)
+    with pytest.raises(T.TeacherError, match="SHA-256"):  # the real hash rejects any other file
+        T.get_teacher(D.load_dataset("cifar10", root=root), kind="authors_resnet", root=root, progress=False)
+    trust_fake(monkeypatch, "authors_resnet", fake, agreement=0.96)
     b = D.load_dataset("cifar10", root=root, split_seed=11)  # shuffled split: positions != indices
     assert T.resolve_kind(b, "auto", root=root) == "authors_resnet"
     t = T.get_teacher(b, kind="auto", root=root, progress=False)
@@ -107,8 +120,10 @@ def test_authors_logits_indexed_by_original_training_index(tmp_path):
     # wrong dataset, wrong shape
     with pytest.raises(ValueError, match="fashion_mnist"):
         T.get_teacher(b, kind="authors_resnet_fmnist", root=root, progress=False)
-    _write_fake_authors(root, "logits_cnn.npy", table[:10])
-    with pytest.raises(ValueError, match="rows"):
+    short = _write_fake_authors(root, "logits_cnn.npy", table[:10])
+    trust_fake(monkeypatch, "authors_cnn", short)
+    monkeypatch.setitem(T.AUTHORS_LOGITS, "authors_cnn", T.AUTHORS_LOGITS["authors_cnn"]._replace(rows=50))
+    with pytest.raises(ValueError, match="expected exactly 50 rows"):
         T.get_teacher(b, kind="authors_cnn", root=root, progress=False)
 
 
@@ -128,7 +143,8 @@ def test_fetch_checks_sha_and_missing_file_error_names_local_path(tmp_path, monk
     buf = io.BytesIO()
     np.save(buf, table)
     payload = buf.getvalue()
-    file, _, datasets, desc = T.AUTHORS_LOGITS["authors_resnet_fmnist"]
+    entry = T.AUTHORS_LOGITS["authors_resnet_fmnist"]
+    file = entry.file
     seen = []
 
     class Resp(io.BytesIO):
@@ -143,14 +159,19 @@ def test_fetch_checks_sha_and_missing_file_error_names_local_path(tmp_path, monk
         return Resp(payload)
 
     monkeypatch.setattr(T.urllib.request, "urlopen", fake_urlopen)
+    # no network without download=True: the error names the local path and the flag
+    with pytest.raises(FileNotFoundError, match="--download") as e:
+        T.get_teacher(b, kind="authors_resnet_fmnist", root=root, progress=False)
+    assert str(root / "authors" / "teacher_logits" / file) in str(e.value) and not seen
     # wrong checksum: nothing written, clear error
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
-        T.get_teacher(b, kind="authors_resnet_fmnist", root=root, progress=False)
+        T.get_teacher(b, kind="authors_resnet_fmnist", root=root, progress=False, download=True)
     assert seen and T.AUTHORS_COMMIT in seen[0] and seen[0].endswith("/code/" + file)
+    assert not list((T._cache_dir() / "authors" / "teacher_logits").glob("*"))
     # right checksum: fetched into the cache, then read locally
     monkeypatch.setitem(T.AUTHORS_LOGITS, "authors_resnet_fmnist",
-                        (file, hashlib.sha256(payload).hexdigest(), datasets, desc))
-    t = T.get_teacher(b, kind="authors_resnet_fmnist", root=root, progress=False)
+                        entry._replace(sha256=hashlib.sha256(payload).hexdigest(), rows=20, train_agreement=0.1))
+    t = T.get_teacher(b, kind="authors_resnet_fmnist", root=root, progress=False, download=True)
     assert torch.equal(t.table, torch.from_numpy(table))
     assert T.resolve_kind(b, "auto", root=root) == "authors_resnet_fmnist"  # now present locally
 
@@ -160,7 +181,7 @@ def test_fetch_checks_sha_and_missing_file_error_names_local_path(tmp_path, monk
     monkeypatch.setattr(T.urllib.request, "urlopen", offline)
     with pytest.raises(FileNotFoundError) as e:
         T.get_teacher(D.load_dataset("cifar10", root=_cifar(tmp_path)), kind="authors_cnn", root=root,
-                      progress=False)
+                      progress=False, download=True)
     msg = str(e.value)
     assert str(root / "authors" / "teacher_logits" / "logits_cnn.npy") in msg and "KDLIB_DATA" in msg
 

@@ -1,16 +1,13 @@
 """Display names of the datasets and methods of Table 2 (one place; pages never show an internal key).
 
-The keys are the ones of :mod:`kdlib.config` (``METHOD_NAMES``, ``DATASETS``); the labels are the paper's.
+The keys and the dataset/method labels are those of :mod:`kdlib.names` (spelled once there); this module adds
+the labels only pages need (protocols, teachers) and the lookup helpers.
 """
 from __future__ import annotations
 
-METHODS: tuple[str, ...] = ("no_distillation", "naive", "random", "gradient", "hyperopt", "proposed")
-DATASETS: tuple[str, ...] = ("synthetic", "fashion_mnist", "cifar10_reduced", "cifar10")
+from kdlib.names import DATASET_LABELS, DATASETS, METHOD_LABELS
+from kdlib.names import METHOD_NAMES as METHODS
 
-METHOD_LABELS: dict[str, str] = {"no_distillation": "Without distillation", "naive": "Naive", "random": "Random",
-                                 "gradient": "Gradient-based", "hyperopt": "Hyperopt", "proposed": "Proposed"}
-DATASET_LABELS: dict[str, str] = {"synthetic": "Synthetic", "fashion_mnist": "Fashion-MNIST",
-                                  "cifar10_reduced": "Reduced CIFAR-10", "cifar10": "CIFAR-10"}
 PROTOCOL_LABELS: dict[str, str] = {"authors": "authors' protocol", "defaults": "kdlib defaults"}
 
 

@@ -16,8 +16,8 @@ from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
 from kdlib.book.page import show_markdown, show_table
-from kdlib.config import resolve_config
-from kdlib.runner import run_one
+from kdlib.experiments.profiles import resolve_config
+from kdlib.experiments.runner import run_one
 
 # what a re-run must reproduce: the accuracy within the regeneration tolerance, the metaparameters closely
 RECHECK_TOLERANCE = {"test_accuracy": 0.01, "lambda1": 1e-3, "temperature": 1e-3}

@@ -18,10 +18,13 @@ from kdlib.analysis.costs import cost_table, run_summaries
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, teacher_label
 from kdlib.analysis.table2 import table2, table2_numeric
 from kdlib.book import plots
-from kdlib.book.page import (PageBanner, resolve_seeds, results_dir, scale_text, show_markdown, show_table,
-                             source_text, teacher_table)
-from kdlib.config import METHOD_NAMES, resolve_config
-from kdlib.runner import load_bundle, load_records, run_experiments
+from kdlib.book.page import (PageBanner, page_configs, resolve_seeds, results_dir, scale_text, show_markdown,
+                             show_table, source_text, teacher_table)
+from kdlib.names import METHOD_NAMES
+from kdlib.experiments.profiles import resolve_config
+from kdlib.experiments.problem import load_bundle
+from kdlib.experiments.store import load_records
+from kdlib.experiments.runner import run_experiments
 
 
 class ImagePage:
@@ -61,11 +64,10 @@ class ImagePage:
         """Run (or load from the cache) the six methods over the page's seeds; show the teacher."""
         if not self.available:
             return
-        methods = list(METHOD_NAMES)
-        self.results = run_experiments(self.dataset, methods, self.seed_list, self.profile, self.out_dir,
-                                       device=self.device, progress=False)
-        keys = {f"{self.dataset}__{m}__seed{s}" for m in methods for s in self.seed_list}
-        self.records = load_records(self.out_dir, keys=keys)
+        configs = page_configs(self.dataset, self.profile, self.seed_list, self.device)
+        self.results = run_experiments(self.dataset, list(METHOD_NAMES), self.seed_list, self.profile,
+                                       self.out_dir, device=self.device, progress=False)
+        self.records = load_records(self.out_dir, configs=configs)
         if self.logs is not None:
             self.authors = authors_logs.curves(self.logs, datasets=[self.dataset])
         show_table(teacher_table(self.teacher), index=False)

@@ -19,7 +19,9 @@ from IPython.display import Markdown, display
 from kdlib import __version__
 from kdlib.analysis.labels import dataset_label, teacher_label
 from kdlib.analysis.provenance import REPO_ROOT, display_path, git_commit
-from kdlib.config import profile_seeds, resolve_config
+from kdlib.experiments.profiles import profile_seeds, resolve_config
+from kdlib.experiments.runner import plan
+from kdlib.names import METHOD_NAMES
 from kdlib.paths import data_root
 
 
@@ -95,6 +97,18 @@ def resolve_seeds(seeds: Any, profile: str, dataset: str) -> list[int]:
     if seeds is None:
         seeds = profile_seeds(profile, dataset)
     return list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+
+
+# the overrides of each dataset page's headline runs (the synthetic page runs the authors' data variant)
+PAGE_OVERRIDES: dict[str, dict[str, Any]] = {"synthetic": {"variant": "authors"}}
+
+
+def page_configs(dataset: str, profile: str, seeds: Any = None, device: str = "cpu",
+                 overrides: dict[str, Any] | None = None) -> list:
+    """The configs of a dataset page's headline runs (six methods x the page's seeds): the page runs exactly
+    these and the summary page reads exactly their records, so the two can never show different runs."""
+    merged = {**PAGE_OVERRIDES.get(dataset, {}), **(overrides or {})}
+    return plan(dataset, list(METHOD_NAMES), resolve_seeds(seeds, profile, dataset), profile, device, merged)
 
 
 def scale_text(profile: str, dataset: str) -> str:
