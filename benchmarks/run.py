@@ -441,7 +441,7 @@ def bench_batching(quick: bool) -> dict[str, Any]:
 def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
     from kdlib.batched import run_batched, single_thread
     from kdlib.experiments.profiles import resolve_config
-    from kdlib.experiments.problem import load_bundle, load_teacher
+    from kdlib.experiments.problem import load_bundle, load_teacher, problem_for
     from kdlib.experiments.runner import run_one
 
     # full scale even in quick mode (a few seconds): the column's speedup and its accuracies (gradient 0.7705,
@@ -456,13 +456,13 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
     teacher_setup = time.perf_counter() - t0
     # warm-up: imports, TPE, first-call dispatch
     run_batched([resolve_config("synthetic", "hyperopt", "paper", s, **dict(over, iterations=20, hyperopt_evals=2))
-                 for s in (0, 1)])
+                 for s in (0, 1)], problem_for)
     per_method: dict[str, float] = {}
     finals: dict[str, float] = {}
     timer = Timer(device)
     for method in METHOD_ORDER:
         cfgs = [resolve_config("synthetic", method, "paper", s, **over) for s in seeds]
-        t, recs = timer.once(lambda: run_batched(cfgs))
+        t, recs = timer.once(lambda: run_batched(cfgs, problem_for))
         per_method[method] = _r(t, 4)
         finals[method] = _r(float(np.mean([r["summary"]["final_accuracy"] for r in recs])), 4)
     total = sum(per_method.values())
@@ -478,7 +478,7 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
         t_gen, _ = timer.once(lambda: run_one(cfg_g))
     cfgs_b = [resolve_config("synthetic", "gradient", "paper", s, **dict(over, iterations=n_gen, log_every=n_gen))
               for s in seeds]
-    t_bat, _ = timer.once(lambda: run_batched(cfgs_b))
+    t_bat, _ = timer.once(lambda: run_batched(cfgs_b, problem_for))
     return dict(
         per_method_s=per_method, total_s=_r(total, 4),
         authors_reference_s=dict(AUTHORS_S, total=AUTHORS_TOTAL_S,

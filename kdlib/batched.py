@@ -20,7 +20,7 @@ per-iteration Python and dispatch overhead, not arithmetic. This engine runs all
 Initial student weights are those of the generic path (``torch.manual_seed(seed)`` then the problem's
 ``make_student()``), initial metaparameters come from the same ``Method.initial(cfg)``.
 
-Entry points: :func:`supports` and :func:`run_batched` (same records as :func:`kdlib.runner.run_one`).
+Entry points: :func:`supports` and :func:`run_batched` (same records as :func:`kdlib.experiments.runner.run_one`).
 """
 from __future__ import annotations
 
@@ -434,14 +434,6 @@ def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) ->
 
 
 # ----------------------------------------------------------------------------------------------- the runner
-def _default_problem(cfg: ExperimentConfig):
-    from kdlib.experiments.problem import build_problem, load_bundle, load_teacher
-
-    bundle = load_bundle(cfg)
-    teacher = load_teacher(cfg, bundle)
-    return build_problem(cfg, bundle, teacher), bundle, teacher
-
-
 def run_method_batched(configs: Sequence[ExperimentConfig], problem) -> tuple[BatchRun, int, list[dict]]:
     """Run one method for all ``configs`` (same config but the seed) on ``problem`` (a kdlib.train.Problem).
 
@@ -466,18 +458,18 @@ def _run_method(configs: Sequence[ExperimentConfig], problem) -> tuple[BatchRun,
     return train_batched(cfg, lp, seeds, lam0, mode), 1, [{} for _ in configs]
 
 
-def run_batched(configs: list[ExperimentConfig], problem_factory: Callable | None = None,
+def run_batched(configs: list[ExperimentConfig], problem_factory: Callable,
                 progress: bool = False) -> list[dict[str, Any]]:
-    """Run ``configs`` (identical but for the seed) as one batch; one :func:`kdlib.runner.run_one`-style record
+    """Run ``configs`` (identical but for the seed) as one batch; one :func:`kdlib.experiments.runner.run_one`-style record
     (``{"config", "history", "summary"}``) per config, in the order given.
 
-    ``problem_factory(cfg)`` may return a :class:`kdlib.train.Problem` or ``(problem, bundle, teacher)``;
-    the default builds them as :func:`kdlib.runner.run_one` does. ``progress`` is accepted for signature
+    ``problem_factory(cfg)`` returns a :class:`kdlib.train.Problem` or ``(problem, bundle, teacher)``
+    (the runner passes :func:`kdlib.experiments.problem.problem_for`). ``progress`` is accepted for signature
     compatibility (the batched run is too short to need a bar).
     """
     _check_batch(configs)
     t0 = time.perf_counter()
-    made = (problem_factory or _default_problem)(configs[0])
+    made = problem_factory(configs[0])
     problem, bundle, teacher = made if isinstance(made, tuple) else (made, None, None)
     run, full_trainings, extras = run_method_batched(configs, problem)
     wall = time.perf_counter() - t0

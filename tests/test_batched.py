@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kdlib import batched
+from kdlib.experiments.problem import problem_for
 from kdlib.experiments.profiles import resolve_config
 from kdlib.data import synthetic
 from kdlib.hypergrad import hypergradient
@@ -51,7 +52,7 @@ def test_batched_equals_generic(method, estimator, over):
 
     cfgs = _configs(method, estimator, **over)
     generic = [run_one(c) for c in cfgs]
-    fast = batched.run_batched(cfgs)
+    fast = batched.run_batched(cfgs, problem_for)
     for g, b, c in zip(generic, fast, cfgs):
         assert b["config"] == g["config"] == c.to_dict()
         _assert_same_history(g["history"], b["history"])
@@ -110,7 +111,7 @@ def test_finite_difference_float32_close_to_exact():
 def test_history_stays_in_box(method):
     # a huge meta_lr and no clipping to speak of push every raw update far out of the box
     cfgs = _configs(method, iterations=60, log_every=1, meta_lr=1e3, meta_clip=1e3, e1=3, e2=7)
-    for rec in batched.run_batched(cfgs):
+    for rec in batched.run_batched(cfgs, problem_for):
         for row in rec["history"]:
             assert LAMBDA1_RANGE[0] <= row["lambda1"] <= LAMBDA1_RANGE[1], row
             assert TEMPERATURE_RANGE[0] <= row["temperature"] <= TEMPERATURE_RANGE[1], row
@@ -123,9 +124,10 @@ def _strip(history):
 @pytest.mark.parametrize("method", ["gradient", "proposed", "hyperopt"])
 def test_same_seed_same_history(method):
     over = dict(hyperopt_evals=2)
-    a = batched.run_batched(_configs(method, **over))
-    b = batched.run_batched(_configs(method, **over))
-    alone = batched.run_batched(_configs(method, seeds=(1,), **over))  # the batch composition does not matter
+    a = batched.run_batched(_configs(method, **over), problem_for)
+    b = batched.run_batched(_configs(method, **over), problem_for)
+    # the batch composition does not matter
+    alone = batched.run_batched(_configs(method, seeds=(1,), **over), problem_for)
     for ra, rb in zip(a, b):
         assert _strip(ra["history"]) == _strip(rb["history"])
         assert ra["summary"]["extra"] == rb["summary"]["extra"]
@@ -142,9 +144,10 @@ def test_supports_and_batch_checks():
     assert not batched.supports(resolve_config("synthetic", "gradient", "smoke", 0, shuffle=True))
     assert not batched.supports(resolve_config("fashion_mnist", "gradient", "smoke", 0))
     with pytest.raises(AssertionError):
-        batched.run_batched([ok, resolve_config("synthetic", "gradient", "smoke", 1, meta_lr=0.5)])
+        batched.run_batched([ok, resolve_config("synthetic", "gradient", "smoke", 1, meta_lr=0.5)],
+                            problem_for)
     with pytest.raises(AssertionError):
-        batched.run_batched([ok, ok])
+        batched.run_batched([ok, ok], problem_for)
 
 
 def test_all_non_finite_raises_on_the_batched_path_too(monkeypatch):
@@ -157,4 +160,4 @@ def test_all_non_finite_raises_on_the_batched_path_too(monkeypatch):
 
     monkeypatch.setattr(batched, "hypergradient_batched", nan_hypergradient)
     with pytest.raises(NonFiniteHypergradient, match=r"all 30 hypergradients of seeds \[0, 1, 2\] \(rows \[1\]\)"):
-        batched.run_batched(_configs("gradient"))
+        batched.run_batched(_configs("gradient"), problem_for)
