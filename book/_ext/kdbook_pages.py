@@ -8,6 +8,8 @@ Loaded by Jupyter Book from ``_config.yml`` (``sphinx: local_extensions: {kdbook
   ``tools/build_book.py``, which uses papermill), that copy is rendered as it is and ``book/NN_name.md`` is
   added to ``exclude_patterns``, so Sphinx sees one file per document. A copy is refused when it holds an
   error or was never executed; a copy older than its source gives a warning.
+  ``KDBOOK_IGNORE_EXECUTED=1`` builds every page from its source instead (``make test`` does, so its smoke
+  book tests the notebooks, not copies left by an earlier ``make book``).
 * **Every page of ``_toc.yml`` or no book.** A toc entry with neither a source nor an executed copy stops the
   build before anything executes, naming the page; after an HTML build every toc page must have its HTML file.
 * **Profile.** ``KDLIB_PROFILE`` if set, else ``kdbook_profile`` from ``_config.yml``; it is exported so the
@@ -32,6 +34,7 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 PROFILE_ENV = "KDLIB_PROFILE"
+IGNORE_EXECUTED_ENV = "KDBOOK_IGNORE_EXECUTED"  # "1": build every page from its source (CI's smoke book)
 EXECUTED_SUFFIX = ".ipynb"
 SOURCE_SUFFIXES = (".md", ".rst")
 HIDDEN_TAGS = frozenset({"parameters", "injected-parameters"})
@@ -48,7 +51,7 @@ class PageSource:
     docname: str
     path: Path                 # the file read: the executed copy or the source
     executed: bool             # True: an executed copy, rendered as it is (never re-executed)
-    shadowed: Path | None      # the source an executed copy replaces (excluded from the build)
+    shadowed: Path | None      # the other file of the same page, excluded from the build
 
 
 def toc_docnames(toc_path: str | Path) -> list[str]:
@@ -58,8 +61,9 @@ def toc_docnames(toc_path: str | Path) -> list[str]:
     return list(parse_toc_yaml(toc_path))
 
 
-def resolve_pages(srcdir: str | Path, docnames: Iterable[str]) -> list[PageSource]:
-    """Pick the file of each page: ``<doc>.ipynb`` (an executed copy) over ``<doc>.md`` / ``<doc>.rst``.
+def resolve_pages(srcdir: str | Path, docnames: Iterable[str], *, use_executed: bool = True) -> list[PageSource]:
+    """Pick the file of each page: ``<doc>.ipynb`` (an executed copy) over ``<doc>.md`` / ``<doc>.rst``
+    (with ``use_executed=False``, the source always, the copy being shadowed).
 
     Raises :class:`PageError` naming every page that has neither (a dangling symlink counts as missing).
     """
@@ -68,7 +72,9 @@ def resolve_pages(srcdir: str | Path, docnames: Iterable[str]) -> list[PageSourc
     for doc in docnames:
         executed = srcdir / f"{doc}{EXECUTED_SUFFIX}"
         sources = [srcdir / f"{doc}{s}" for s in SOURCE_SUFFIXES if (srcdir / f"{doc}{s}").exists()]
-        if executed.exists():
+        if executed.exists() and not use_executed and sources:
+            pages.append(PageSource(doc, sources[0], False, executed))
+        elif executed.exists():
             pages.append(PageSource(doc, executed, True, sources[0] if sources else None))
         elif sources:
             pages.append(PageSource(doc, sources[0], False, None))
@@ -122,16 +128,23 @@ def choose_sources(app: Sphinx, config: Config) -> None:
     profile = os.environ.get(PROFILE_ENV) or config.kdbook_profile
     config.kdbook_profile = profile
     os.environ[PROFILE_ENV] = profile  # the kernels started by Jupyter Book inherit it
+    if os.environ.pop("MPLBACKEND", None):  # a non-inline backend would leave the pages without their figures
+        logger.info("[kdbook] MPLBACKEND unset for the kernels: figures go into the pages (inline backend)")
     if not config.nb_execution_cache_path:
         config.nb_execution_cache_path = str((Path(app.outdir).parent / ".jupyter_cache" / profile).resolve())
     logger.info(f"[kdbook] profile {profile!r} for the pages Jupyter Book executes "
                 f"(jupyter-cache {config.nb_execution_cache_path})")
 
     srcdir = Path(app.srcdir)
-    pages = resolve_pages(srcdir, toc_docnames(_toc_path(app, config)))
+    use_executed = os.environ.get(IGNORE_EXECUTED_ENV, "") not in ("1", "true", "yes")
+    pages = resolve_pages(srcdir, toc_docnames(_toc_path(app, config)), use_executed=use_executed)
     excluded, bad = [], []
     for page in pages:
         if not page.executed:
+            if page.shadowed is not None:
+                logger.info(f"[kdbook] {page.docname}: {IGNORE_EXECUTED_ENV} is set, ignoring the executed copy "
+                            f"{srcdir.name}/{page.shadowed.name}")
+                excluded.append(page.shadowed.relative_to(srcdir).as_posix())
             continue
         problem = executed_copy_problem(page.path)
         if problem:
