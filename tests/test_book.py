@@ -237,6 +237,14 @@ def test_tiny_book_executes_sources_caches_and_renders_executed_copies(tmp_path)
     assert _banner_profile(html) == "smoke"
     assert "injected-parameters" not in html.read_text() and "KDLIB_PROFILE" not in html.read_text()
 
+    # a source edited after its copy was made: the copy is still what is rendered, with a warning
+    later = (book / "01_page.ipynb").stat().st_mtime + 60
+    os.utime(tmp_path / "notebooks" / "01_page.md", (later, later))
+    proc = _jupyter_book(tmp_path)
+    assert proc.returncode == 0 and "is older than its source" in proc.stdout + proc.stderr
+    assert _banner_profile(html) == "smoke"
+    os.utime(book / "01_page.ipynb", (later + 1, later + 1))
+
     # CI's smoke book ignores the copy and executes the source at its profile, in its own cache
     proc = _jupyter_book(tmp_path, "-W", KDLIB_PROFILE="smoke", KDBOOK_IGNORE_EXECUTED="1")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
