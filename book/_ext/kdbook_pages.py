@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.errors import ExtensionError
 from sphinx.util import logging
+from sphinx_external_toc.parsing import parse_toc_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ class PageSource:
 
 def toc_docnames(toc_path: str | Path) -> list[str]:
     """Every document named in ``_toc.yml``, root first, in toc order."""
-    from sphinx_external_toc.parsing import parse_toc_yaml
-
     return list(parse_toc_yaml(toc_path))
 
 
@@ -167,8 +167,6 @@ def choose_sources(app: Sphinx, config: Config) -> None:
 
 def remove_parameter_cells(app: Sphinx, doctree: Any) -> None:
     """doctree-read: drop the ``parameters`` / ``injected-parameters`` code cells from the rendered page."""
-    from docutils import nodes
-
     for node in list(doctree.findall(nodes.container)):
         if node.get("nb_element") != "cell_code":
             continue
