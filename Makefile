@@ -1,5 +1,6 @@
 # kd-metaopt: two entry points.
-#   make book   create .venv if missing, install, execute the notebooks (PROFILE=quick), build the book
+#   make book   create .venv if missing, install, execute every notebook with papermill at PROFILE (quick) into
+#               its executed copy book/NN_name.ipynb, then `jupyter-book build book/` (HTML in book/_build/html)
 #   make test   create .venv if missing, install, run the whole test suite (unit tests, nbval, smoke book)
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,13 +34,20 @@ book: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_FLAGS) --device $(DEVICE) --out results/$(PROFILE)/benchmark.json >/dev/null
 	$(PY) tools/build_book.py --profile $(PROFILE) --device $(DEVICE)
 
+# the smoke book: `jupyter-book build book/` as a new user types it, executing every page from its source at
+# the smoke profile (executed copies left in book/ by `make book` are ignored), warnings as errors, into its own
+# output folder so that book/_build (and its cache) stays the user's book
+SMOKE_BOOK := $(abspath .kdlib/book-smoke)
+
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(PY) -m benchmarks.run --quick --out results/smoke/benchmark.json >/dev/null
-	$(PY) tools/build_book.py --profile smoke --device cpu --warnings-as-errors
+	KDLIB_PROFILE=smoke KDBOOK_IGNORE_EXECUTED=1 OMP_NUM_THREADS=1 \
+	  $(VENV)/bin/jupyter-book build book/ --path-output $(SMOKE_BOOK) -W -n --keep-going
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --device $(DEVICE) --out results/benchmark-$(DEVICE).json
 
+# removes the built HTML, the jupyter-cache and the executed copies: the next build executes the sources again
 clean-book:
-	rm -rf book/_build book/*.ipynb
+	rm -rf book/_build book/*.ipynb book/_generated $(SMOKE_BOOK)

@@ -1,10 +1,16 @@
-"""The book: every notebook runs under nbval at the smoke profile, and Table 2 equals the results it came from.
+"""The book: every notebook runs under nbval at the smoke profile, ``jupyter-book build book/`` finds every
+page (source or executed copy) or fails naming it, and Table 2 equals the results it came from.
 
-The smoke *book build* (jupyter-book -W) is run by the Makefile (``make test``), not here.
+The smoke build of the whole book (jupyter-book -W) is run by the Makefile (``make test``), not here; the build
+mechanism is tested on a tiny book with the real ``book/_config.yml`` and ``book/_ext``.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +18,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from kdlib import book as report
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.md"))
+BOOK = REPO / "book"
+
+
+def _load_pages_extension():
+    spec = importlib.util.spec_from_file_location("kdbook_pages", BOOK / "_ext" / "kdbook_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kdbook_pages"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+kdbook_pages = _load_pages_extension()
 
 
 # ------------------------------------------------------------------------------------------ (a) nbval at smoke
@@ -59,7 +78,205 @@ def test_notebooks_run_under_nbval_at_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
 
 
-# ------------------------------------------------------------------------------------------ (b) Table 2
+# ------------------------------------------------------------------------------------------ (b) the build
+
+def test_toc_resolves_to_the_notebook_sources():
+    """Every toc page is book/<page>.md, a relative link to notebooks/<page>.md (the root: book/intro.md)."""
+    docs = kdbook_pages.toc_docnames(BOOK / "_toc.yml")
+    assert docs[0] == "intro" and docs[1:] == [p.stem for p in NOTEBOOKS]
+    pages = {p.docname: p for p in kdbook_pages.resolve_pages(BOOK, docs, use_executed=False)}
+    assert pages["intro"].path == BOOK / "intro.md" and not pages["intro"].path.is_symlink()
+    for nb in NOTEBOOKS:
+        page = pages[nb.stem]
+        assert not page.executed and page.path == BOOK / f"{nb.stem}.md"
+        assert page.path.is_symlink() and os.readlink(page.path) == f"../notebooks/{nb.stem}.md"
+        assert page.path.resolve() == nb.resolve()
+
+
+def test_config_profile_is_the_notebooks_default():
+    """`jupyter-book build book/` executes at kdbook_profile; the notebooks fall back to the same profile."""
+    cfg = yaml.safe_load((BOOK / "_config.yml").read_text())
+    profile = cfg["sphinx"]["config"]["kdbook_profile"]
+    assert profile == "quick"
+    for p in NOTEBOOKS:
+        assert f'os.environ.get("KDLIB_PROFILE", "{profile}")' in p.read_text(), p.stem
+    assert cfg["execute"]["execute_notebooks"] == "cache" and cfg["execute"]["raise_on_error"] is True
+    assert cfg["sphinx"]["config"]["nb_render_markdown_format"] == "myst"
+
+
+def _write_executed_copy(path: Path, *, error: bool = False, executed: bool = True, profile: str = "smoke"):
+    cell = {"cell_type": "code", "metadata": {}, "source": "print(1)", "execution_count": 1 if executed else None,
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": "1\n"}] if executed else []}
+    if error:
+        cell["outputs"] = [{"output_type": "error", "ename": "ValueError", "evalue": "boom", "traceback": []}]
+    nb = {"cells": [cell], "metadata": {"papermill": {"parameters": {"profile": profile}, "exception": None}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+
+
+def test_executed_copy_takes_precedence_over_the_source(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    src = tmp_path / "book"
+    src.mkdir()
+    (tmp_path / "notebooks" / "01_a.md").write_text("# a\n")
+    (tmp_path / "notebooks" / "02_b.md").write_text("# b\n")
+    (src / "01_a.md").symlink_to("../notebooks/01_a.md")
+    (src / "02_b.md").symlink_to("../notebooks/02_b.md")
+    _write_executed_copy(src / "02_b.ipynb")
+    a, b = kdbook_pages.resolve_pages(src, ["01_a", "02_b"])
+    assert (a.path, a.executed, a.shadowed) == (src / "01_a.md", False, None)
+    assert (b.path, b.executed, b.shadowed) == (src / "02_b.ipynb", True, src / "02_b.md")
+    assert kdbook_pages.executed_copy_problem(b.path) is None
+    assert kdbook_pages.executed_profile(b.path) == "smoke"
+    # CI's smoke book ignores the copies
+    b_src = kdbook_pages.resolve_pages(src, ["02_b"], use_executed=False)[0]
+    assert (b_src.path, b_src.executed, b_src.shadowed) == (src / "02_b.md", False, src / "02_b.ipynb")
+    # a copy holding an error, or never executed, is refused with the reason
+    _write_executed_copy(src / "02_b.ipynb", error=True)
+    assert "ValueError: boom" in kdbook_pages.executed_copy_problem(src / "02_b.ipynb")
+    _write_executed_copy(src / "02_b.ipynb", executed=False)
+    assert "never executed" in kdbook_pages.executed_copy_problem(src / "02_b.ipynb")
+    # a page with neither, or with a dangling link, is named
+    (tmp_path / "notebooks" / "01_a.md").unlink()
+    with pytest.raises(kdbook_pages.PageError, match=r"'01_a'.*broken link.*'03_c'"):
+        kdbook_pages.resolve_pages(src, ["01_a", "02_b", "03_c"])
+
+
+TINY_PAGE = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A page about $\\lambda_1$
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+import os
+
+profile = os.environ.get("KDLIB_PROFILE", "quick")
+```
+
+```{code-cell} ipython3
+from IPython.display import Markdown, display
+import matplotlib.pyplot as plt
+
+display(Markdown(f"banner: profile **{profile}**, $\\lambda_1 = 0.5$"))
+fig, ax = plt.subplots(figsize=(2, 2))
+ax.plot([0, 1], [0, 1])
+plt.show()
+```
+"""
+
+
+def _tiny_book(root: Path, pages: list[str]) -> Path:
+    """A book with the real _config.yml and extension, an intro and one notebook page per name (linked)."""
+    book = root / "book"
+    (root / "notebooks").mkdir(parents=True)
+    book.mkdir()
+    shutil.copy(BOOK / "_config.yml", book / "_config.yml")
+    shutil.copytree(BOOK / "_ext", book / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    (book / "intro.md").write_text("# Tiny book\n")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
+                                   + "".join(f"  - file: {p}\n" for p in pages))
+    for p in pages:
+        (root / "notebooks" / f"{p}.md").write_text(TINY_PAGE)
+        (book / f"{p}.md").symlink_to(f"../notebooks/{p}.md")
+    return book
+
+
+def _jupyter_book(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jupyter_book.cli.main"]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("KDLIB_PROFILE", "KDBOOK_IGNORE_EXECUTED")}
+    full_env.update(env, OMP_NUM_THREADS="1", PYDEVD_DISABLE_FILE_VALIDATION="1", MPLBACKEND="agg")
+    return subprocess.run(cmd + ["build", "book/", *args], cwd=str(root), env=full_env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _banner_profile(html: Path) -> str:
+    found = re.findall(r"banner: profile <strong>(\w+)</strong>", html.read_text())
+    assert len(found) == 1, html.read_text()[-3000:]
+    return found[0]
+
+
+def test_tiny_book_executes_sources_caches_and_renders_executed_copies(tmp_path):
+    import jupytext
+    import papermill as pm
+
+    book = _tiny_book(tmp_path, ["01_page"])
+    proc = _jupyter_book(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    html = book / "_build" / "html" / "01_page.html"
+    assert _banner_profile(html) == "quick"                     # executed by Jupyter Book at the default
+    text = html.read_text()
+    assert 'os.environ.get("KDLIB_PROFILE"' not in text and "KDLIB_PROFILE" not in text  # parameters cell removed
+    assert r"\(\lambda_1 = 0.5\)" in text                        # generated Markdown rendered as MyST math
+    assert re.search(r'<img[^>]+src="_images/[^"]+\.png"', text)   # the figure
+    assert "Executed notebook" in proc.stdout + proc.stderr
+
+    again = _jupyter_book(tmp_path)                              # nothing changed: nothing read, nothing executed
+    assert again.returncode == 0 and "Executing notebook" not in again.stdout + again.stderr
+    assert "0 added, 0 changed, 0 removed" in again.stdout
+
+    # the README's papermill route writes the executed copy; the next build renders it as it is
+    nb = jupytext.read(tmp_path / "notebooks" / "01_page.md")
+    jupytext.write(nb, tmp_path / "notebooks" / "01_page.ipynb", fmt="ipynb")
+    pm.execute_notebook(str(tmp_path / "notebooks" / "01_page.ipynb"), str(book / "01_page.ipynb"),
+                        parameters={"profile": "smoke"}, kernel_name="python3", progress_bar=False)
+    proc = _jupyter_book(tmp_path, "-W", "-n", "--keep-going")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Executing notebook" not in proc.stdout + proc.stderr
+    assert _banner_profile(html) == "smoke"
+    assert "injected-parameters" not in html.read_text() and "KDLIB_PROFILE" not in html.read_text()
+
+    # a source edited after its copy was made: the copy is still what is rendered, with a warning
+    later = (book / "01_page.ipynb").stat().st_mtime + 60
+    os.utime(tmp_path / "notebooks" / "01_page.md", (later, later))
+    proc = _jupyter_book(tmp_path)
+    assert proc.returncode == 0 and "is older than its source" in proc.stdout + proc.stderr
+    assert _banner_profile(html) == "smoke"
+    os.utime(book / "01_page.ipynb", (later + 1, later + 1))
+
+    # CI's smoke book ignores the copy and executes the source at its profile, in its own cache
+    proc = _jupyter_book(tmp_path, "-W", KDLIB_PROFILE="smoke", KDBOOK_IGNORE_EXECUTED="1")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert _banner_profile(html) == "smoke" and "Executed notebook" in proc.stdout + proc.stderr
+    assert (book / "_build" / ".jupyter_cache" / "smoke").is_dir()
+
+
+def test_tiny_book_fails_naming_the_page_it_cannot_produce(tmp_path):
+    book = _tiny_book(tmp_path, ["01_page", "02_other"])
+    (tmp_path / "notebooks" / "02_other.md").unlink()            # a toc entry whose source is gone
+    proc = _jupyter_book(tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "'02_other'" in out and "build succeeded" not in out
+    assert "Executing notebook" not in out                        # refused before anything executes
+
+    (book / "02_other.md").unlink()
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: 01_page\n")
+    page = tmp_path / "notebooks" / "01_page.md"
+    page.write_text(TINY_PAGE + '\n```{code-cell} ipython3\nraise ValueError("this page fails")\n```\n')
+    proc = _jupyter_book(tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "01_page.md" in out and "this page fails" in out
+    assert "build succeeded" not in out
+
+    page.write_text(TINY_PAGE)
+    _write_executed_copy(book / "01_page.ipynb", error=True)     # an executed copy holding an error
+    proc = _jupyter_book(tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "'01_page'" in out and "ValueError: boom" in out
+
+
+# ------------------------------------------------------------------------------------------ (c) Table 2
 
 def _fabricated_results(path: Path) -> pd.DataFrame:
     rng = np.random.default_rng(0)
