@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kdlib.analysis import authors_logs as al
+from kdlib.paths import shared_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,15 +121,20 @@ def test_fetch_without_network_fails_clearly(tmp_path, monkeypatch):
 
 def _real_logs_root() -> Path | None:
     env = os.environ.get("KDLIB_DATA")
-    for root in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+    shared = shared_data_dir()
+    for root in ([Path(env)] if env else []) + ([shared] if shared is not None else []):
         if (root / "authors" / "logs" / "synthetic_exp8_opt.jsonl").exists():
             return root
     return None
 
 
-@pytest.mark.skipif(_real_logs_root() is None, reason="the authors' logs are not available locally")
+# resolved once at collection: inside a test the autouse fixture points KDLIB_DATA at an empty folder
+REAL_LOGS_ROOT = _real_logs_root()
+
+
+@pytest.mark.skipif(REAL_LOGS_ROOT is None, reason="the authors' logs are not available locally")
 def test_real_logs_reproduce_paper_table2():
-    num = al.table2_numeric(_real_logs_root())
+    num = al.table2_numeric(REAL_LOGS_ROOT)
     paper = al.paper_table2()
     for _, r in num.iterrows():
         expected = paper.loc[r.method, r.dataset]
