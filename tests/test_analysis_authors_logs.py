@@ -11,7 +11,6 @@ import pytest
 from kdlib.analysis import authors_logs as al
 from kdlib.paths import shared_data_dir
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _write(path: Path, runs: list[list[dict]], version: str = "8") -> None:

@@ -34,3 +34,6 @@ TEACHER_LABELS: dict[str, str] = {
 def teacher_label(name: str) -> str:
     """``"authors_resnet"`` -> ``"the authors' PreAct-ResNet18 (their published logits)"``; unknown names unchanged."""
     return TEACHER_LABELS.get(name, name)
+
+__all__ = ["DATASETS", "METHODS", "DATASET_LABELS", "METHOD_LABELS", "PROTOCOL_LABELS", "TEACHER_LABELS",
+           "method_label", "dataset_label", "teacher_label"]
