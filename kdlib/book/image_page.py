@@ -18,8 +18,8 @@ from kdlib.analysis.costs import cost_table, run_summaries
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, teacher_label
 from kdlib.analysis.table2 import table2, table2_numeric
 from kdlib.book import plots
-from kdlib.book.page import (PageBanner, page_configs, resolve_seeds, results_dir, scale_text, show_markdown,
-                             show_table, source_text, teacher_table)
+from kdlib.book.page import (PAGE_WORKERS, PageBanner, page_configs, resolve_seeds, results_dir, scale_text,
+                             show_markdown, show_table, source_text, teacher_table)
 from kdlib.names import METHOD_NAMES
 from kdlib.experiments.profiles import resolve_config
 from kdlib.experiments.problem import load_bundle
@@ -66,7 +66,8 @@ class ImagePage:
             return
         configs = page_configs(self.dataset, self.profile, self.seed_list, self.device)
         self.results = run_experiments(self.dataset, list(METHOD_NAMES), self.seed_list, self.profile,
-                                       self.out_dir, device=self.device, progress=False)
+                                       self.out_dir, device=self.device, progress=False,
+                                       workers=PAGE_WORKERS)
         self.records = load_records(self.out_dir, configs=configs)
         if self.logs is not None:
             self.authors = authors_logs.curves(self.logs, datasets=[self.dataset])

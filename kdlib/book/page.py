@@ -99,6 +99,10 @@ def resolve_seeds(seeds: Any, profile: str, dataset: str) -> list[int]:
     return list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
 
 
+# worker processes for a page's runs (one intra-op thread each; the records do not depend on the count)
+PAGE_WORKERS: int = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                               else (os.cpu_count() or 1)))
+
 # the overrides of each dataset page's headline runs (the synthetic page runs the authors' data variant)
 PAGE_OVERRIDES: dict[str, dict[str, Any]] = {"synthetic": {"variant": "authors"}}
 
