@@ -109,7 +109,7 @@ def _record(method, seed, lam_authors, temps, accs, status="ok"):
     history = [dict(step=e, epoch=e, test_accuracy=a, lambda1=1.0 - la, temperature=t, phase="gradient")
                for e, (la, t, a) in enumerate(zip(lam_authors, temps, accs))]
     final = accs[-1] if status == "ok" else None
-    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, init_law="authors"),
+    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, **A.AUTHORS_PROTOCOL),
                 history=history, summary=dict(status=status, final_accuracy=final, wall_time=100.0),
                 provenance=dict(kdlib_version="0.1.0", commit="abc1234", torch="2.x", threads=1, machine="test",
                                 created="2026-01-01T00:00:00"))
@@ -212,3 +212,19 @@ def test_archive_rejects_bad_records_naming_the_file(tiny):
         A.load_archive("cifar10_reduced")
     with pytest.raises(ValueError, match="protocol"):
         A.archive_dir("cifar10_reduced", "mine")
+
+
+def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_path):
+    runs = tmp_path / "cifar10_reduced" / "authors" / "runs"
+    runs.mkdir(parents=True)
+    rec = _record("gradient", 0, [0.5, 1.0], [8.0, 10.0], [0.3, 0.6])
+    (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
+    assert len(A.load_archive(root=tmp_path)["authors"]) == 1
+    (runs / "cifar10_reduced__gradient__seed0__bbbb.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="same cell"):
+        A.load_archive(root=tmp_path)
+    (runs / "cifar10_reduced__gradient__seed0__bbbb.json").unlink()
+    rec["config"]["fd_virtual_lr"] = "current"
+    (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="not the authors' protocol.*fd_virtual_lr"):
+        A.load_archive(root=tmp_path)

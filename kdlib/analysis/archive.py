@@ -86,6 +86,7 @@ def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | Non
     out: dict[str, list[dict[str, Any]]] = {}
     for protocol in protocols:
         recs = []
+        seen: dict[tuple[str, int], str] = {}
         for p in sorted(archive_dir(dataset, protocol, root).glob("*.json")):
             try:
                 rec = json.loads(p.read_text())
@@ -95,6 +96,16 @@ def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | Non
             if rec["config"]["dataset"] != dataset:
                 raise ValueError(f"{dataset}/{protocol}/runs/{p.name}: config.dataset is "
                                  f"{rec['config']['dataset']!r}, not {dataset!r}")
+            if protocol == "authors":
+                off = {k: rec["config"].get(k) for k, v in AUTHORS_PROTOCOL.items() if rec["config"].get(k) != v}
+                if off:
+                    raise ValueError(f"{dataset}/{protocol}/runs/{p.name}: not the authors' protocol: {off} "
+                                     f"(expected {AUTHORS_PROTOCOL}); fix: move it to another protocol folder")
+            cell = (rec["config"]["method"], int(rec["config"]["seed"]))
+            if cell in seen:
+                raise ValueError(f"{dataset}/{protocol}/runs: {seen[cell]} and {p.name} are the same cell "
+                                 f"{cell} under two configs; fix: keep one (delete the stale record)")
+            seen[cell] = p.name
         out[protocol] = sorted(recs, key=lambda r: (r["config"]["method"], int(r["config"]["seed"])))
     return out
 
