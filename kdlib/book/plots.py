@@ -68,6 +68,20 @@ def _legend(axes_list, ax, **kw) -> None:
         ax.legend(handles, labels, **kw)
 
 
+def _overlay_authors(ax, ours_x: pd.Series, authors: pd.DataFrame | None, methods: Sequence[str],
+                     authors_x: str, col: str, authors_xlabel: str, **style) -> list:
+    """Draw the authors' per-method mean of ``col`` (on their own top x axis when their length differs from
+    ours, see :func:`_authors_axis`); return the extra axes used (none without authors' runs)."""
+    if authors is None or not len(authors):
+        return []
+    a_all = authors[authors.method.isin(methods)]
+    top = _authors_axis(ax, ours_x.to_numpy(dtype=float), a_all[authors_x].to_numpy(dtype=float), authors_xlabel)
+    for m in _present(methods, a_all.method.unique()):
+        a = a_all[a_all.method == m].groupby(authors_x)[col].mean().reset_index()
+        top.plot(a[authors_x], a[col], color=PALETTE.get(m), label=f"{LABELS.get(m, m)} (authors' logs)", **style)
+    return [top]
+
+
 def accuracy_curves(results: pd.DataFrame, x: str = "step", methods: Sequence[str] = METHODS,
                     authors: pd.DataFrame | None = None, authors_x: str = "step", ax=None,
                     title: str | None = None, xlabel: str | None = None,
@@ -84,16 +98,8 @@ def accuracy_curves(results: pd.DataFrame, x: str = "step", methods: Sequence[st
         d["std"] = d["std"].fillna(0.0)
         ax.plot(d[x], d["mean"], color=PALETTE.get(m), label=LABELS.get(m, m), lw=1.8)
         ax.fill_between(d[x], d["mean"] - d["std"], d["mean"] + d["std"], color=PALETTE.get(m), alpha=0.15)
-    axes_used = [ax]
-    if authors is not None and len(authors):
-        a_all = authors[authors.method.isin(methods)]
-        top = _authors_axis(ax, df[x].to_numpy(dtype=float), a_all[authors_x].to_numpy(dtype=float),
-                            authors_xlabel)
-        axes_used.append(top)
-        for m in _present(methods, a_all.method.unique()):
-            a = a_all[a_all.method == m].groupby(authors_x)["accuracy"].mean().reset_index()
-            top.plot(a[authors_x], a["accuracy"], ls="--", lw=1.2, color=PALETTE.get(m), alpha=0.9,
-                     label=f"{LABELS.get(m, m)} (authors' logs)")
+    axes_used = [ax] + _overlay_authors(ax, df[x], authors, methods, authors_x, "accuracy", authors_xlabel,
+                                        ls="--", lw=1.2, alpha=0.9)
     ax.set_xlabel(xlabel if len(axes_used) == 1 or axes_used[-1] is ax else f"{xlabel} of our runs (solid)")
     ax.set_ylabel("test accuracy")
     if title:
@@ -131,16 +137,7 @@ def metaparam_trajectories(results: pd.DataFrame, methods: Sequence[str] = ("gra
                 line = float(intercept[0]) + float(slope[0]) * idx
                 ax.plot(mean[x], line, color=PALETTE.get(m), ls="--", lw=1.2,
                         label=f"{LABELS.get(m, m)}: line fitted on first {n_fit} points")
-        used = [ax]
-        if authors is not None and len(authors):
-            a_all = authors[authors.method.isin(methods)]
-            top = _authors_axis(ax, df[x].to_numpy(dtype=float), a_all[authors_x].to_numpy(dtype=float),
-                                authors_xlabel)
-            used.append(top)
-            for m in _present(methods, a_all.method.unique()):
-                a = a_all[a_all.method == m].groupby(authors_x)[col].mean().reset_index()
-                top.plot(a[authors_x], a[col], color=PALETTE.get(m), ls=":", lw=1.5,
-                         label=f"{LABELS.get(m, m)} (authors' logs)")
+        used = [ax] + _overlay_authors(ax, df[x], authors, methods, authors_x, col, authors_xlabel, ls=":", lw=1.5)
         ax.set_xlabel(xlabel or x)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
