@@ -271,12 +271,8 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
             else:
                 idx = order[sl]
                 xb, yb, tb = problem.train.x[idx], problem.train.y[idx], problem.train.teacher[idx]
-            tun.step(model, (xb, yb, tb), next_val)
+            tun.train_step(model, (xb, yb, tb), next_val)  # Tuner.step + the real step, one shared forward
             lam, phase = tun.metaparams, tun.phase
-            opt.zero_grad(set_to_none=True)
-            loss = tun.loss(model(xb), tb, yb)
-            loss.backward()
-            opt.step()
             last = step == total - 1
             if by_iteration and (step % st.log_every == 0 or last):
                 log(step, epoch, lam, phase)
