@@ -56,6 +56,7 @@ class ExperimentConfig:
     lr_gamma: float = 0.5
     t_val: float = 1.0
     log_every: int = 1  # synthetic: iterations between logged points; images: epochs
+    eval_every: int = 1  # images: epochs between test/val evaluations (after epoch 0, every k-th, the end)
 
     # metaparameters
     meta_lr: float = 0.1
@@ -204,3 +205,6 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
     if cfg.unroll_steps < 1:
         raise ValueError("unroll_steps must be >= 1")
+    if not isinstance(cfg.eval_every, int) or isinstance(cfg.eval_every, bool) or cfg.eval_every < 1:
+        raise ValueError(f"eval_every must be an integer >= 1 (epochs between evaluations; 5 = the authors'), "
+                         f"got {cfg.eval_every!r}")

@@ -4,7 +4,10 @@ The loop is the paper's, written with the public API: at every iteration :meth:`
 chooses (lambda1, T) for the current train batch (a hypergradient step through the student's optimizer, eq. 3;
 an extrapolated value, eq. 4; or a fixed value), then the student takes one optimizer step on
 :meth:`~kdlib.tuner.Tuner.loss`. Test accuracy and L_val are logged every ``log_every`` iterations (a run
-counted in ``iterations``) or epochs (a run counted in ``epochs``) and at the end.
+counted in ``iterations``) or epochs (a run counted in ``epochs``) and at the end; a run counted in epochs is
+evaluated (and logged) only after epoch 0, after every ``eval_every``-th epoch and at the end
+(:func:`evaluates_after`; the authors' cadence is ``eval_every=5``: epochs 0, 4, 9, ..., 49), and so is
+hyperopt's objective (the best validation accuracy over those checkpoints).
 
 :class:`Settings` holds what a run needs, with user defaults (shuffled batches, no lr schedule, plain SGD);
 :meth:`Settings.of` reads the same field names from any object (the experiments' config keeps the paper's
@@ -38,6 +41,8 @@ class Settings:
     batch_size: int | None = None  # None: full batch
     shuffle: bool = True
     log_every: int = 1  # iterations (a run counted in iterations) or epochs
+    eval_every: int = 1  # epochs: evaluate after epoch 0, after every epoch e with (e + 1) % eval_every == 0, and
+    #                      at the end (the authors: 5); 1 = every epoch. Iteration-counted runs use log_every only
     # the student's optimizer
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -102,6 +107,9 @@ class Settings:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 1:
+            raise ValueError(f"eval_every must be an integer >= 1 (epochs between test/val evaluations; 1 = every "
+                             f"epoch, 5 = the authors' cadence), got {self.eval_every!r}")
 
 
 def make_optimizer(params, settings: Settings) -> torch.optim.Optimizer:
@@ -194,6 +202,17 @@ def evaluate(model: nn.Module, split: Split, t_val: float, batch_size: int = 102
     return float(correct) / n, float(loss_sum) / n
 
 
+def evaluates_after(epoch: int, total_epochs: int, log_every: int = 1, eval_every: int = 1) -> bool:
+    """Whether an epoch-counted run evaluates (and logs a row) after ``epoch`` (0-based): the last epoch always;
+    otherwise epochs with ``(epoch + 1) % log_every == 0`` that are epoch 0 or have ``(epoch + 1) % eval_every == 0``
+    (``eval_every=1``: every logged epoch)."""
+    if epoch >= total_epochs - 1:
+        return True
+    if (epoch + 1) % log_every:
+        return False
+    return eval_every == 1 or epoch == 0 or (epoch + 1) % eval_every == 0
+
+
 @dataclass
 class RunOutput:
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -279,7 +298,8 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
             step += 1
             if bar is not None:
                 bar.update(1)
-        if not by_iteration and ((epoch + 1) % st.log_every == 0 or step >= total):
+        if not by_iteration and (step >= total or evaluates_after(epoch, int(st.epochs), st.log_every,
+                                                                   st.eval_every)):
             log(step - 1, epoch, lam, phase)
         epoch += 1
     if bar is not None:

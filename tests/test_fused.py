@@ -127,3 +127,51 @@ def test_train_step_with_dropout_keeps_the_loop_rng_stream():
         rngs.append(torch.get_rng_state())
         assert torch.isfinite(tuner.metaparams).all()
     assert torch.equal(rngs[0], rngs[1])
+
+
+# --------------------------------------------------------------------------------------------- eval cadence
+def test_evaluates_after_is_the_authors_cadence():
+    from kdlib.train import evaluates_after
+
+    assert [e for e in range(50) if evaluates_after(e, 50, eval_every=5)] == [0, 4, 9, 14, 19, 24, 29, 34, 39, 44, 49]
+    assert [e for e in range(7) if evaluates_after(e, 7)] == list(range(7))  # default: every epoch (today)
+    assert [e for e in range(7) if evaluates_after(e, 7, log_every=2)] == [1, 3, 5, 6]  # log_every as before
+    assert [e for e in range(12) if evaluates_after(e, 12, eval_every=5)] == [0, 4, 9, 11]
+
+
+def _image_problem():
+    from kdlib.train import Problem, Split
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(72, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (72,), generator=g)
+    t = 3 * torch.randn(72, 10, generator=g)
+    return Problem(train=Split(x[:32], y[:32], t[:32]), val=Split(x[32:48], y[32:48]), test=Split(x[48:], y[48:]),
+                   make_student=CifarStudent)
+
+
+@pytest.mark.parametrize("schedule", ["fixed", "gradient"])
+def test_eval_every_skips_evaluations_only(schedule):
+    """Rows exist only at the cadence's epochs and equal the every-epoch run's rows there (training untouched);
+    hyperopt's objective is the best validation accuracy over those checkpoints."""
+    from kdlib.train import Settings, make_tuner, train_student
+
+    problem = _image_problem()
+    runs = {}
+    for k in (1, 3):
+        st = Settings(seed=2, epochs=7, batch_size=16, lr=1.0, eval_every=k)
+        runs[k] = train_student(st, problem, lambda o, s: make_tuner(s, o, torch.tensor([0.4, 3.0]), schedule),
+                                score_on_val=True)
+    every = {r["epoch"]: r for r in runs[1].history}
+    sparse = runs[3].history
+    assert [r["epoch"] for r in sparse] == [0, 2, 5, 6]
+    for r in sparse:
+        a, b = dict(r), dict(every[r["epoch"]])
+        a.pop("wall_time"), b.pop("wall_time")
+        assert a == b
+    for p, q in zip(runs[1].model.state_dict().values(), runs[3].model.state_dict().values()):
+        assert torch.equal(p, q)
+    assert runs[3].best_val_accuracy == max(r["val_accuracy"] for r in sparse)
+    with pytest.raises(ValueError, match="eval_every"):
+        train_student(Settings(epochs=1, eval_every=0), problem, lambda o, s: make_tuner(s, o, torch.tensor([0.4, 3.0]),
+                                                                                         "fixed"))
