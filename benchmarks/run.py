@@ -6,6 +6,11 @@ read on a shared CPU; absolute seconds are only meaningful on an idle machine or
 * ``plain_step_s[student]``: one distillation SGD step at fixed metaparameters (the floor);
 * ``hypergrad_step_s[student][estimator]``: one full ``gradient``-schedule Tuner iteration (hypergradient,
   NaN-skip, clip, metaparameter step, then the SGD step), plus ``hypergrad_ratio`` to ``plain_step_s``;
+* ``hypergrad_iteration``: issue 10's figure, the hypergradient iteration (estimator + real step) over a plain
+  step on the CIFAR-10 student at the paper's SGD lr 1.0, one thread, the loop before issue 10 vs
+  ``Tuner.train_step`` (one shared forward);
+* ``paper_column_cifar10_reduced``: the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs x 50
+  epochs) projected from one timed epoch per method at the paper's sizes, per evaluation cadence, 1 and 2 workers;
 * ``tuner_step_s[sgd|adam]``: a :class:`kdlib.Tuner` iteration (fixed; gradient schedule with the unrolled
   and finite-difference estimators through that optimizer) against a plain step, on the CIFAR-10 student;
 * ``profile``: where the time of one unrolled iteration goes on the CIFAR-10 student (top ops);
@@ -54,6 +59,9 @@ TARGETS = {
     "teacher_first_over_cached": ">= 50",
     "kdlib_batching_over_dataloader": ">= 5",
     "synthetic_column_speedup": ">= 50",
+    "unrolled_iteration_over_plain": "<= 3.0",
+    "finite_difference_iteration_over_plain": "<= 3.0",
+    "reduced_cifar10_column_h_2_workers": "<= 1.0",
 }
 
 
@@ -168,13 +176,56 @@ def _plain_step(model, opt, batch, lam):
     opt.step()
 
 
-def _tuner_iteration(model, opt, tuner, s) -> None:
-    """One iteration of the README loop: ``tuner.step`` then the optimizer step on ``tuner.loss``."""
+def _tuner_loop_iteration(model, opt, tuner, s) -> None:
+    """One iteration of the README loop: ``tuner.step`` then the loop's own forward and optimizer step."""
     x, y, t = s["train"]
     tuner.step(model, s["train"], s["val"])
     opt.zero_grad(set_to_none=True)
     tuner.loss(model(x), t, y).backward()
     opt.step()
+
+
+def _tuner_iteration(model, opt, tuner, s) -> None:
+    """One iteration of :func:`kdlib.train.train_student`: ``tuner.train_step`` (one forward shared by the
+    estimator and the real step)."""
+    tuner.train_step(model, s["train"], s["val"])
+
+
+def bench_iteration(students, timer: Timer, quick: bool) -> dict[str, Any]:
+    """Issue 10's figure: the hypergradient iteration (estimator + the real step) against a plain step on the
+    CIFAR-10 student (batch 128, plain SGD lr 1.0, the paper's), one intra-op thread; ``loop``: ``Tuner.step``
+    + the loop's own forward/backward/step (before issue 10), ``train_step``: the shared-forward iteration that
+    :func:`kdlib.train.train_student` runs. Interleaved rounds; the fastest round (least load) and the median."""
+    from kdlib.tuner import Tuner
+
+    s = students["cifar10"]
+    reps = 3 if quick else 30
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = s["make"]()
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        lam = torch.tensor([0.5, 2.0], device=s["train"][0].device)
+        fns: dict[str, Callable[[], Any]] = {"plain": lambda: _plain_step(model, opt, s["train"], lam)}
+        for est in ("unrolled", "finite_difference"):
+            for kind, fn in (("loop", _tuner_loop_iteration), ("train_step", _tuner_iteration)):
+                tuner = Tuner(opt, init=(0.5, 2.0), schedule="gradient", estimator=est, t_val=s["t_val"])
+                fns[f"{est}_{kind}"] = lambda tuner=tuner, fn=fn: fn(model, opt, tuner, s)
+        with _quiet():
+            best = timer.interleaved(fns, reps, warmup=2, stat=min)
+            med = timer.interleaved(fns, max(2, reps // 3), warmup=0)
+    finally:
+        torch.set_num_threads(saved)
+    out: dict[str, Any] = {"seconds_fastest": {k: _r(v) for k, v in best.items()},
+                           "seconds_median": {k: _r(v) for k, v in med.items()}}
+    out["over_plain"] = {k: _r(v / best["plain"], 4) for k, v in best.items() if k != "plain"}
+    out["over_plain_median"] = {k: _r(v / med["plain"], 4) for k, v in med.items() if k != "plain"}
+    out["target"] = "<= 3.0 (train_step, both estimators)"
+    out["setup"] = ("CIFAR-10 student, batch 128, torch.optim.SGD(lr=1.0), gradient schedule (a hypergradient "
+                    "every step), torch.set_num_threads(1); ratios from the fastest interleaved round")
+    return out
 
 
 def bench_steps(students, timer: Timer, quick: bool) -> tuple[dict, dict, dict, dict]:
@@ -325,6 +376,73 @@ def bench_runs(device: torch.device, quick: bool, allow_real: bool) -> dict[str,
                 run_setup=dict(student="cifar10 (Cifar_Very_Tiny)", n_train=n_train, n_test=n_test, epochs=epochs,
                                batch_size=128, e1=10, e2=10, hyperopt_evals=evals, data=src,
                                estimator_default="finite_difference"))
+
+
+# ------------------------------------------------------------------------------ paper-protocol column
+PAPER_EPOCHS = 50
+PAPER_RUNS = 10
+
+
+def bench_column(device: torch.device, quick: bool, allow_real: bool) -> dict[str, Any]:
+    """Projected wall time of the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs, 50 epochs,
+    |D| = 12,800 split 11,520/1,280, the 10,000 test images, hyperopt = 5 trials + the final run).
+
+    Each method is timed for ``epochs`` (1; the scaling is stated) at the paper's sizes, one thread; the time of
+    one evaluation (test + validation sets) is timed separately and taken out, so that a run's projection is
+    ``50 * train_epoch + n_evaluations * evaluation`` with n_evaluations = 50 (``eval_every=1``) or 11 (the
+    authors' ``eval_every=5``). The column on W workers (processes, one thread each) is the sum / W (ideal
+    fan-out over 2 cores; the run-store branch's ``--workers``). Quick mode shrinks the sizes (schema only)."""
+    from kdlib.config import resolve_config
+    from kdlib.methods import get_method
+    from kdlib.models import make_student
+    from kdlib.train import Problem, Split, evaluate
+
+    n_full, n_test, epochs = (384, 256, 1) if quick else (12800, 10000, 1)
+    x, y, src = _image_data("cifar10_reduced", n_full + n_test, device, allow_real)
+    t = _fake_teacher(y)
+    n_tr = n_full - n_full // 10
+    full = Split(x[:n_full], y[:n_full], t[:n_full])
+    train = Split(x[:n_tr], y[:n_tr], t[:n_tr])
+    val = Split(x[n_tr:n_full], y[n_tr:n_full])
+    test = Split(x[n_full:], y[n_full:])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    timer = Timer(device)
+    per_method: dict[str, Any] = {}
+    try:
+        torch.manual_seed(0)
+        student = make_student("cifar10_reduced").to(device)
+        student.train()
+        evaluate(student, test, 1.0)  # warm-up
+        t_eval = min(timer.once(lambda: (evaluate(student, test, 1.0), evaluate(student, val, 1.0)))[0]
+                     for _ in range(1 if quick else 2))
+        for method in METHOD_ORDER:
+            cfg = resolve_config("cifar10_reduced", method, "paper", 0, device=str(device), epochs=epochs,
+                                 n_train=n_full, hyperopt_evals=1 if quick else 5, eval_every=1)
+            m = get_method(method)
+            problem = Problem(train=train if m.uses_val_split else full, val=val, test=test,
+                              make_student=lambda: make_student("cifar10_reduced"))
+            with _quiet():
+                t_run, res = timer.once(lambda: m.run(cfg, problem))
+            trainings = int(res.full_trainings)
+            train_epoch = max(t_run / trainings / epochs - t_eval, 0.0)  # one evaluation per 1-epoch training
+            runs = {k: trainings * (PAPER_EPOCHS * train_epoch + n_ev * t_eval)
+                    for k, n_ev in (("eval_every_1", PAPER_EPOCHS), ("eval_every_5", 11))}
+            per_method[method] = dict(measured_s=_r(t_run), full_trainings=trainings,
+                                      train_epoch_s=_r(train_epoch),
+                                      projected_run_s={k: _r(v) for k, v in runs.items()})
+    finally:
+        torch.set_num_threads(saved)
+    column = {k: sum(per_method[mm]["projected_run_s"][k] for mm in METHOD_ORDER) * PAPER_RUNS
+              for k in ("eval_every_1", "eval_every_5")}
+    return dict(
+        per_method=per_method, evaluation_s=_r(t_eval),
+        column_one_worker_h={k: _r(v / 3600, 4) for k, v in column.items()},
+        column_two_workers_h={k: _r(v / 7200, 4) for k, v in column.items()},
+        target="<= 1 h on 2 cores (2 workers), eval_every=5 (the authors' cadence)",
+        setup=dict(measured_epochs=epochs, projected_epochs=PAPER_EPOCHS, runs=PAPER_RUNS, n_full=n_full,
+                   n_train=n_tr, n_val=n_full - n_tr, n_test=n_test, batch_size=128, threads=1, data=src,
+                   estimator="finite_difference (the paper's)", scaling=f"{epochs} epoch measured, x{PAPER_EPOCHS}"))
 
 
 # -------------------------------------------------------------------------------------- estimator error
@@ -527,9 +645,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result.update(plain_step_s=plain, hypergrad_step_s=hyper, hypergrad_ratio=ratio)
     if errors:
         result["estimator_failures"] = errors
+    result["hypergrad_iteration"] = bench_iteration(students, timer, a.quick)
     result["tuner_step_s"] = bench_tuner_step(students, timer, a.quick)
     result["profile"] = {"cifar10_unrolled": profile_unrolled(students, a.quick)} if device.type == "cpu" else {}
     result.update(bench_runs(device, a.quick, allow_real))
+    result["paper_column_cifar10_reduced"] = bench_column(device, a.quick, allow_real)
     result["estimator_error"] = bench_estimator_error(students, a.quick)
     result["teacher_s"] = bench_teacher(a.quick)
     result["batches_per_s"] = bench_batching(a.quick)
@@ -543,7 +663,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("teacher_first_over_cached", TARGETS["teacher_first_over_cached"], result["teacher_s"]["ratio"]),
             ("kdlib_batching_over_dataloader", TARGETS["kdlib_batching_over_dataloader"],
              result["batches_per_s"]["in_order"]["ratio"]),
-            ("synthetic_column_speedup", TARGETS["synthetic_column_speedup"], col["speedup_vs_authors"]["total"]))}
+            ("synthetic_column_speedup", TARGETS["synthetic_column_speedup"], col["speedup_vs_authors"]["total"]),
+            ("unrolled_iteration_over_plain", TARGETS["unrolled_iteration_over_plain"],
+             result["hypergrad_iteration"]["over_plain"]["unrolled_train_step"]),
+            ("finite_difference_iteration_over_plain", TARGETS["finite_difference_iteration_over_plain"],
+             result["hypergrad_iteration"]["over_plain"]["finite_difference_train_step"]),
+            ("reduced_cifar10_column_h_2_workers", TARGETS["reduced_cifar10_column_h_2_workers"],
+             result["paper_column_cifar10_reduced"]["column_two_workers_h"]["eval_every_5"]))}
     result["total_benchmark_s"] = _r(time.perf_counter() - t_start, 4)
     text = json.dumps(result, indent=1, sort_keys=False)
     print(text)
