@@ -19,12 +19,13 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from kdlib.losses import validation_loss
+from kdlib.stacked import StackedFixed
 from kdlib.tuner import Tuner
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -224,6 +225,40 @@ class RunOutput:
 TunerFactory = Callable[[torch.optim.Optimizer, Settings], Tuner]  # (the student's optimizer, the run's settings)
 
 
+class OneRun:
+    """The reference backend of the loop: one student, its optimizer and its Tuner (any schedule)."""
+
+    def __init__(self, st: Settings, problem: Problem, tuner: TunerFactory) -> None:
+        torch.manual_seed(st.seed)
+        self.model = problem.make_student().to(problem.train.x.device)
+        self.model.train()
+        self.optimizer = make_optimizer(self.model.parameters(), st)
+        self.tuner = tuner(self.optimizer, st)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def new_epoch(self) -> None:
+        self.tuner.new_epoch()
+
+    def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
+        self.tuner.train_step(self.model, batches[0], next_val)  # Tuner.step + the real step, one shared forward
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The per-run fields of a history row (values trained at, phase, counts)."""
+        lam = self.tuner.metaparams.detach().float().cpu()
+        return [dict(lambda1=float(lam[0]), temperature=float(lam[1]), hypergrad_evals=int(self.tuner.hypergrad_evals),
+                     nan_skipped=int(self.tuner.nan_skipped), phase=self.tuner.phase)]
+
+    def evaluate(self, split: Split, t_val: float) -> list[tuple[float, float]]:
+        return [evaluate(self.model, split, t_val)]
+
+    def finish(self) -> list[RunOutput]:
+        self.tuner.check()
+        return [RunOutput(model=self.model, tuner=self.tuner)]
+
+
 def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress: bool = False,
                   score_on_val: bool = False) -> RunOutput:
     """Train a fresh student (seeded by ``settings.seed``) with the Tuner ``tuner(optimizer, settings)``.
@@ -235,19 +270,49 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
     """
     st = Settings.of(settings)
     st.validate()
-    torch.manual_seed(st.seed)
-    model = problem.make_student().to(problem.train.x.device)
-    model.train()
-    opt = make_optimizer(model.parameters(), st)
-    tun = tuner(opt, st)
+    return run_loop([st], problem, lambda: OneRun(st, problem, tuner), progress, score_on_val)[0]
+
+
+def train_students_stacked(settings: Sequence[Any], problem: Problem, values: Tensor, progress: bool = False,
+                           score_on_val: bool = False) -> list[RunOutput]:
+    """S fixed-metaparameter runs (no distillation, naive, random, hyperopt trials: ``values[s]`` = (lambda1, T)
+    of run s, seeds from ``settings[s]``) trained as ONE stacked model per step (:class:`kdlib.stacked.StackedFixed`,
+    ``torch.func`` vmap) through the same loop as :func:`train_student`. The runs may differ only in seed, values
+    and label. Equal to S calls of :func:`train_student` with fixed Tuners up to float32 rounding
+    (``tests/test_stacked.py`` states the tolerance and why)."""
+    sts = [Settings.of(x) for x in settings]
+    for st in sts:
+        st.validate()
+    values = torch.as_tensor(values, dtype=torch.float32)
+    if values.shape != (len(sts), 2):
+        raise ValueError(f"values must have shape (runs, 2) = ({len(sts)}, 2) (lambda1, T) per run, got "
+                         f"{tuple(values.shape)}")
+    return run_loop(sts, problem, lambda: StackedFixed(sts, problem.make_student, values, problem.train.x.device,
+                                                       make_optimizer), progress, score_on_val)
+
+
+_PER_RUN_FIELDS = ("seed", "label")
+
+
+def run_loop(sts: list[Settings], problem: Problem, backend_factory: Callable[[], Any], progress: bool = False,
+             score_on_val: bool = False) -> list[RunOutput]:
+    """The one training loop (epochs or iterations, StepLR, per-run shuffles, the evaluation cadence, the history
+    rows) over a backend holding ``len(sts)`` runs: :class:`OneRun` or :class:`kdlib.stacked.StackedFixed`."""
+    st = sts[0]
+    ref = {k: v for k, v in dataclasses.asdict(st).items() if k not in _PER_RUN_FIELDS}
+    for other in sts[1:]:
+        diff = [k for k, v in dataclasses.asdict(other).items() if k not in _PER_RUN_FIELDS and ref[k] != v]
+        if diff:
+            raise ValueError(f"stacked runs may differ only in seed, label and metaparameters; they differ in {diff}")
+    backend = backend_factory()
     by_iteration = st.iterations is not None
     n_train = len(problem.train)
     bs = st.batch_size if st.batch_size is not None else n_train
     batches_per_epoch = max(1, -(-n_train // bs))
     total = int(st.iterations) if by_iteration else int(st.epochs) * batches_per_epoch
     val_iter = _val_cycle(problem.val, st.batch_size)
-    gen = torch.Generator().manual_seed(st.seed)
-    out = RunOutput(model=model, tuner=tun)
+    gens = [torch.Generator().manual_seed(s.seed) for s in sts]
+    outs = [RunOutput() for _ in sts]
     t0 = time.perf_counter()
     lr = st.lr
     bar = None
@@ -256,53 +321,50 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
 
         bar = tqdm(total=total, desc=st.label, leave=False)
 
-    def log(step: int, epoch: int, lam: Tensor, phase: str) -> None:
-        acc, _ = evaluate(model, problem.test, st.t_val)
-        val_acc, val_loss = evaluate(model, problem.val, st.t_val)
-        if score_on_val:
-            out.best_val_accuracy = max(val_acc, out.best_val_accuracy) \
-                if out.best_val_accuracy == out.best_val_accuracy else val_acc
-        lam_cpu = lam.detach().float().cpu()
-        out.history.append(dict(
-            step=step, epoch=epoch, test_accuracy=acc, val_accuracy=val_acc, val_loss=val_loss,
-            lambda1=float(lam_cpu[0]), temperature=float(lam_cpu[1]),
-            hypergrad_evals=int(tun.hypergrad_evals), nan_skipped=int(tun.nan_skipped),
-            wall_time=time.perf_counter() - t0, phase=phase, lr=lr))
+    def log(step: int, epoch: int) -> None:
+        tests = backend.evaluate(problem.test, st.t_val)
+        vals = backend.evaluate(problem.val, st.t_val)
+        for out, row, (acc, _), (val_acc, val_loss) in zip(outs, backend.rows(), tests, vals):
+            if score_on_val:
+                out.best_val_accuracy = max(val_acc, out.best_val_accuracy) \
+                    if out.best_val_accuracy == out.best_val_accuracy else val_acc
+            out.history.append(dict(
+                step=step, epoch=epoch, test_accuracy=acc, val_accuracy=val_acc, val_loss=val_loss,
+                lambda1=row["lambda1"], temperature=row["temperature"], hypergrad_evals=row["hypergrad_evals"],
+                nan_skipped=row["nan_skipped"], wall_time=time.perf_counter() - t0, phase=row["phase"], lr=lr))
 
     def next_val() -> tuple[Tensor, Tensor]:
         return next(val_iter)
 
+    train = problem.train
     step = 0
     epoch = 0
     while step < total:
         if st.lr_step_epochs:
             lr = st.lr * st.lr_gamma ** (epoch // st.lr_step_epochs)
-            for group in opt.param_groups:
-                group["lr"] = lr
-        order = torch.randperm(n_train, generator=gen).to(problem.train.x.device) if st.shuffle else None
-        tun.new_epoch()
+            backend.set_lr(lr)
+        orders = [torch.randperm(n_train, generator=g).to(train.x.device) for g in gens] if st.shuffle else None
+        backend.new_epoch()
         for b in range(batches_per_epoch):
             if step >= total:
                 break
             sl = slice(b * bs, min((b + 1) * bs, n_train))
-            if order is None:
-                xb, yb, tb = problem.train.x[sl], problem.train.y[sl], problem.train.teacher[sl]
+            if orders is None:
+                batches = [(train.x[sl], train.y[sl], train.teacher[sl])] * len(sts)
             else:
-                idx = order[sl]
-                xb, yb, tb = problem.train.x[idx], problem.train.y[idx], problem.train.teacher[idx]
-            tun.train_step(model, (xb, yb, tb), next_val)  # Tuner.step + the real step, one shared forward
-            lam, phase = tun.metaparams, tun.phase
-            last = step == total - 1
-            if by_iteration and (step % st.log_every == 0 or last):
-                log(step, epoch, lam, phase)
+                batches = [(train.x[o[sl]], train.y[o[sl]], train.teacher[o[sl]]) for o in orders]
+            backend.step(batches, next_val)
+            if by_iteration and (step % st.log_every == 0 or step == total - 1):
+                log(step, epoch)
             step += 1
             if bar is not None:
                 bar.update(1)
         if not by_iteration and (step >= total or evaluates_after(epoch, int(st.epochs), st.log_every,
                                                                    st.eval_every)):
-            log(step - 1, epoch, lam, phase)
+            log(step - 1, epoch)
         epoch += 1
     if bar is not None:
         bar.close()
-    tun.check()
-    return out
+    for out, done in zip(outs, backend.finish()):
+        out.model, out.tuner = done.model, done.tuner
+    return outs
