@@ -11,6 +11,7 @@ read on a shared CPU; absolute seconds are only meaningful on an idle machine or
   ``Tuner.train_step`` (one shared forward);
 * ``paper_column_cifar10_reduced``: the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs x 50
   epochs) projected from one timed epoch per method at the paper's sizes, per evaluation cadence, 1 and 2 workers;
+* ``stacked_runs``: S fixed-metaparameter runs as one stacked (vmapped) model vs one by one;
 * ``tuner_step_s[sgd|adam]``: a :class:`kdlib.Tuner` iteration (fixed; gradient schedule with the unrolled
   and finite-difference estimators through that optimizer) against a plain step, on the CIFAR-10 student;
 * ``profile``: where the time of one unrolled iteration goes on the CIFAR-10 student (top ops);
@@ -445,6 +446,43 @@ def bench_column(device: torch.device, quick: bool, allow_real: bool) -> dict[st
                    estimator="finite_difference (the paper's)", scaling=f"{epochs} epoch measured, x{PAPER_EPOCHS}"))
 
 
+# ------------------------------------------------------------------------------------- stacked runs
+def bench_stacked(device: torch.device, quick: bool) -> dict[str, Any]:
+    """S fixed-metaparameter runs (seeds 0..S-1, values of the naive/random kind) as one stacked model
+    (:func:`kdlib.train.train_students_stacked`) against S one-by-one :func:`kdlib.train.train_student` runs, the
+    same loop, data and evaluation; one thread on CPU."""
+    from kdlib.methods import fixed_tuner
+    from kdlib.models import make_student
+    from kdlib.train import Problem, Settings, Split, train_student, train_students_stacked
+
+    runs, n_train, n_test = (3, 256, 128) if quick else (10, 1280, 1024)
+    x, y, _ = _image_data("cifar10_reduced", n_train + 2 * n_test, device, False)
+    src = "fabricated random tensors"
+    t = _fake_teacher(y)
+    problem = Problem(train=Split(x[:n_train], y[:n_train], t[:n_train]),
+                      val=Split(x[n_train:n_train + n_test], y[n_train:n_train + n_test]),
+                      test=Split(x[n_train + n_test:], y[n_train + n_test:]),
+                      make_student=lambda: make_student("cifar10_reduced"))
+    g = torch.Generator().manual_seed(0)
+    values = torch.stack([torch.rand(runs, generator=g), 10 ** (2 * torch.rand(runs, generator=g) - 1)], 1)
+    sts = [Settings(seed=s, epochs=1, batch_size=128, lr=1.0) for s in range(runs)]
+    timer = Timer(device)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _quiet():
+            train_students_stacked(sts[:2], problem, values[:2])  # warm-up (vmap, dispatch)
+            t_stacked, _ = timer.once(lambda: train_students_stacked(sts, problem, values))
+            t_single, _ = timer.once(lambda: [train_student(st, problem, fixed_tuner(v))
+                                              for st, v in zip(sts, values)])
+    finally:
+        torch.set_num_threads(saved)
+    return dict(stacked_s=_r(t_stacked), one_by_one_s=_r(t_single), one_by_one_over_stacked=_r(t_single / t_stacked, 4),
+                setup=dict(runs=runs, n_train=n_train, n_eval=n_test, epochs=1, batch_size=128, threads=1, data=src,
+                           note="fixed (lambda1, T) per run; on a GPU the stacked step is the one to use (item 2 "
+                                "of issue 10, GPU figures still to be taken)"))
+
+
 # -------------------------------------------------------------------------------------- estimator error
 def bench_estimator_error(students, quick: bool) -> dict[str, Any]:
     from kdlib.hypergrad import hypergradient
@@ -650,6 +688,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["profile"] = {"cifar10_unrolled": profile_unrolled(students, a.quick)} if device.type == "cpu" else {}
     result.update(bench_runs(device, a.quick, allow_real))
     result["paper_column_cifar10_reduced"] = bench_column(device, a.quick, allow_real)
+    result["stacked_runs"] = bench_stacked(device, a.quick)
     result["estimator_error"] = bench_estimator_error(students, a.quick)
     result["teacher_s"] = bench_teacher(a.quick)
     result["batches_per_s"] = bench_batching(a.quick)
