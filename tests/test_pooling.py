@@ -45,3 +45,27 @@ def test_student_logits_bit_identical_with_and_without_grad(make, shape):
         with torch.no_grad():
             without = model(x)
         assert torch.equal(with_grad, without), mode
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 30, 30), (2, 3, 31, 29)])
+def test_autograd_path_is_bit_identical_to_max_pool2d(shape):
+    """Values, gradients, double backward (w.r.t. the cotangent) and forward-mode tangents equal
+    F.max_pool2d's exactly, ties and odd sizes included."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.relu(torch.randn(shape, generator=g))
+    x[..., :6, :6] = 1.5  # positive ties: the first maximum must receive the gradient
+    cot = torch.randn(shape[:2] + (shape[2] // 2, shape[3] // 2), generator=g)
+    weights = torch.randn(shape, generator=g)
+    tangent = torch.randn(shape, generator=g)
+    got = []
+    for fn in (lambda t: F.max_pool2d(t, 2), max_pool2x2):
+        xr = x.clone().requires_grad_(True)
+        cr = cot.clone().requires_grad_(True)
+        out = fn(xr)
+        (gx,) = torch.autograd.grad(out, xr, cr, create_graph=True)
+        (gg,) = torch.autograd.grad((gx * weights).sum(), cr)
+        _, jvp_out = torch.func.jvp(fn, (x,), (tangent,))
+        got.append((out.detach(), gx.detach(), gg, jvp_out))
+    assert got[1][1].abs().sum() > 0 and got[1][2].abs().sum() > 0
+    for a, b in zip(*got):
+        assert torch.equal(a, b)
