@@ -710,6 +710,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("reduced_cifar10_column_h_2_workers", TARGETS["reduced_cifar10_column_h_2_workers"],
              result["paper_column_cifar10_reduced"]["column_two_workers_h"]["eval_every_5"]))}
     result["total_benchmark_s"] = _r(time.perf_counter() - t_start, 4)
+    result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["machine"]["note"] = ("shared machine: the load averages (1, 5, 15 min) at start and end are recorded; only "
+                                 "ratios measured in the same run are meaningful, absolute seconds are not")
     text = json.dumps(result, indent=1, sort_keys=False)
     print(text)
     if a.out:
