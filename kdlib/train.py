@@ -3,7 +3,8 @@
 The loop is the paper's, written with the public API: at every iteration :meth:`kdlib.tuner.Tuner.step` first
 chooses (lambda1, T) for the current train batch (a hypergradient step through the student's optimizer, eq. 3;
 an extrapolated value, eq. 4; or a fixed value), then the student takes one optimizer step on
-:meth:`~kdlib.tuner.Tuner.loss`. Test accuracy and L_val are logged every ``log_every`` iterations (a run
+:meth:`~kdlib.tuner.Tuner.loss` -- both in :meth:`~kdlib.tuner.Tuner.train_step`, which shares the train forward
+between the estimator and the real step. Test accuracy and L_val are logged every ``log_every`` iterations (a run
 counted in ``iterations``) or epochs (a run counted in ``epochs``) and at the end; a run counted in epochs is
 evaluated (and logged) only after epoch 0, after every ``eval_every``-th epoch and at the end
 (:func:`evaluates_after`; the authors' cadence is ``eval_every=5``: epochs 0, 4, 9, ..., 49), and so is
@@ -12,6 +13,10 @@ hyperopt's objective (the best validation accuracy over those checkpoints).
 :class:`Settings` holds what a run needs, with user defaults (shuffled batches, no lr schedule, plain SGD);
 :meth:`Settings.of` reads the same field names from any object (the experiments' config keeps the paper's
 values). This module knows nothing of datasets or of how a schedule picks its values.
+
+:func:`run_loop` is the one loop; a backend holds the runs it drives: :class:`OneRun` (one student, any Tuner;
+:func:`train_student`) or :class:`kdlib.stacked.StackedFixed` (S fixed-metaparameter runs as one vmapped model;
+:func:`train_students_stacked`).
 """
 from __future__ import annotations
 

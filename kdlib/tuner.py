@@ -12,6 +12,11 @@
         optimizer.zero_grad(); loss.backward(); optimizer.step()
     tuner.check()                               # NonFiniteHypergradient if no hypergradient was finite
 
+Or, with one forward per iteration shared by the estimator and the real step (what :mod:`kdlib.train` runs)::
+
+    for (x, y), val in ...:
+        tuner.train_step(student, (x, y, t), val)   # step + zero_grad + loss + backward + optimizer.step
+
 :meth:`Tuner.step` takes the hypergradient of eq. (3) through one step of the optimizer the loop really uses
 (:func:`kdlib.hypergrad.hypergradient` with ``optimizer=``, its state and current lr), then moves the values by
 the schedule (:class:`kdlib.schedules.Schedule`: clipping, NaN/inf skip with counts, metaparameter SGD,

@@ -24,7 +24,8 @@ Estimators (``method=``), one file each:
 
 State contract: the model is left exactly as found (parameters, buffers, train/eval mode, ``.grad``); the
 optimizer is only read. BatchNorm follows the model's mode per module and running statistics are never
-updated (:func:`~kdlib.hypergrad.state.inner_buffers`). Randomness: every forward of one call is re-seeded
+updated (:func:`~kdlib.hypergrad.state.inner_buffers`); with ``train_logits=`` (the real step's own forward,
+:meth:`kdlib.tuner.Tuner.train_step`) the one-step estimators differentiate through that graph and retain it. Randomness: every forward of one call is re-seeded
 with one seed (drawn from ``generator``, else fixed), so paired forwards see the same dropout masks, inside
 ``torch.random.fork_rng``: the caller's global RNG state is unchanged by the call. No ``.item()`` and no host
 branching on tensor values; the result is returned raw (NaN/inf included; detection is the caller's job).
