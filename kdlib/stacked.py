@@ -22,6 +22,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from kdlib.losses import distillation_loss, validation_loss
 from kdlib.metaparams import project
+from kdlib.schedules import Schedule
 
 
 class _Done:
@@ -108,4 +109,74 @@ class StackedFixed:
         return [_Done(m) for m in self.models]
 
 
-__all__ = ["StackedFixed"]
+class StackedTuned(StackedFixed):
+    """S runs whose (lambda1, T) follow a schedule (``"gradient"`` or ``"proposed"``, Algorithm 1): the
+    hypergradient of eq. (3) for all runs at once, ``vmap`` over ``torch.func.grad`` of L_val after one
+    differentiable plain-SGD step (the unrolled estimator's double backprop, exact), and the schedule's
+    clipping, NaN skip, projection and extrapolation on (S, 2) values (:class:`kdlib.schedules.Schedule`, the
+    code the Tuner runs). BatchNorm in the estimator uses batch statistics and updates nothing, as
+    :func:`kdlib.hypergrad.inner_buffers`. Plain SGD only (the paper's); the loop's validation batches are drawn
+    once per hypergradient for all runs, which is what each run's own cycle would give."""
+
+    def __init__(self, settings: Sequence[Any], make_student: Callable[[], nn.Module], values: Tensor,
+                 device: torch.device | str, make_optimizer: Callable[[list[Tensor], Any], torch.optim.Optimizer],
+                 schedule: str) -> None:
+        st = settings[0]
+        if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
+            raise ValueError("the stacked tuned backend differentiates the paper's plain SGD step only; use "
+                             "train_student for momentum, weight decay or Adam")
+        if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
+            raise ValueError("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
+                             "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
+        super().__init__(settings, make_student, values, device, make_optimizer)
+        self.schedule = Schedule(self.values, schedule, st.e1, st.e2, st.meta_lr, st.meta_clip, 1,
+                                 st.proposed_reset, st.clamp_extrapolation)
+        self.values = self.schedule.value
+        self.iteration = 0
+        self.in_epoch = 0
+        t_val = float(st.t_val)
+        no_stats = {k: None for k in self.buffers}  # batch statistics, no running-statistics update
+
+        def call(p: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(self.base, (p, no_stats), (x,), strict=False)
+
+        def one(lam: Tensor, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, xv: Tensor, yv: Tensor,
+                lr: Tensor) -> Tensor:
+            def val_after(lv: Tensor) -> Tensor:
+                g = torch.func.grad(lambda q: distillation_loss(call(q, x), t, y, lv[0], lv[1]))(p)
+                return validation_loss(call({k: p[k] - lr * g[k] for k in p}, xv), yv, t_val)
+
+            return torch.func.grad(val_after)(lam)
+
+        self._hypergradient = vmap(one, in_dims=(0, 0, 0, 0, 0, None, None, None))
+
+    def new_epoch(self) -> None:
+        self.in_epoch = 0
+
+    def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
+        x, y, t = (torch.stack(parts) for parts in zip(*batches))
+        params = {k: v.detach() for k, v in self.params.items()}
+        lr = torch.as_tensor(self.optimizer.param_groups[0]["lr"], dtype=x.dtype, device=x.device)
+
+        def hypergradient(value: Tensor) -> Tensor:
+            xv, yv = next_val()
+            self.base.train()
+            return self._hypergradient(value, params, x, y, t, xv, yv, lr)
+
+        self.values = self.schedule.step(self.iteration, self.in_epoch, hypergradient)
+        self.iteration += 1
+        self.in_epoch += 1
+        super().step(batches, next_val)
+
+    def rows(self) -> list[dict[str, Any]]:
+        lam = self.values.detach().float().cpu().tolist()
+        nan = self.schedule.nonfinite.cpu().tolist()
+        return [dict(lambda1=v[0], temperature=v[1], hypergrad_evals=int(self.schedule.evals), nan_skipped=int(n),
+                     phase=self.schedule.phase) for v, n in zip(lam, nan)]
+
+    def finish(self) -> list[_Done]:
+        self.schedule.check("a stacked run")
+        return super().finish()
+
+
+__all__ = ["StackedFixed", "StackedTuned"]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlib.losses import validation_loss
-from kdlib.stacked import StackedFixed
+from kdlib.stacked import StackedFixed, StackedTuned
 from kdlib.tuner import Tuner
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -279,12 +279,14 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
 
 
 def train_students_stacked(settings: Sequence[Any], problem: Problem, values: Tensor, progress: bool = False,
-                           score_on_val: bool = False) -> list[RunOutput]:
+                           score_on_val: bool = False, schedule: str = "fixed") -> list[RunOutput]:
     """S fixed-metaparameter runs (no distillation, naive, random, hyperopt trials: ``values[s]`` = (lambda1, T)
     of run s, seeds from ``settings[s]``) trained as ONE stacked model per step (:class:`kdlib.stacked.StackedFixed`,
     ``torch.func`` vmap) through the same loop as :func:`train_student`. The runs may differ only in seed, values
     and label. Equal to S calls of :func:`train_student` with fixed Tuners up to float32 rounding
-    (``tests/test_stacked.py`` states the tolerance and why)."""
+    (``tests/test_stacked.py`` states the tolerance and why). ``schedule="gradient"`` or ``"proposed"``: the
+    values are the runs' initial ones and move by the schedule (:class:`kdlib.stacked.StackedTuned`: the
+    unrolled hypergradient vmapped over the runs; plain SGD)."""
     sts = [Settings.of(x) for x in settings]
     for st in sts:
         st.validate()
@@ -292,8 +294,12 @@ def train_students_stacked(settings: Sequence[Any], problem: Problem, values: Te
     if values.shape != (len(sts), 2):
         raise ValueError(f"values must have shape (runs, 2) = ({len(sts)}, 2) (lambda1, T) per run, got "
                          f"{tuple(values.shape)}")
-    return run_loop(sts, problem, lambda: StackedFixed(sts, problem.make_student, values, problem.train.x.device,
-                                                       make_optimizer), progress, score_on_val)
+    device = problem.train.x.device
+    if schedule == "fixed":
+        return run_loop(sts, problem, lambda: StackedFixed(sts, problem.make_student, values, device, make_optimizer),
+                        progress, score_on_val)
+    return run_loop(sts, problem, lambda: StackedTuned(sts, problem.make_student, values, device, make_optimizer,
+                                                       schedule), progress, score_on_val)
 
 
 _PER_RUN_FIELDS = ("seed", "label")
