@@ -11,7 +11,8 @@ read on a shared CPU; absolute seconds are only meaningful on an idle machine or
   ``Tuner.train_step`` (one shared forward);
 * ``paper_column_cifar10_reduced``: the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs x 50
   epochs) projected from one timed epoch per method at the paper's sizes, per evaluation cadence, 1 and 2 workers;
-* ``stacked_runs``: S fixed-metaparameter runs as one stacked (vmapped) model vs one by one;
+* ``stacked_runs``: S fixed-metaparameter runs (and S gradient-schedule runs) as one stacked (vmapped) model vs
+  one by one, on CPU (the GPU figures are still to be taken);
 * ``tuner_step_s[sgd|adam]``: a :class:`kdlib.Tuner` iteration (fixed; gradient schedule with the unrolled
   and finite-difference estimators through that optimizer) against a plain step, on the CIFAR-10 student;
 * ``profile``: where the time of one unrolled iteration goes on the CIFAR-10 student (top ops);
@@ -483,7 +484,7 @@ def bench_stacked(device: torch.device, quick: bool) -> dict[str, Any]:
     same loop, data and evaluation; one thread on CPU."""
     from kdlib.methods import fixed_tuner
     from kdlib.models import make_student
-    from kdlib.train import Problem, Settings, Split, train_student, train_students_stacked
+    from kdlib.train import Problem, Settings, Split, make_tuner, train_student, train_students_stacked
 
     runs, n_train, n_test = (3, 256, 128) if quick else (10, 1280, 1024)
     x, y, _ = _image_data("cifar10_reduced", n_train + 2 * n_test, device, False)
@@ -505,9 +506,21 @@ def bench_stacked(device: torch.device, quick: bool) -> dict[str, Any]:
             t_stacked, _ = timer.once(lambda: train_students_stacked(sts, problem, values))
             t_single, _ = timer.once(lambda: [train_student(st, problem, fixed_tuner(v))
                                               for st, v in zip(sts, values)])
+            n_tuned = 2 if quick else 4
+            gsts = [Settings(seed=s, epochs=1, batch_size=128, lr=1.0) for s in range(n_tuned)]
+            init = torch.tensor([[0.5, 2.0]]).repeat(n_tuned, 1)
+            train_students_stacked(gsts[:2], problem, init[:2], schedule="gradient")  # warm-up
+            t_tuned_stacked, _ = timer.once(lambda: train_students_stacked(gsts, problem, init, schedule="gradient"))
+            t_tuned_single, _ = timer.once(lambda: [
+                train_student(st, problem, lambda o, s_, v=v: make_tuner(s_, o, v, "gradient"))
+                for st, v in zip(gsts, init)])
     finally:
         torch.set_num_threads(saved)
     return dict(stacked_s=_r(t_stacked), one_by_one_s=_r(t_single), one_by_one_over_stacked=_r(t_single / t_stacked, 4),
+                gradient=dict(runs=n_tuned, stacked_s=_r(t_tuned_stacked), one_by_one_s=_r(t_tuned_single),
+                              one_by_one_over_stacked=_r(t_tuned_single / t_tuned_stacked, 4),
+                              note="gradient schedule, unrolled; stacked: vmapped double backprop (exact), one by "
+                                   "one: Tuner.train_step (cotangent evaluation, shared forward)"),
                 setup=dict(runs=runs, n_train=n_train, n_eval=n_test, epochs=1, batch_size=128, threads=1, data=src,
                            note="fixed (lambda1, T) per run; on a GPU the stacked step is the one to use (item 2 "
                                 "of issue 10, GPU figures still to be taken)"))
