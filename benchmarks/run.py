@@ -6,6 +6,13 @@ read on a shared CPU; absolute seconds are only meaningful on an idle machine or
 * ``plain_step_s[student]``: one distillation SGD step at fixed metaparameters (the floor);
 * ``hypergrad_step_s[student][estimator]``: one full ``gradient``-schedule Tuner iteration (hypergradient,
   NaN-skip, clip, metaparameter step, then the SGD step), plus ``hypergrad_ratio`` to ``plain_step_s``;
+* ``hypergrad_iteration``: issue 10's figure, the hypergradient iteration (estimator + real step) over a plain
+  step on the CIFAR-10 student at the paper's SGD lr 1.0, one thread, the loop before issue 10 vs
+  ``Tuner.train_step`` (one shared forward);
+* ``paper_column_cifar10_reduced``: the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs x 50
+  epochs) projected from one timed epoch per method at the paper's sizes, per evaluation cadence, 1 and 2 workers;
+* ``stacked_runs``: S fixed-metaparameter runs (and S gradient-schedule runs) as one stacked (vmapped) model vs
+  one by one, on CPU (the GPU figures are still to be taken);
 * ``tuner_step_s[sgd|adam]``: a :class:`kdlib.Tuner` iteration (fixed; gradient schedule with the unrolled
   and finite-difference estimators through that optimizer) against a plain step, on the CIFAR-10 student;
 * ``profile``: where the time of one unrolled iteration goes on the CIFAR-10 student (top ops);
@@ -54,6 +61,9 @@ TARGETS = {
     "teacher_first_over_cached": ">= 50",
     "kdlib_batching_over_dataloader": ">= 5",
     "synthetic_column_speedup": ">= 50",
+    "unrolled_iteration_over_plain": "<= 3.0",
+    "finite_difference_iteration_over_plain": "<= 3.0",
+    "reduced_cifar10_column_h_2_workers": "<= 1.0",
 }
 
 
@@ -168,13 +178,56 @@ def _plain_step(model, opt, batch, lam):
     opt.step()
 
 
-def _tuner_iteration(model, opt, tuner, s) -> None:
-    """One iteration of the README loop: ``tuner.step`` then the optimizer step on ``tuner.loss``."""
+def _tuner_loop_iteration(model, opt, tuner, s) -> None:
+    """One iteration of the README loop: ``tuner.step`` then the loop's own forward and optimizer step."""
     x, y, t = s["train"]
     tuner.step(model, s["train"], s["val"])
     opt.zero_grad(set_to_none=True)
     tuner.loss(model(x), t, y).backward()
     opt.step()
+
+
+def _tuner_iteration(model, opt, tuner, s) -> None:
+    """One iteration of :func:`kdlib.train.train_student`: ``tuner.train_step`` (one forward shared by the
+    estimator and the real step)."""
+    tuner.train_step(model, s["train"], s["val"])
+
+
+def bench_iteration(students, timer: Timer, quick: bool) -> dict[str, Any]:
+    """Issue 10's figure: the hypergradient iteration (estimator + the real step) against a plain step on the
+    CIFAR-10 student (batch 128, plain SGD lr 1.0, the paper's), one intra-op thread; ``loop``: ``Tuner.step``
+    + the loop's own forward/backward/step (before issue 10), ``train_step``: the shared-forward iteration that
+    :func:`kdlib.train.train_student` runs. Interleaved rounds; the fastest round (least load) and the median."""
+    from kdlib.tuner import Tuner
+
+    s = students["cifar10"]
+    reps = 3 if quick else 30
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = s["make"]()
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        lam = torch.tensor([0.5, 2.0], device=s["train"][0].device)
+        fns: dict[str, Callable[[], Any]] = {"plain": lambda: _plain_step(model, opt, s["train"], lam)}
+        for est in ("unrolled", "finite_difference"):
+            for kind, fn in (("loop", _tuner_loop_iteration), ("train_step", _tuner_iteration)):
+                tuner = Tuner(opt, init=(0.5, 2.0), schedule="gradient", estimator=est, t_val=s["t_val"])
+                fns[f"{est}_{kind}"] = lambda tuner=tuner, fn=fn: fn(model, opt, tuner, s)
+        with _quiet():
+            best = timer.interleaved(fns, reps, warmup=2, stat=min)
+            med = timer.interleaved(fns, max(2, reps // 3), warmup=0)
+    finally:
+        torch.set_num_threads(saved)
+    out: dict[str, Any] = {"seconds_fastest": {k: _r(v) for k, v in best.items()},
+                           "seconds_median": {k: _r(v) for k, v in med.items()}}
+    out["over_plain"] = {k: _r(v / best["plain"], 4) for k, v in best.items() if k != "plain"}
+    out["over_plain_median"] = {k: _r(v / med["plain"], 4) for k, v in med.items() if k != "plain"}
+    out["target"] = "<= 3.0 (train_step, both estimators)"
+    out["setup"] = ("CIFAR-10 student, batch 128, torch.optim.SGD(lr=1.0), gradient schedule (a hypergradient "
+                    "every step), torch.set_num_threads(1); ratios from the fastest interleaved round")
+    return out
 
 
 def bench_steps(students, timer: Timer, quick: bool) -> tuple[dict, dict, dict, dict]:
@@ -325,6 +378,152 @@ def bench_runs(device: torch.device, quick: bool, allow_real: bool) -> dict[str,
                 run_setup=dict(student="cifar10 (Cifar_Very_Tiny)", n_train=n_train, n_test=n_test, epochs=epochs,
                                batch_size=128, e1=10, e2=10, hyperopt_evals=evals, data=src,
                                estimator_default="finite_difference"))
+
+
+# ------------------------------------------------------------------------------ paper-protocol column
+PAPER_EPOCHS = 50
+PAPER_RUNS = 10
+
+
+def bench_column(device: torch.device, quick: bool, allow_real: bool) -> dict[str, Any]:
+    """Projected wall time of the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs, 50 epochs,
+    |D| = 12,800 split 11,520/1,280, the 10,000 test images, hyperopt = 5 trials + the final run).
+
+    Each method is timed for ``epochs`` (1; the scaling is stated) at the paper's sizes, one thread; the time of
+    one evaluation (test + validation sets) is timed separately and taken out, so that a run's projection is
+    ``50 * train_epoch + n_evaluations * evaluation`` with n_evaluations = 50 (``eval_every=1``) or 11 (the
+    authors' ``eval_every=5``). The column on W workers (processes, one thread each) is the sum / W (ideal
+    fan-out over 2 cores; the run-store branch's ``--workers``). Quick mode shrinks the sizes (schema only)."""
+    from kdlib.config import resolve_config
+    from kdlib.methods import get_method
+    from kdlib.models import make_student
+    from kdlib.train import Problem, Split, evaluate
+
+    n_full, n_test, epochs = (384, 256, 1) if quick else (12800, 10000, 1)
+    x, y, src = _image_data("cifar10_reduced", n_full + n_test, device, allow_real)
+    t = _fake_teacher(y)
+    n_tr = n_full - n_full // 10
+    full = Split(x[:n_full], y[:n_full], t[:n_full])
+    train = Split(x[:n_tr], y[:n_tr], t[:n_tr])
+    val = Split(x[n_tr:n_full], y[n_tr:n_full])
+    test = Split(x[n_full:], y[n_full:])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    timer = Timer(device)
+    per_method: dict[str, Any] = {}
+    try:
+        torch.manual_seed(0)
+        student = make_student("cifar10_reduced").to(device)
+        student.train()
+        evaluate(student, test, 1.0)  # warm-up
+        t_eval = min(timer.once(lambda: (evaluate(student, test, 1.0), evaluate(student, val, 1.0)))[0]
+                     for _ in range(1 if quick else 2))
+        for method in METHOD_ORDER:
+            cfg = resolve_config("cifar10_reduced", method, "paper", 0, device=str(device), epochs=epochs,
+                                 n_train=n_full, hyperopt_evals=1 if quick else 5, eval_every=1)
+            m = get_method(method)
+            problem = Problem(train=train if m.uses_val_split else full, val=val, test=test,
+                              make_student=lambda: make_student("cifar10_reduced"))
+            with _quiet():
+                t_run, res = timer.once(lambda: m.run(cfg, problem))
+            trainings = int(res.full_trainings)
+            train_epoch = max(t_run / trainings / epochs - t_eval, 0.0)  # one evaluation per 1-epoch training
+            runs = {k: trainings * (PAPER_EPOCHS * train_epoch + n_ev * t_eval)
+                    for k, n_ev in (("eval_every_1", PAPER_EPOCHS), ("eval_every_5", 11))}
+            per_method[method] = dict(measured_s=_r(t_run), full_trainings=trainings,
+                                      train_epoch_s=_r(train_epoch),
+                                      projected_run_s={k: _r(v) for k, v in runs.items()})
+    finally:
+        torch.set_num_threads(saved)
+    column = {k: sum(per_method[mm]["projected_run_s"][k] for mm in METHOD_ORDER) * PAPER_RUNS
+              for k in ("eval_every_1", "eval_every_5")}
+    pipeline = _pipeline_check(per_method["no_distillation"]["train_epoch_s"], t_eval) if not quick and allow_real \
+        else {"skipped": "quick mode or no real data"}
+    overhead = pipeline.get("per_run_overhead_s", 0.0) * len(METHOD_ORDER) * PAPER_RUNS
+    return dict(
+        per_method=per_method, evaluation_s=_r(t_eval), pipeline=pipeline,
+        column_one_worker_h={k: _r(v / 3600, 4) for k, v in column.items()},
+        column_two_workers_h={k: _r(v / 7200, 4) for k, v in column.items()},
+        column_two_workers_with_run_overhead_h={k: _r((v + overhead) / 7200, 4) for k, v in column.items()},
+        target="<= 1 h on 2 cores (2 workers), eval_every=5 (the authors' cadence)",
+        setup=dict(measured_epochs=epochs, projected_epochs=PAPER_EPOCHS, runs=PAPER_RUNS, n_full=n_full,
+                   n_train=n_tr, n_val=n_full - n_tr, n_test=n_test, batch_size=128, threads=1, data=src,
+                   estimator="finite_difference (the paper's)", scaling=f"{epochs} epoch measured, x{PAPER_EPOCHS}"))
+
+
+def _pipeline_check(train_epoch_s: float, eval_s: float) -> dict[str, Any]:
+    """One real paper-protocol run through the runner (:func:`kdlib.runner.run_one`: data, the authors' teacher
+    logits, the loop), cut to 1 epoch, against the projection's 1-epoch figure: the difference is the fixed cost
+    of a run, mostly :func:`kdlib.runner.load_bundle` (timed on its own and taken as the per-run overhead; its
+    first call builds kdlib's decoded-data cache and is slower), paid once per run of the column."""
+    from kdlib.config import resolve_config
+    from kdlib.runner import load_bundle, run_one
+
+    try:
+        cfg = resolve_config("cifar10_reduced", "no_distillation", "paper", 0, epochs=1, eval_every=1)
+        t0 = time.perf_counter()
+        load_bundle(cfg)
+        t_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with _quiet():
+            run_one(cfg)
+        t_run = time.perf_counter() - t0
+    except (FileNotFoundError, OSError, ValueError) as exc:  # no authors' logits or data: say so
+        return {"skipped": f"{type(exc).__name__}: {exc}"[:200]}
+    return dict(load_bundle_s=_r(t_load), run_one_1_epoch_s=_r(t_run),
+                per_run_overhead_s=_r(t_load),
+                run_one_minus_projected_epoch_s=_r(t_run - train_epoch_s - eval_s),
+                note="kdlib.runner.run_one(cifar10_reduced, no_distillation, paper, epochs=1) end to end; the "
+                     "overhead is added once per run (60 runs) in column_two_workers_with_run_overhead_h")
+
+
+# ------------------------------------------------------------------------------------- stacked runs
+def bench_stacked(device: torch.device, quick: bool) -> dict[str, Any]:
+    """S fixed-metaparameter runs (seeds 0..S-1, values of the naive/random kind) as one stacked model
+    (:func:`kdlib.train.train_students_stacked`) against S one-by-one :func:`kdlib.train.train_student` runs, the
+    same loop, data and evaluation; one thread on CPU."""
+    from kdlib.methods import fixed_tuner
+    from kdlib.models import make_student
+    from kdlib.train import Problem, Settings, Split, make_tuner, train_student, train_students_stacked
+
+    runs, n_train, n_test = (3, 256, 128) if quick else (10, 1280, 1024)
+    x, y, _ = _image_data("cifar10_reduced", n_train + 2 * n_test, device, False)
+    src = "fabricated random tensors"
+    t = _fake_teacher(y)
+    problem = Problem(train=Split(x[:n_train], y[:n_train], t[:n_train]),
+                      val=Split(x[n_train:n_train + n_test], y[n_train:n_train + n_test]),
+                      test=Split(x[n_train + n_test:], y[n_train + n_test:]),
+                      make_student=lambda: make_student("cifar10_reduced"))
+    g = torch.Generator().manual_seed(0)
+    values = torch.stack([torch.rand(runs, generator=g), 10 ** (2 * torch.rand(runs, generator=g) - 1)], 1)
+    sts = [Settings(seed=s, epochs=1, batch_size=128, lr=1.0) for s in range(runs)]
+    timer = Timer(device)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _quiet():
+            train_students_stacked(sts[:2], problem, values[:2])  # warm-up (vmap, dispatch)
+            t_stacked, _ = timer.once(lambda: train_students_stacked(sts, problem, values))
+            t_single, _ = timer.once(lambda: [train_student(st, problem, fixed_tuner(v))
+                                              for st, v in zip(sts, values)])
+            n_tuned = 2 if quick else 4
+            gsts = [Settings(seed=s, epochs=1, batch_size=128, lr=1.0) for s in range(n_tuned)]
+            init = torch.tensor([[0.5, 2.0]]).repeat(n_tuned, 1)
+            train_students_stacked(gsts[:2], problem, init[:2], schedule="gradient")  # warm-up
+            t_tuned_stacked, _ = timer.once(lambda: train_students_stacked(gsts, problem, init, schedule="gradient"))
+            t_tuned_single, _ = timer.once(lambda: [
+                train_student(st, problem, lambda o, s_, v=v: make_tuner(s_, o, v, "gradient"))
+                for st, v in zip(gsts, init)])
+    finally:
+        torch.set_num_threads(saved)
+    return dict(stacked_s=_r(t_stacked), one_by_one_s=_r(t_single), one_by_one_over_stacked=_r(t_single / t_stacked, 4),
+                gradient=dict(runs=n_tuned, stacked_s=_r(t_tuned_stacked), one_by_one_s=_r(t_tuned_single),
+                              one_by_one_over_stacked=_r(t_tuned_single / t_tuned_stacked, 4),
+                              note="gradient schedule, unrolled; stacked: vmapped double backprop (exact), one by "
+                                   "one: Tuner.train_step (cotangent evaluation, shared forward)"),
+                setup=dict(runs=runs, n_train=n_train, n_eval=n_test, epochs=1, batch_size=128, threads=1, data=src,
+                           note="fixed (lambda1, T) per run; on a GPU the stacked step is the one to use (item 2 "
+                                "of issue 10, GPU figures still to be taken)"))
 
 
 # -------------------------------------------------------------------------------------- estimator error
@@ -528,9 +727,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result.update(plain_step_s=plain, hypergrad_step_s=hyper, hypergrad_ratio=ratio)
     if errors:
         result["estimator_failures"] = errors
+    result["hypergrad_iteration"] = bench_iteration(students, timer, a.quick)
     result["tuner_step_s"] = bench_tuner_step(students, timer, a.quick)
     result["profile"] = {"cifar10_unrolled": profile_unrolled(students, a.quick)} if device.type == "cpu" else {}
     result.update(bench_runs(device, a.quick, allow_real))
+    result["paper_column_cifar10_reduced"] = bench_column(device, a.quick, allow_real)
+    result["stacked_runs"] = bench_stacked(device, a.quick)
     result["estimator_error"] = bench_estimator_error(students, a.quick)
     result["teacher_s"] = bench_teacher(a.quick)
     result["batches_per_s"] = bench_batching(a.quick)
@@ -544,8 +746,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("teacher_first_over_cached", TARGETS["teacher_first_over_cached"], result["teacher_s"]["ratio"]),
             ("kdlib_batching_over_dataloader", TARGETS["kdlib_batching_over_dataloader"],
              result["batches_per_s"]["in_order"]["ratio"]),
-            ("synthetic_column_speedup", TARGETS["synthetic_column_speedup"], col["speedup_vs_authors"]["total"]))}
+            ("synthetic_column_speedup", TARGETS["synthetic_column_speedup"], col["speedup_vs_authors"]["total"]),
+            ("unrolled_iteration_over_plain", TARGETS["unrolled_iteration_over_plain"],
+             result["hypergrad_iteration"]["over_plain"]["unrolled_train_step"]),
+            ("finite_difference_iteration_over_plain", TARGETS["finite_difference_iteration_over_plain"],
+             result["hypergrad_iteration"]["over_plain"]["finite_difference_train_step"]),
+            ("reduced_cifar10_column_h_2_workers", TARGETS["reduced_cifar10_column_h_2_workers"],
+             result["paper_column_cifar10_reduced"]["column_two_workers_h"]["eval_every_5"]))}
     result["total_benchmark_s"] = _r(time.perf_counter() - t_start, 4)
+    result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["machine"]["note"] = ("shared machine: the load averages (1, 5, 15 min) at start and end are recorded; only "
+                                 "ratios measured in the same run are meaningful, absolute seconds are not")
     text = json.dumps(result, indent=1, sort_keys=False)
     print(text)
     if a.out:

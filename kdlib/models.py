@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdlib.pooling import max_pool2x2
+
 
 class LogReg(nn.Module):
     """Logistic regression on the columns ``cols`` of x (Sec. 4.1): ``Linear(len(cols), num_classes)``.
@@ -50,9 +52,9 @@ class _TinyConvNet(nn.Module):
         self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.max_pool2d(F.relu(self.conv1_bn(self.conv1(x))), 2)
-        out = F.max_pool2d(F.relu(self.conv2_bn(self.conv2(out))), 2)
-        out = F.max_pool2d(F.relu(self.conv3_bn(self.conv3(out))), 2)
+        out = max_pool2x2(F.relu(self.conv1_bn(self.conv1(x))))
+        out = max_pool2x2(F.relu(self.conv2_bn(self.conv2(out))))
+        out = max_pool2x2(F.relu(self.conv3_bn(self.conv3(out))))
         out = out.flatten(1)
         return self.fc2(F.relu(self.fc1(out)))
 

@@ -3,12 +3,20 @@
 The loop is the paper's, written with the public API: at every iteration :meth:`kdlib.tuner.Tuner.step` first
 chooses (lambda1, T) for the current train batch (a hypergradient step through the student's optimizer, eq. 3;
 an extrapolated value, eq. 4; or a fixed value), then the student takes one optimizer step on
-:meth:`~kdlib.tuner.Tuner.loss`. Test accuracy and L_val are logged every ``log_every`` iterations (a run
-counted in ``iterations``) or epochs (a run counted in ``epochs``) and at the end.
+:meth:`~kdlib.tuner.Tuner.loss` -- both in :meth:`~kdlib.tuner.Tuner.train_step`, which shares the train forward
+between the estimator and the real step. Test accuracy and L_val are logged every ``log_every`` iterations (a run
+counted in ``iterations``) or epochs (a run counted in ``epochs``) and at the end; a run counted in epochs is
+evaluated (and logged) only after epoch 0, after every ``eval_every``-th epoch and at the end
+(:func:`evaluates_after`; the authors' cadence is ``eval_every=5``: epochs 0, 4, 9, ..., 49), and so is
+hyperopt's objective (the best validation accuracy over those checkpoints).
 
 :class:`Settings` holds what a run needs, with user defaults (shuffled batches, no lr schedule, plain SGD);
 :meth:`Settings.of` reads the same field names from any object (the experiments' config keeps the paper's
 values). This module knows nothing of datasets or of how a schedule picks its values.
+
+:func:`run_loop` is the one loop; a backend holds the runs it drives: :class:`OneRun` (one student, any Tuner;
+:func:`train_student`) or :class:`kdlib.stacked.StackedFixed` (S fixed-metaparameter runs as one vmapped model;
+:func:`train_students_stacked`).
 """
 from __future__ import annotations
 
@@ -16,12 +24,13 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from kdlib.losses import validation_loss
+from kdlib.stacked import StackedFixed, StackedTuned
 from kdlib.tuner import Tuner
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -38,6 +47,8 @@ class Settings:
     batch_size: int | None = None  # None: full batch
     shuffle: bool = True
     log_every: int = 1  # iterations (a run counted in iterations) or epochs
+    eval_every: int = 1  # epochs: evaluate after epoch 0, after every epoch e with (e + 1) % eval_every == 0, and
+    #                      at the end (the authors: 5); 1 = every epoch. Iteration-counted runs use log_every only
     # the student's optimizer
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -102,6 +113,9 @@ class Settings:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 1:
+            raise ValueError(f"eval_every must be an integer >= 1 (epochs between test/val evaluations; 1 = every "
+                             f"epoch, 5 = the authors' cadence), got {self.eval_every!r}")
 
 
 def make_optimizer(params, settings: Settings) -> torch.optim.Optimizer:
@@ -194,6 +208,17 @@ def evaluate(model: nn.Module, split: Split, t_val: float, batch_size: int = 102
     return float(correct) / n, float(loss_sum) / n
 
 
+def evaluates_after(epoch: int, total_epochs: int, log_every: int = 1, eval_every: int = 1) -> bool:
+    """Whether an epoch-counted run evaluates (and logs a row) after ``epoch`` (0-based): the last epoch always;
+    otherwise epochs with ``(epoch + 1) % log_every == 0`` that are epoch 0 or have ``(epoch + 1) % eval_every == 0``
+    (``eval_every=1``: every logged epoch)."""
+    if epoch >= total_epochs - 1:
+        return True
+    if (epoch + 1) % log_every:
+        return False
+    return eval_every == 1 or epoch == 0 or (epoch + 1) % eval_every == 0
+
+
 @dataclass
 class RunOutput:
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -203,6 +228,40 @@ class RunOutput:
 
 
 TunerFactory = Callable[[torch.optim.Optimizer, Settings], Tuner]  # (the student's optimizer, the run's settings)
+
+
+class OneRun:
+    """The reference backend of the loop: one student, its optimizer and its Tuner (any schedule)."""
+
+    def __init__(self, st: Settings, problem: Problem, tuner: TunerFactory) -> None:
+        torch.manual_seed(st.seed)
+        self.model = problem.make_student().to(problem.train.x.device)
+        self.model.train()
+        self.optimizer = make_optimizer(self.model.parameters(), st)
+        self.tuner = tuner(self.optimizer, st)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def new_epoch(self) -> None:
+        self.tuner.new_epoch()
+
+    def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
+        self.tuner.train_step(self.model, batches[0], next_val)  # Tuner.step + the real step, one shared forward
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The per-run fields of a history row (values trained at, phase, counts)."""
+        lam = self.tuner.metaparams.detach().float().cpu()
+        return [dict(lambda1=float(lam[0]), temperature=float(lam[1]), hypergrad_evals=int(self.tuner.hypergrad_evals),
+                     nan_skipped=int(self.tuner.nan_skipped), phase=self.tuner.phase)]
+
+    def evaluate(self, split: Split, t_val: float) -> list[tuple[float, float]]:
+        return [evaluate(self.model, split, t_val)]
+
+    def finish(self) -> list[RunOutput]:
+        self.tuner.check()
+        return [RunOutput(model=self.model, tuner=self.tuner)]
 
 
 def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress: bool = False,
@@ -216,19 +275,55 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
     """
     st = Settings.of(settings)
     st.validate()
-    torch.manual_seed(st.seed)
-    model = problem.make_student().to(problem.train.x.device)
-    model.train()
-    opt = make_optimizer(model.parameters(), st)
-    tun = tuner(opt, st)
+    return run_loop([st], problem, lambda: OneRun(st, problem, tuner), progress, score_on_val)[0]
+
+
+def train_students_stacked(settings: Sequence[Any], problem: Problem, values: Tensor, progress: bool = False,
+                           score_on_val: bool = False, schedule: str = "fixed") -> list[RunOutput]:
+    """S fixed-metaparameter runs (no distillation, naive, random, hyperopt trials: ``values[s]`` = (lambda1, T)
+    of run s, seeds from ``settings[s]``) trained as ONE stacked model per step (:class:`kdlib.stacked.StackedFixed`,
+    ``torch.func`` vmap) through the same loop as :func:`train_student`. The runs may differ only in seed, values
+    and label. Equal to S calls of :func:`train_student` with fixed Tuners up to float32 rounding
+    (``tests/test_stacked.py`` states the tolerance and why). ``schedule="gradient"`` or ``"proposed"``: the
+    values are the runs' initial ones and move by the schedule (:class:`kdlib.stacked.StackedTuned`: the
+    unrolled hypergradient vmapped over the runs; plain SGD)."""
+    sts = [Settings.of(x) for x in settings]
+    for st in sts:
+        st.validate()
+    values = torch.as_tensor(values, dtype=torch.float32)
+    if values.shape != (len(sts), 2):
+        raise ValueError(f"values must have shape (runs, 2) = ({len(sts)}, 2) (lambda1, T) per run, got "
+                         f"{tuple(values.shape)}")
+    device = problem.train.x.device
+    if schedule == "fixed":
+        return run_loop(sts, problem, lambda: StackedFixed(sts, problem.make_student, values, device, make_optimizer),
+                        progress, score_on_val)
+    return run_loop(sts, problem, lambda: StackedTuned(sts, problem.make_student, values, device, make_optimizer,
+                                                       schedule), progress, score_on_val)
+
+
+_PER_RUN_FIELDS = ("seed", "label")
+
+
+def run_loop(sts: list[Settings], problem: Problem, backend_factory: Callable[[], Any], progress: bool = False,
+             score_on_val: bool = False) -> list[RunOutput]:
+    """The one training loop (epochs or iterations, StepLR, per-run shuffles, the evaluation cadence, the history
+    rows) over a backend holding ``len(sts)`` runs: :class:`OneRun` or :class:`kdlib.stacked.StackedFixed`."""
+    st = sts[0]
+    ref = {k: v for k, v in dataclasses.asdict(st).items() if k not in _PER_RUN_FIELDS}
+    for other in sts[1:]:
+        diff = [k for k, v in dataclasses.asdict(other).items() if k not in _PER_RUN_FIELDS and ref[k] != v]
+        if diff:
+            raise ValueError(f"stacked runs may differ only in seed, label and metaparameters; they differ in {diff}")
+    backend = backend_factory()
     by_iteration = st.iterations is not None
     n_train = len(problem.train)
     bs = st.batch_size if st.batch_size is not None else n_train
     batches_per_epoch = max(1, -(-n_train // bs))
     total = int(st.iterations) if by_iteration else int(st.epochs) * batches_per_epoch
     val_iter = _val_cycle(problem.val, st.batch_size)
-    gen = torch.Generator().manual_seed(st.seed)
-    out = RunOutput(model=model, tuner=tun)
+    gens = [torch.Generator().manual_seed(s.seed) for s in sts]
+    outs = [RunOutput() for _ in sts]
     t0 = time.perf_counter()
     lr = st.lr
     bar = None
@@ -237,56 +332,50 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
 
         bar = tqdm(total=total, desc=st.label, leave=False)
 
-    def log(step: int, epoch: int, lam: Tensor, phase: str) -> None:
-        acc, _ = evaluate(model, problem.test, st.t_val)
-        val_acc, val_loss = evaluate(model, problem.val, st.t_val)
-        if score_on_val:
-            out.best_val_accuracy = max(val_acc, out.best_val_accuracy) \
-                if out.best_val_accuracy == out.best_val_accuracy else val_acc
-        lam_cpu = lam.detach().float().cpu()
-        out.history.append(dict(
-            step=step, epoch=epoch, test_accuracy=acc, val_accuracy=val_acc, val_loss=val_loss,
-            lambda1=float(lam_cpu[0]), temperature=float(lam_cpu[1]),
-            hypergrad_evals=int(tun.hypergrad_evals), nan_skipped=int(tun.nan_skipped),
-            wall_time=time.perf_counter() - t0, phase=phase, lr=lr))
+    def log(step: int, epoch: int) -> None:
+        tests = backend.evaluate(problem.test, st.t_val)
+        vals = backend.evaluate(problem.val, st.t_val)
+        for out, row, (acc, _), (val_acc, val_loss) in zip(outs, backend.rows(), tests, vals):
+            if score_on_val:
+                out.best_val_accuracy = max(val_acc, out.best_val_accuracy) \
+                    if out.best_val_accuracy == out.best_val_accuracy else val_acc
+            out.history.append(dict(
+                step=step, epoch=epoch, test_accuracy=acc, val_accuracy=val_acc, val_loss=val_loss,
+                lambda1=row["lambda1"], temperature=row["temperature"], hypergrad_evals=row["hypergrad_evals"],
+                nan_skipped=row["nan_skipped"], wall_time=time.perf_counter() - t0, phase=row["phase"], lr=lr))
 
     def next_val() -> tuple[Tensor, Tensor]:
         return next(val_iter)
 
+    train = problem.train
     step = 0
     epoch = 0
     while step < total:
         if st.lr_step_epochs:
             lr = st.lr * st.lr_gamma ** (epoch // st.lr_step_epochs)
-            for group in opt.param_groups:
-                group["lr"] = lr
-        order = torch.randperm(n_train, generator=gen).to(problem.train.x.device) if st.shuffle else None
-        tun.new_epoch()
+            backend.set_lr(lr)
+        orders = [torch.randperm(n_train, generator=g).to(train.x.device) for g in gens] if st.shuffle else None
+        backend.new_epoch()
         for b in range(batches_per_epoch):
             if step >= total:
                 break
             sl = slice(b * bs, min((b + 1) * bs, n_train))
-            if order is None:
-                xb, yb, tb = problem.train.x[sl], problem.train.y[sl], problem.train.teacher[sl]
+            if orders is None:
+                batches = [(train.x[sl], train.y[sl], train.teacher[sl])] * len(sts)
             else:
-                idx = order[sl]
-                xb, yb, tb = problem.train.x[idx], problem.train.y[idx], problem.train.teacher[idx]
-            tun.step(model, (xb, yb, tb), next_val)
-            lam, phase = tun.metaparams, tun.phase
-            opt.zero_grad(set_to_none=True)
-            loss = tun.loss(model(xb), tb, yb)
-            loss.backward()
-            opt.step()
-            last = step == total - 1
-            if by_iteration and (step % st.log_every == 0 or last):
-                log(step, epoch, lam, phase)
+                batches = [(train.x[o[sl]], train.y[o[sl]], train.teacher[o[sl]]) for o in orders]
+            backend.step(batches, next_val)
+            if by_iteration and (step % st.log_every == 0 or step == total - 1):
+                log(step, epoch)
             step += 1
             if bar is not None:
                 bar.update(1)
-        if not by_iteration and ((epoch + 1) % st.log_every == 0 or step >= total):
-            log(step - 1, epoch, lam, phase)
+        if not by_iteration and (step >= total or evaluates_after(epoch, int(st.epochs), st.log_every,
+                                                                   st.eval_every)):
+            log(step - 1, epoch)
         epoch += 1
     if bar is not None:
         bar.close()
-    tun.check()
-    return out
+    for out, done in zip(outs, backend.finish()):
+        out.model, out.tuner = done.model, done.tuner
+    return outs

@@ -12,6 +12,11 @@
         optimizer.zero_grad(); loss.backward(); optimizer.step()
     tuner.check()                               # NonFiniteHypergradient if no hypergradient was finite
 
+Or, with one forward per iteration shared by the estimator and the real step (what :mod:`kdlib.train` runs)::
+
+    for (x, y), val in ...:
+        tuner.train_step(student, (x, y, t), val)   # step + zero_grad + loss + backward + optimizer.step
+
 :meth:`Tuner.step` takes the hypergradient of eq. (3) through one step of the optimizer the loop really uses
 (:func:`kdlib.hypergrad.hypergradient` with ``optimizer=``, its state and current lr), then moves the values by
 the schedule (:class:`kdlib.schedules.Schedule`: clipping, NaN/inf skip with counts, metaparameter SGD,
@@ -27,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from kdlib.hypergrad import hypergradient
+from kdlib.hypergrad import hypergradient, reuses_train_logits
 from kdlib.losses import LOSS_FORMS, distillation_loss
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE, in_box
 from kdlib.schedules import NonFiniteHypergradient, Schedule, check_schedule
@@ -167,7 +172,8 @@ class Tuner:
         """Mark an epoch boundary (Algorithm 1's cycle restarts here when ``proposed_reset="epoch"``)."""
         self.in_epoch = 0
 
-    def _hypergradient(self, model: nn.Module, batch: Sequence[Tensor], val: ValBatch, value: Tensor) -> Tensor:
+    def _hypergradient(self, model: nn.Module, batch: Sequence[Tensor], val: ValBatch, value: Tensor,
+                       train_logits: Tensor | None = None) -> Tensor:
         val_batch = val() if callable(val) else val
         kwargs: dict[str, Any] = dict(t_val=self.t_val, method=self.estimator, steps=self.steps, form=self.form,
                                       t2_scaling=self.t2_scaling, **self.options)
@@ -179,7 +185,29 @@ class Tuner:
             kwargs["lr"] = float(self.lr)
         else:
             kwargs["optimizer"] = self.optimizer
+        if train_logits is not None and reuses_train_logits(self.estimator, self.steps,
+                                                            self.options.get("unrolled_impl", "auto")):
+            kwargs["train_logits"] = train_logits
         return hypergradient(model, tuple(batch), val_batch, value, generator=self.generator, **kwargs)
+
+    @staticmethod
+    def _check_batch(batch: Any, who: str) -> None:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 3:
+            raise ValueError(f"Tuner.{who}: batch must be (x, y, teacher_logits): compute the teacher's logits "
+                             f"under torch.no_grad() and pass them with the inputs and labels")
+
+    def _advance(self, model: nn.Module, batch: Sequence[Any], val: ValBatch, train_logits: Tensor | None,
+                 who: str) -> Tensor:
+        self._check_batch(batch, who)
+        y = batch[1]
+        if isinstance(y, Tensor) and y.device != self.schedule.value.device:
+            self.schedule.to(y.device)
+        value = self.schedule.step(self.iteration, self.in_epoch,
+                                   lambda lam: self._hypergradient(model, batch, val, lam, train_logits))
+        self._trace.append((self.iteration, self.schedule.phase, value))
+        self.iteration += 1
+        self.in_epoch += 1
+        return value
 
     def step(self, model: nn.Module, batch: Sequence[Any], val: ValBatch) -> tuple[Tensor, Tensor]:
         """One iteration of the schedule at the model's current weights; returns ``(lambda1, T)`` (0-d tensors).
@@ -187,18 +215,33 @@ class Tuner:
         ``batch`` is ``(x, y, teacher_logits)``; ``val`` a ``(x, y)`` batch of D_val, or a zero-argument callable
         returning one (then a batch is drawn only when a hypergradient is taken).
         """
-        if not isinstance(batch, (tuple, list)) or len(batch) != 3:
-            raise ValueError("Tuner.step: batch must be (x, y, teacher_logits): compute the teacher's logits "
-                             "under torch.no_grad() and pass them with the inputs and labels")
-        y = batch[1]
-        if isinstance(y, Tensor) and y.device != self.schedule.value.device:
-            self.schedule.to(y.device)
-        value = self.schedule.step(self.iteration, self.in_epoch,
-                                   lambda lam: self._hypergradient(model, batch, val, lam))
-        self._trace.append((self.iteration, self.schedule.phase, value))
-        self.iteration += 1
-        self.in_epoch += 1
+        value = self._advance(model, batch, val, None, "step")
         return value[0], value[1]
+
+    def train_step(self, model: nn.Module, batch: Sequence[Any], val: ValBatch) -> Tensor:
+        """One whole iteration of the loop above -- :meth:`step`, then ``zero_grad``, L_train at the new
+        (lambda1, T), ``backward`` and the optimizer's ``step`` -- with ONE train forward shared by both.
+
+        The real step's forward ``model(x)`` (BatchNorm running statistics updated once, dropout masks from the
+        global stream, exactly as the loop's own forward) is taken first; the one-step ``unrolled`` and
+        ``finite_difference`` estimators differentiate through its retained graph instead of a forward of their
+        own (:func:`kdlib.hypergrad.hypergradient`'s ``train_logits``), and the real step backpropagates
+        L_train at the new values through the same graph. For a dropout-free model the values and the student
+        are bit-identical to :meth:`step` + the loop (``tests/test_fused.py``); with dropout the estimator sees
+        the real step's train masks. Returns the (detached) train loss.
+        """
+        if self.optimizer is None:
+            raise ValueError("Tuner.train_step takes the optimizer's step: build the Tuner with the optimizer "
+                             "(Tuner(optimizer, ...)), not lr=")
+        self._check_batch(batch, "train_step")
+        x, y, t = batch
+        z = model(x) if self.forward is None else self.forward(model, x)
+        self._advance(model, batch, val, z, "train_step")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(z, t, y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
     def loss(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:
         """L_train (Sec. 2) at the current (lambda1, T): :func:`kdlib.losses.distillation_loss`."""

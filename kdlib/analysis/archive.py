@@ -35,7 +35,7 @@ PROTOCOLS: tuple[str, ...] = ("authors", "defaults")
 AUTHORS_PROTOCOL: dict[str, object] = dict(init_law="authors", fd_virtual_lr="initial", proposed_reset="epoch",
                                            loss_form="kl", t2_scaling=False, clamp_extrapolation=False,
                                            random_law="loguniform", shuffle=False, optimizer="sgd",
-                                           momentum=0.0, weight_decay=0.0)
+                                           momentum=0.0, weight_decay=0.0, eval_every=5)
 DISTILLATION_MIN = 0.9
 PURE_CE_MAX = 0.1
 TUNED_METHODS: tuple[str, ...] = ("gradient", "proposed")

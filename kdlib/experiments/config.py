@@ -54,6 +54,7 @@ class ExperimentConfig:
     lr_gamma: float = 0.5
     t_val: float = 1.0
     log_every: int = 1  # synthetic: iterations between logged points; images: epochs
+    eval_every: int = 1  # images: evaluate after epoch 0, every eval_every-th epoch and at the end (authors: 5)
     optimizer: str = "sgd"  # "sgd" | "adam" | "adamw" (the paper: plain SGD)
     momentum: float = 0.0  # SGD only
     nesterov: bool = False  # SGD only
@@ -116,7 +117,8 @@ def field_names() -> set[str]:
 # ------------------------------------------------------------------------------------------------ validation
 # fields that count things: integers >= the bound (None allowed where the default is None)
 _COUNTS: dict[str, int] = dict(n_train=1, n_test=1, teacher_epochs=1, iterations=1, epochs=1, batch_size=1,
-                               lr_step_epochs=1, log_every=1, unroll_steps=1, e1=2, e2=0, hyperopt_evals=1)
+                               lr_step_epochs=1, log_every=1, eval_every=1, unroll_steps=1, e1=2, e2=0,
+                               hyperopt_evals=1)
 _NONNEG_INTS = ("seed", "split_seed")
 _POSITIVE_FLOATS = ("lr", "lr_gamma", "t_val", "meta_lr", "meta_clip")
 _BOOLS = ("holdout", "shuffle", "download", "nesterov", "clamp_extrapolation", "t2_scaling")

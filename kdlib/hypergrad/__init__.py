@@ -24,7 +24,8 @@ Estimators (``method=``), one file each:
 
 State contract: the model is left exactly as found (parameters, buffers, train/eval mode, ``.grad``); the
 optimizer is only read. BatchNorm follows the model's mode per module and running statistics are never
-updated (:func:`~kdlib.hypergrad.state.inner_buffers`). Randomness: every forward of one call is re-seeded
+updated (:func:`~kdlib.hypergrad.state.inner_buffers`); with ``train_logits=`` (the real step's own forward,
+:meth:`kdlib.tuner.Tuner.train_step`) the one-step estimators differentiate through that graph and retain it. Randomness: every forward of one call is re-seeded
 with one seed (drawn from ``generator``, else fixed), so paired forwards see the same dropout masks, inside
 ``torch.random.fork_rng``: the caller's global RNG state is unchanged by the call. No ``.item()`` and no host
 branching on tensor values; the result is returned raw (NaN/inf included; detection is the caller's job).
@@ -88,21 +89,29 @@ def _check(method: str, steps: int, metaparams: Tensor, options: Mapping[str, An
     return {k: options[k] for k in _LOSS_OPTIONS if k in options}
 
 
+def reuses_train_logits(method: str, steps: int = 1, unrolled_impl: str = "auto") -> bool:
+    """Whether the estimator takes the real step's train logits (``train_logits=``) instead of its own forward:
+    the one-step ``unrolled`` (cotangent evaluation) and ``finite_difference``."""
+    return (method == "finite_difference" and steps == 1) or (
+        method == "unrolled" and steps == 1 and unrolled_impl in ("auto", "cotangent"))
+
+
 def _dispatch(fwd: Forward, params, batches, val_batch, metaparams, rule, t_val, method, steps, loss_opts,
-              options) -> Tensor:
+              options, shared=None) -> Tensor:
     """Route to the estimator (arguments already validated, host-side only)."""
     args = (fwd, params)
     if method == "unrolled":
         impl = options.get("unrolled_impl", "auto")
         if steps == 1 and impl in ("auto", "cotangent"):
-            return unrolled.unrolled_one_step(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts)
+            return unrolled.unrolled_one_step(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts,
+                                              shared=shared)
         return unrolled.unrolled_reverse(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
     if method == "forward":
         return forward.forward_mode(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
     method_opts = {k: options[k] for k in _METHOD_OPTIONS[method] if k in options}
     if method == "finite_difference":
         return finite_difference.finite_difference(*args, batches[0], val_batch, metaparams, rule, t_val,
-                                                   loss_opts, **method_opts)
+                                                   loss_opts, shared=shared, **method_opts)
     return neumann.neumann(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
 
 
@@ -110,11 +119,17 @@ def hypergradient_functional(model: nn.Module, params: Mapping[str, Tensor], sta
                              train_batch, val_batch, metaparams: Tensor, lr: Any = None, t_val: Any = 1.0,
                              method: str = "unrolled", steps: int = 1,
                              optimizer: Optional[torch.optim.Optimizer] = None, forward: Optional[ForwardFn] = None,
-                             generator: Optional[torch.Generator] = None, **options: Any) -> Tensor:
+                             generator: Optional[torch.Generator] = None,
+                             shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None, **options: Any) -> Tensor:
     """:func:`hypergradient` on explicit state: ``params`` (trainable, stepped; names as in
     ``model.named_parameters()``) and ``state`` (frozen parameters and buffers, used as given -- see
-    :func:`inner_buffers` for safe BN buffers)."""
+    :func:`inner_buffers` for safe BN buffers). ``shared=(z, w)``: the real step's train logits and the
+    trainable tensors they were computed from (same names as ``params``), see :func:`hypergradient`'s
+    ``train_logits``."""
     loss_opts = _check(method, steps, metaparams, options)
+    if shared is not None and not reuses_train_logits(method, steps, options.get("unrolled_impl", "auto")):
+        raise ValueError(f"train_logits= is used only by the one-step 'unrolled' and 'finite_difference' "
+                         f"estimators, not method={method!r} steps={steps}; leave it out")
     if options.get("unrolled_impl") == "higher":
         raise ValueError("unrolled_impl='higher' works on the model itself: use hypergradient()")
     rule = _rule(model, list(params), lr, optimizer)
@@ -123,14 +138,16 @@ def hypergradient_functional(model: nn.Module, params: Mapping[str, Tensor], sta
     seed = draw_seed(generator)
     with torch.enable_grad(), rng_scope(model) as devices:
         fwd = Forward(model, state, forward, seed, devices)
-        out = _dispatch(fwd, params, batches, val, metaparams, rule, t_val, method, steps, loss_opts, options)
+        out = _dispatch(fwd, params, batches, val, metaparams, rule, t_val, method, steps, loss_opts, options,
+                        shared)
     return out.to(metaparams.dtype)
 
 
 def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, lr: Any = None,
                   t_val: Any = 1.0, method: str = "unrolled", steps: int = 1,
                   optimizer: Optional[torch.optim.Optimizer] = None, forward: Optional[ForwardFn] = None,
-                  generator: Optional[torch.Generator] = None, **options: Any) -> Tensor:
+                  generator: Optional[torch.Generator] = None, train_logits: Optional[Tensor] = None,
+                  **options: Any) -> Tensor:
     """Gradient w.r.t. lambda = (lambda1, T) of L_val(U(w, lambda)) after one inner step U, eq. (3).
 
     Args:
@@ -150,6 +167,11 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
             outputs; default ``model(inputs)``, which must return a tensor.
         generator: a CPU ``torch.Generator`` owned by the caller; one seed is drawn from it per call (fresh
             dropout masks per call, the same masks for all forwards of the call). Default: a fixed seed.
+        train_logits: the model's logits on the train inputs with their autograd graph to its parameters, i.e.
+            the forward of the real training step (:meth:`kdlib.tuner.Tuner.train_step`). The one-step
+            estimators (:func:`reuses_train_logits`) then skip their own train forward and retain the graph for
+            the real step's backward. Those logits carry the real step's dropout masks (the validation forward
+            keeps the call's seed) and BatchNorm batch statistics, identical to the estimator's own forward.
         **options: loss options ``form`` ("ce"/"kl"), ``t2_scaling`` (see :func:`distillation_loss`), and
             per method: ``unrolled_impl`` ("auto"/"cotangent"/"reverse"/"higher"), ``fd_eps_scale`` (0.01),
             ``fd_virtual_lr`` (None = lr), ``neumann_terms`` (5), ``neumann_alpha`` (None = lr).
@@ -158,6 +180,8 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
         Tensor of shape (2,): (dL_val/dlambda1, dL_val/dT). Raw: may hold NaN/inf, never synced.
     """
     if method == "unrolled" and options.get("unrolled_impl") == "higher":
+        if train_logits is not None:
+            raise ValueError("train_logits= is not used by unrolled_impl='higher'; leave it out")
         loss_opts = _check(method, steps, metaparams, options)
         params, _ = split_params(model)
         _rule(model, list(params), lr, optimizer)  # same argument checks and optimizer support
@@ -174,10 +198,16 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
                                    forward=seeded)
     params, frozen = split_params(model)
     state = {**inner_buffers(model), **frozen}
+    shared = None
+    if train_logits is not None:
+        if not isinstance(train_logits, Tensor) or train_logits.grad_fn is None:
+            raise ValueError("train_logits= must be the model's logits on the train inputs computed with autograd "
+                             "enabled (their graph to the parameters is what the estimator differentiates)")
+        shared = (train_logits, {n: p for n, p in model.named_parameters() if p.requires_grad})
     return hypergradient_functional(model, params, state, train_batch, val_batch, metaparams, lr, t_val,
                                     method=method, steps=steps, optimizer=optimizer, forward=forward,
-                                    generator=generator, **options)
+                                    generator=generator, shared=shared, **options)
 
 
-__all__ = ["hypergradient", "hypergradient_functional", "unrolled_higher", "split_params", "inner_buffers",
+__all__ = ["hypergradient", "hypergradient_functional", "reuses_train_logits", "unrolled_higher", "split_params", "inner_buffers",
            "METHODS", "SUPPORTED", "DEFAULT_SEED"]

@@ -15,7 +15,7 @@ from q: they add nothing to the exact value, but Adam's derivative there is lr /
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -31,14 +31,25 @@ def _norm(ts) -> Tensor:
 
 def finite_difference(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, val_batch: tuple,
                       metaparams: Tensor, rule: UpdateRule, t_val: Any, loss_opts: Mapping[str, Any],
-                      fd_eps_scale: float = 0.01, fd_virtual_lr: Any = None) -> Tensor:
-    """Central difference of grad_lambda L_train along the step's pulled-back validation gradient."""
+                      fd_eps_scale: float = 0.01, fd_virtual_lr: Any = None,
+                      shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None) -> Tensor:
+    """Central difference of grad_lambda L_train along the step's pulled-back validation gradient.
+
+    ``shared=(z, w)``: the real training step's train logits with their graph to the trainable parameters
+    ``w`` (:meth:`kdlib.tuner.Tuner.train_step`): the train gradient is taken from them (graph retained for
+    the real step's backward) instead of a second forward."""
     x, y, t = batch
     lam_c = metaparams.detach()
-    w = leaves(params)
-    names = list(w)
-    loss = train_loss(fwd, w, batch, lam_c, loss_opts)
-    gw = grad(loss, [w[n] for n in names])
+    if shared is None:
+        w = leaves(params)
+        names = list(w)
+        loss = train_loss(fwd, w, batch, lam_c, loss_opts)
+        gw = grad(loss, [w[n] for n in names])
+    else:
+        z, w = shared[0], dict(shared[1])
+        names = list(w)
+        loss = distillation_loss(z, t, y, lam_c[0], lam_c[1], **loss_opts)
+        gw = grad(loss, [w[n] for n in names], retain_graph=True)
     if rule.plain_lr is not None:
         lr = rule.plain_lr
         virtual_lr = lr if fd_virtual_lr is None else fd_virtual_lr

@@ -7,7 +7,7 @@ computation) and :func:`unrolled_one_step` (``"cotangent"``: algebraically ident
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -34,7 +34,8 @@ def unrolled_reverse(fwd: Forward, params: Mapping[str, Tensor], batches: Sequen
 
 
 def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, val_batch: tuple,
-                      metaparams: Tensor, rule: UpdateRule, t_val: Any, loss_opts: Mapping[str, Any]) -> Tensor:
+                      metaparams: Tensor, rule: UpdateRule, t_val: Any, loss_opts: Mapping[str, Any],
+                      shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None) -> Tensor:
     """Exact one-step hypergradient of eq. (3), evaluated without differentiating twice through the network.
 
     Let z = g(x, w) be the train logits (they do not depend on lambda), J = dz/dw, s(lambda) = dL_train/dz,
@@ -44,13 +45,20 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     q is one vector-Jacobian product of the elementwise update (:meth:`UpdateRule.linearize`). The c_i come from the
     tiny (B, K) loss head; J^T s and J^T c_1, J^T c_2 come from ONE backward through the saved train graph with
     three batched cotangents (``is_grads_batched``). Identical (up to rounding) to :func:`unrolled_reverse`.
+
+    ``shared=(z, w)``: the train logits z of the real training step with their graph to the trainable
+    parameters ``w`` (the real step's own forward, :meth:`kdlib.tuner.Tuner.train_step`); z is then not
+    recomputed and its graph is retained for the real step's backward.
     """
     x, y, t = batch
     lam = metaparams.detach().clone().requires_grad_(True)
-    w = leaves(params)
+    if shared is None:
+        w = leaves(params)
+        z = fwd(w, x)
+    else:
+        z, w = shared[0], dict(shared[1])
     names = list(w)
     wl = [w[n] for n in names]
-    z = fwd(w, x)
     z_det = z.detach().requires_grad_(True)
     loss = distillation_loss(z_det, t, y, lam[0], lam[1], **loss_opts)
     (s,) = grad(loss, [z_det], create_graph=True)  # (B, K), with a graph to lambda
@@ -58,10 +66,12 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     r = torch.zeros_like(s, requires_grad=True)
     (s_vjp,) = grad(s, [lam], grad_outputs=r, create_graph=True)
     cots = [s.detach()] + [grad(s_vjp[i], [r], retain_graph=i + 1 < lam.numel())[0] for i in range(lam.numel())]
-    jt = torch.autograd.grad(z, wl, grad_outputs=torch.stack(cots).to(z.dtype), is_grads_batched=True,
-                             allow_unused=True)
-    jt = [torch.zeros((len(cots),) + p.shape, dtype=p.dtype, device=p.device) if g is None else g
-          for g, p in zip(jt, wl)]
+    # three backwards through the saved train graph (one per cotangent): faster on CPU than one
+    # ``is_grads_batched`` (vmapped) backward, and the same products up to rounding
+    last = len(cots) - 1
+    per = [grad(z, wl, grad_outputs=c.to(z.dtype), retain_graph=shared is not None or i < last)
+           for i, c in enumerate(cots)]
+    jt = [torch.stack(gs) for gs in zip(*per)]
     if rule.plain_lr is not None:
         lr = rule.plain_lr
         w_new = {n: (w[n].detach() - lr * g[0]).requires_grad_(True) for n, g in zip(names, jt)}

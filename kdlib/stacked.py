@@ -1,0 +1,182 @@
+"""The stacked backend of the training loop: S independent fixed-metaparameter runs as ONE model per step.
+
+The runs of one dataset that keep (lambda1, T) fixed -- no distillation, naive, random and every hyperopt trial
+(Sec. 4, Table 2), over seeds -- share the data, the architecture and the protocol; only the initial weights
+(the seed), the batch order (the seed) and the values differ. :class:`StackedFixed` holds their parameters and
+buffers stacked along a leading run axis (``torch.func.stack_module_state``) and evaluates all of them with one
+``torch.func.vmap`` of ``functional_call``: one forward, one backward and one optimizer step per iteration for
+the S runs (on a GPU, S times the work per kernel launch), with no host synchronisation in the step. L_train is
+:func:`kdlib.losses.distillation_loss` at each run's own (lambda1, T); BatchNorm normalises with each run's own
+batch statistics and updates each run's own running statistics. The loop itself is
+:func:`kdlib.train.run_loop` (the same code as one run); the optimizer is the runs' own (``torch.optim`` updates
+are elementwise, so one optimizer over the stacked tensors steps every run as its own would).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from kdlib.losses import distillation_loss, validation_loss
+from kdlib.metaparams import project
+from kdlib.schedules import Schedule
+
+
+class _Done:
+    """What the loop reads back from a finished run (the model; no Tuner)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.tuner = None
+
+
+class StackedFixed:
+    """S students trained at fixed per-run values ``values[s] = (lambda1, T)``, seeded by ``settings[s].seed``.
+
+    ``make_optimizer(params, settings)`` builds the optimizer (:func:`kdlib.train.make_optimizer`)."""
+
+    def __init__(self, settings: Sequence[Any], make_student: Callable[[], nn.Module], values: Tensor,
+                 device: torch.device | str, make_optimizer: Callable[[list[Tensor], Any], torch.optim.Optimizer]
+                 ) -> None:
+        self.models: list[nn.Module] = []
+        for st in settings:  # each run's initial weights from its own seed, exactly as train_student draws them
+            torch.manual_seed(st.seed)
+            self.models.append(make_student().to(device).train())
+        params, buffers = stack_module_state(self.models)
+        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        self.buffers = buffers
+        self.base = copy.deepcopy(self.models[0]).to("meta")
+        self.values = project(values.to(device).detach().clone())
+        self.optimizer = make_optimizer(list(self.params.values()), settings[0])
+        self.runs = len(self.models)
+
+        def train_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor,
+                       lam: Tensor) -> Tensor:
+            z = functional_call(self.base, (p, b), (x,))
+            return distillation_loss(z, t, y, lam[0], lam[1])
+
+        def logits(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(self.base, (p, b), (x,))
+
+        self._train_loss = vmap(train_loss)
+        self._logits = vmap(logits, in_dims=(0, 0, None))
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def new_epoch(self) -> None:
+        pass
+
+    def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
+        """One optimizer step of every run on its own batch (``batches[s]``)."""
+        x, y, t = (torch.stack(parts) for parts in zip(*batches))
+        self.base.train()
+        losses = self._train_loss(self.params, self.buffers, x, y, t, self.values)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # run s's parameters get exactly d loss_s (the other terms do not depend on them)
+        self.optimizer.step()
+
+    def rows(self) -> list[dict[str, Any]]:
+        lam = self.values.detach().float().cpu().tolist()
+        return [dict(lambda1=v[0], temperature=v[1], hypergrad_evals=0, nan_skipped=0, phase="fixed") for v in lam]
+
+    @torch.no_grad()
+    def evaluate(self, split: Any, t_val: float, batch_size: int = 1024) -> list[tuple[float, float]]:
+        """Per run: accuracy and mean L_val on ``split`` in eval mode (running statistics), like
+        :func:`kdlib.train.evaluate`."""
+        self.base.eval()
+        correct = torch.zeros(self.runs, device=split.y.device)
+        loss_sum = torch.zeros(self.runs, device=split.y.device)
+        params = {k: v.detach() for k, v in self.params.items()}
+        for start in range(0, len(split), batch_size):
+            xb, yb = split.x[start:start + batch_size], split.y[start:start + batch_size]
+            out = self._logits(params, self.buffers, xb)  # (S, B, K)
+            correct += (out.argmax(-1) == yb).sum(-1)
+            loss_sum += vmap(validation_loss, in_dims=(0, None, None))(out, yb, t_val) * yb.shape[0]
+        self.base.train()
+        n = max(len(split), 1)
+        return [(float(c) / n, float(ls) / n) for c, ls in zip(correct.cpu(), loss_sum.cpu())]
+
+    def finish(self) -> list[_Done]:
+        """Unstack the trained weights and buffers into the S student modules."""
+        for s, model in enumerate(self.models):
+            state = {k: v[s].detach() for k, v in {**self.params, **self.buffers}.items()}
+            model.load_state_dict(state)
+        return [_Done(m) for m in self.models]
+
+
+class StackedTuned(StackedFixed):
+    """S runs whose (lambda1, T) follow a schedule (``"gradient"`` or ``"proposed"``, Algorithm 1): the
+    hypergradient of eq. (3) for all runs at once, ``vmap`` over ``torch.func.grad`` of L_val after one
+    differentiable plain-SGD step (the unrolled estimator's double backprop, exact), and the schedule's
+    clipping, NaN skip, projection and extrapolation on (S, 2) values (:class:`kdlib.schedules.Schedule`, the
+    code the Tuner runs). BatchNorm in the estimator uses batch statistics and updates nothing, as
+    :func:`kdlib.hypergrad.inner_buffers`. Plain SGD only (the paper's); the loop's validation batches are drawn
+    once per hypergradient for all runs, which is what each run's own cycle would give."""
+
+    def __init__(self, settings: Sequence[Any], make_student: Callable[[], nn.Module], values: Tensor,
+                 device: torch.device | str, make_optimizer: Callable[[list[Tensor], Any], torch.optim.Optimizer],
+                 schedule: str) -> None:
+        st = settings[0]
+        if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
+            raise ValueError("the stacked tuned backend differentiates the paper's plain SGD step only; use "
+                             "train_student for momentum, weight decay or Adam")
+        if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
+            raise ValueError("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
+                             "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
+        super().__init__(settings, make_student, values, device, make_optimizer)
+        self.schedule = Schedule(self.values, schedule, st.e1, st.e2, st.meta_lr, st.meta_clip, 1,
+                                 st.proposed_reset, st.clamp_extrapolation)
+        self.values = self.schedule.value
+        self.iteration = 0
+        self.in_epoch = 0
+        t_val = float(st.t_val)
+        no_stats = {k: None for k in self.buffers}  # batch statistics, no running-statistics update
+
+        def call(p: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(self.base, (p, no_stats), (x,), strict=False)
+
+        def one(lam: Tensor, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, xv: Tensor, yv: Tensor,
+                lr: Tensor) -> Tensor:
+            def val_after(lv: Tensor) -> Tensor:
+                g = torch.func.grad(lambda q: distillation_loss(call(q, x), t, y, lv[0], lv[1]))(p)
+                return validation_loss(call({k: p[k] - lr * g[k] for k in p}, xv), yv, t_val)
+
+            return torch.func.grad(val_after)(lam)
+
+        self._hypergradient = vmap(one, in_dims=(0, 0, 0, 0, 0, None, None, None))
+
+    def new_epoch(self) -> None:
+        self.in_epoch = 0
+
+    def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
+        x, y, t = (torch.stack(parts) for parts in zip(*batches))
+        params = {k: v.detach() for k, v in self.params.items()}
+        lr = torch.as_tensor(self.optimizer.param_groups[0]["lr"], dtype=x.dtype, device=x.device)
+
+        def hypergradient(value: Tensor) -> Tensor:
+            xv, yv = next_val()
+            self.base.train()
+            return self._hypergradient(value, params, x, y, t, xv, yv, lr)
+
+        self.values = self.schedule.step(self.iteration, self.in_epoch, hypergradient)
+        self.iteration += 1
+        self.in_epoch += 1
+        super().step(batches, next_val)
+
+    def rows(self) -> list[dict[str, Any]]:
+        lam = self.values.detach().float().cpu().tolist()
+        nan = self.schedule.nonfinite.cpu().tolist()
+        return [dict(lambda1=v[0], temperature=v[1], hypergrad_evals=int(self.schedule.evals), nan_skipped=int(n),
+                     phase=self.schedule.phase) for v, n in zip(lam, nan)]
+
+    def finish(self) -> list[_Done]:
+        self.schedule.check("a stacked run")
+        return super().finish()
+
+
+__all__ = ["StackedFixed", "StackedTuned"]
