@@ -394,7 +394,7 @@ def bench_column(device: torch.device, quick: bool, allow_real: bool) -> dict[st
     ``50 * train_epoch + n_evaluations * evaluation`` with n_evaluations = 50 (``eval_every=1``) or 11 (the
     authors' ``eval_every=5``). The column on W workers (processes, one thread each) is the sum / W (ideal
     fan-out over 2 cores; the run-store branch's ``--workers``). Quick mode shrinks the sizes (schema only)."""
-    from kdlib.config import resolve_config
+    from kdlib.experiments.profiles import resolve_config
     from kdlib.methods import get_method
     from kdlib.models import make_student
     from kdlib.train import Problem, Split, evaluate
@@ -452,12 +452,13 @@ def bench_column(device: torch.device, quick: bool, allow_real: bool) -> dict[st
 
 
 def _pipeline_check(train_epoch_s: float, eval_s: float) -> dict[str, Any]:
-    """One real paper-protocol run through the runner (:func:`kdlib.runner.run_one`: data, the authors' teacher
+    """One real paper-protocol run through the runner (:func:`kdlib.experiments.runner.run_one`: data, the authors' teacher
     logits, the loop), cut to 1 epoch, against the projection's 1-epoch figure: the difference is the fixed cost
-    of a run, mostly :func:`kdlib.runner.load_bundle` (timed on its own and taken as the per-run overhead; its
+    of a run, mostly :func:`kdlib.experiments.problem.load_bundle` (timed on its own and taken as the per-run overhead; its
     first call builds kdlib's decoded-data cache and is slower), paid once per run of the column."""
-    from kdlib.config import resolve_config
-    from kdlib.runner import load_bundle, run_one
+    from kdlib.experiments.problem import load_bundle
+    from kdlib.experiments.profiles import resolve_config
+    from kdlib.experiments.runner import run_one
 
     try:
         cfg = resolve_config("cifar10_reduced", "no_distillation", "paper", 0, epochs=1, eval_every=1)
@@ -473,7 +474,7 @@ def _pipeline_check(train_epoch_s: float, eval_s: float) -> dict[str, Any]:
     return dict(load_bundle_s=_r(t_load), run_one_1_epoch_s=_r(t_run),
                 per_run_overhead_s=_r(t_load),
                 run_one_minus_projected_epoch_s=_r(t_run - train_epoch_s - eval_s),
-                note="kdlib.runner.run_one(cifar10_reduced, no_distillation, paper, epochs=1) end to end; the "
+                note="kdlib.experiments.runner.run_one(cifar10_reduced, no_distillation, paper, epochs=1) end to end; the "
                      "overhead is added once per run (60 runs) in column_two_workers_with_run_overhead_h")
 
 

@@ -41,7 +41,7 @@ def fixed_tuner(metaparams: Tensor) -> TunerFactory:
     return lambda optimizer, settings: make_tuner(settings, optimizer, value, "fixed")
 
 
-# the name the experiments' fixed grid (kdlib.runner.fixed_grid) uses: FixedController(lam) is a tuner factory
+# the name the experiments' fixed grid (kdlib.experiments.runner.fixed_grid) uses: FixedController(lam) is a tuner factory
 FixedController = fixed_tuner
 
 

@@ -38,7 +38,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 @dataclass
 class Settings:
-    """Everything one student run reads; names follow the paper and :class:`kdlib.config.ExperimentConfig`."""
+    """Everything one student run reads; names follow the paper and :class:`kdlib.experiments.config.ExperimentConfig`."""
 
     seed: int = 0
     # the loop: exactly one of iterations / epochs

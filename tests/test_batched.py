@@ -1,4 +1,4 @@
-"""The seed-batched synthetic engine (kdlib.batched) against the generic path (kdlib.runner.run_one)."""
+"""The seed-batched synthetic engine (kdlib.batched) against the generic path (kdlib.experiments.runner.run_one)."""
 from __future__ import annotations
 
 import math

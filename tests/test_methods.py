@@ -236,7 +236,7 @@ def test_generic_loop_equals_the_tuner_in_a_hand_written_loop():
 
 
 def test_fixed_tuner_uses_the_runs_loss_options():
-    # kdlib.runner.fixed_grid trains through methods.FixedController(lam): the run's loss options must apply
+    # kdlib.experiments.runner.fixed_grid trains through methods.FixedController(lam): the run's loss options must apply
     from kdlib.train import train_student
 
     lam = torch.tensor([0.5, 3.0])

@@ -2,7 +2,7 @@
 
 Each of ``notebooks/05..07`` is prose plus thin calls on an :class:`ImagePage` built with its dataset name;
 a change to what the image pages compute or show is made here, once. The runs come from
-:func:`kdlib.runner.run_experiments` at the page's profile (cached under ``results/<profile>/<dataset>``), the
+:func:`kdlib.experiments.runner.run_experiments` at the page's profile (cached under ``results/<profile>/<dataset>``), the
 numbers from :mod:`kdlib.analysis`.
 """
 from __future__ import annotations
