@@ -228,3 +228,14 @@ def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_
     (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
     with pytest.raises(ValueError, match="not the authors' protocol.*fd_virtual_lr"):
         A.load_archive(root=tmp_path)
+
+
+def test_benchmark_targets_table_says_which_goals_are_met():
+    from kdlib.analysis.benchmarks import target_met, targets_table
+
+    bench = {"targets": {"a_ratio": {"target": "<= 3.0", "measured": 3.3},
+                         "b_speedup": {"target": ">= 50", "measured": 133.9},
+                         "c_missing": {"target": "<= 1.0", "measured": None}}}
+    t = targets_table(bench).set_index("target")
+    assert list(t["met"]) == ["no", "yes", "-"] and t.loc["a ratio", "goal"] == "<= 3.0"
+    assert target_met("<= 3.0", 3.0) is True and target_met("about 3", 1.0) is None
