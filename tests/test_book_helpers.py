@@ -189,3 +189,27 @@ def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():
     bad = recheck_record(stale, first_rows=2)
     assert bad.loc[(bad.field == "test_accuracy") & (bad.step == rec["history"][1]["step"]), "ok"].tolist() == [False]
     assert bad.loc[bad.field != "test_accuracy", "ok"].all()
+
+
+def test_show_recheck_says_so_when_the_data_is_missing(tmp_path, monkeypatch):
+    """Without the dataset on the machine the archive cannot be re-run: the page says so instead of failing
+    (and with the data, a moved value still fails the page: test_recheck_record_reproduces_...)."""
+    import json
+
+    from kdlib.analysis.archive import AUTHORS_PROTOCOL
+    from kdlib.book.archive_page import show_recheck
+    from kdlib.experiments.profiles import resolve_config
+
+    cfg = resolve_config("cifar10_reduced", "gradient", "smoke", 0, **AUTHORS_PROTOCOL).to_dict()
+    rec = dict(config=cfg, history=[dict(step=4, epoch=0, test_accuracy=0.3, val_loss=2.0, lambda1=0.5,
+                                         temperature=2.0)],
+               summary=dict(status="ok", final_accuracy=0.3),
+               provenance=dict(kdlib_version="0", commit="x", torch="x", threads=1, machine="x", created="x"))
+    runs = tmp_path / "cifar10_reduced" / "authors" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "cifar10_reduced__gradient__seed0__0123456789abcdef.json").write_text(json.dumps(rec))
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(tmp_path))
+    shown = []
+    monkeypatch.setattr("kdlib.book.archive_page.show_markdown", shown.append)
+    assert show_recheck("cifar10_reduced") is None
+    assert any("Not re-checked" in s for s in shown)
