@@ -320,7 +320,8 @@ def _killing_work(cells, out_dir, threads, on_batched):
     return runner.run_cells(cells, out_dir, threads, on_batched)
 
 
-def test_killed_worker_loses_only_its_cell(fmnist, tmp_path):
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_killed_worker_loses_only_its_cell(fmnist, tmp_path, method):
     _, _, table = fmnist
     user = _save(tmp_path / "t.npy", table)
     out = tmp_path / "out"
@@ -330,7 +331,7 @@ def test_killed_worker_loses_only_its_cell(fmnist, tmp_path):
     tasks = [([c.to_dict()], str(out), 1, False) for c in cfgs]
     done = []
     failures = executors.run_local_processes(_killing_work, tasks, workers=2, threads=1,
-                                             on_done=lambda i, keys: done.extend(keys))
+                                             on_done=lambda i, keys: done.extend(keys), method=method)
     assert len(failures) == 1 and "fashion_mnist__naive__seed1" in failures[0] and "SIGKILL" not in failures[0]
     assert "died (exit code -9)" in failures[0]
     assert sorted(p.stem for p in (out / "runs").glob("*.json")) == sorted(done) and len(done) == 3

@@ -2,9 +2,9 @@
 
 A task is the argument tuple of a module-level work function (the runner's ``run_cells``): it runs one cell
 (or one seed batch of the synthetic engine) and writes only its own records. Aggregation is the caller's
-separate step. Workers are started with the ``spawn`` method (a clean interpreter, no forked torch state) and
-each cell runs at a fixed number of intra-op threads, so a result does not depend on how many workers or
-cores there are.
+separate step. Workers are forked for CPU runs on platforms that can (they share the parent's imports and loaded data;
+:func:`start_method`) and spawned otherwise (a clean interpreter, no forked CUDA state); each cell runs at a
+fixed number of intra-op threads, so a result does not depend on how many workers or cores there are.
 
 :func:`run_local_processes` keeps ``workers`` processes busy; a worker that dies (killed, out of memory) loses
 only the cell it was running: it is reported, a fresh worker takes the remaining cells, and a rerun of the
@@ -59,15 +59,25 @@ class _Slot:
     task: tuple[int, Task] | None = None
 
 
+def start_method(device: str) -> str:
+    """``"fork"`` for CPU runs where the platform has it (a worker starts at once, sharing the parent's imports
+    and the data and teacher it already loaded), else ``"spawn"`` (a clean interpreter: required once CUDA
+    may be initialised, and the only method on some platforms)."""
+    cpu = str(device).split(":")[0] == "cpu"
+    return "fork" if cpu and "fork" in mp.get_all_start_methods() else "spawn"
+
+
 class LocalPool:
-    """``workers`` spawned processes running ``work(*task)`` at ``threads`` intra-op threads each.
+    """``workers`` processes running ``work(*task)`` at ``threads`` intra-op threads each.
 
-    Start it early (``with LocalPool(...) as pool``) so that the workers' interpreter start-up and imports
-    overlap the caller's own preparation; then :meth:`run` the tasks."""
+    ``method="spawn"``: start it early (``with LocalPool(...) as pool``) so that the workers' interpreter
+    start-up and imports overlap the caller's own preparation; ``"fork"``: start it after that preparation,
+    whose results (imported modules, memoised data and teachers) the workers then share. Then :meth:`run` the
+    tasks."""
 
-    def __init__(self, work: Callable[..., Any], workers: int, threads: int = 1) -> None:
+    def __init__(self, work: Callable[..., Any], workers: int, threads: int = 1, method: str = "spawn") -> None:
         self.work, self.workers, self.threads = work, workers, threads
-        self.ctx = mp.get_context("spawn")
+        self.ctx = mp.get_context(method)
         self.slots: list[_Slot] = []
 
     def _start(self) -> None:
@@ -154,9 +164,9 @@ class LocalPool:
 
 
 def run_local_processes(work: Callable[..., Any], tasks: Sequence[Task], workers: int, threads: int = 1,
-                        on_done: Callable[[int, Any], None] | None = None) -> list[str]:
-    """Run ``work(*task)`` for every task in ``workers`` spawned processes (see :class:`LocalPool`)."""
-    with LocalPool(work, min(workers, max(len(tasks), 1)), threads) as pool:
+                        on_done: Callable[[int, Any], None] | None = None, method: str = "spawn") -> list[str]:
+    """Run ``work(*task)`` for every task in ``workers`` processes (see :class:`LocalPool`)."""
+    with LocalPool(work, min(workers, max(len(tasks), 1)), threads, method) as pool:
         return pool.run(tasks, on_done)
 
 

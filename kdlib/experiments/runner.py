@@ -239,12 +239,18 @@ def run_experiments(dataset: str, methods: Sequence[str] | str, seeds: int | Seq
     fan_out = executor == "local" and workers > 1 and len(groups) > 1
     bar = None
     failures: list[str] = []
+    method = executors.start_method(device)
     with contextlib.ExitStack() as stack:
-        # workers start (interpreter, imports) while this process checks the data and teachers
-        pool = stack.enter_context(executors.LocalPool(run_cells, min(workers, len(groups)), threads)) \
-            if fan_out else None
+        def start_pool() -> executors.LocalPool:
+            return stack.enter_context(executors.LocalPool(run_cells, min(workers, len(groups)), threads, method))
+
+        # spawned workers start (interpreter, imports) while this process checks the data and teachers;
+        # forked ones start after it and share what it loaded
+        pool = start_pool() if fan_out and method == "spawn" else None
         if todo:
             preflight(todo, threads, progress=progress)
+        if fan_out and method == "fork":
+            pool = start_pool()
         if progress and todo:
             from tqdm.auto import tqdm
 
