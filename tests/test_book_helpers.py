@@ -165,8 +165,11 @@ def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypat
     comp = out["comparison"].set_index(["method", "run"])
     assert comp.loc[("gradient", 0), "same_branch"] and not comp.loc[("gradient", 1), "same_branch"]
     cols = archive_page.archive_columns("cifar10_reduced")
-    assert list(cols) == ["paper protocol, authors' protocol (archive)"]
+    assert list(cols) == ["paper protocol, authors' protocol (archive)",
+                          "paper protocol, authors' protocol (archive): runs"]
     assert cols["paper protocol, authors' protocol (archive)"]["gradient"].startswith("0.5635 (0.5950)")
+    runs = cols["paper protocol, authors' protocol (archive): runs"]
+    assert runs["gradient"] == 2 and runs["proposed"] == 1 and runs["naive"] == 0
 
 
 def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():

@@ -219,12 +219,16 @@ def archive_curves(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 def archive_table2(archive: dict[str, list[dict[str, Any]]], dataset: str = "cifar10_reduced",
                    methods: Sequence[str] = METHODS, digits: int = 4) -> dict[str, pd.DataFrame]:
     """protocol -> the Table 2 column of its archived runs (formatted as :func:`~kdlib.analysis.table2.table2`,
-    a ``diverged`` column when some run diverged); protocols with no records are left out."""
+    a ``diverged`` column when some run diverged) and ``runs``, the number of finished runs per method (an
+    archive may hold fewer than the paper's 10 while it is being produced); protocols with no records are left
+    out."""
     out = {}
     for protocol, recs in archive.items():
         if recs:
             num = table2_from_final(records_final(recs), [dataset], methods)
-            out[protocol] = format_numeric(num, [dataset], methods, digits)
+            table = format_numeric(num, [dataset], methods, digits)
+            table["runs"] = num.set_index("method")["n"].reindex(table.index).fillna(0).astype(int)
+            out[protocol] = table
     return out
 
 

@@ -25,12 +25,13 @@ RECHECK_TOLERANCE = {"test_accuracy": 0.01, "lambda1": 1e-3, "temperature": 1e-3
 
 def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
     """``"paper protocol, <protocol label> (archive)"`` -> the formatted Table 2 column of the archived runs of
-    ``dataset`` (empty when the archive holds none), and ``"...: diverged runs"`` beside it when some run of
-    that protocol diverged: the extra columns of a Table 2 slice."""
+    ``dataset`` (empty when the archive holds none), ``"...: runs"`` (finished runs per method) beside it, and
+    ``"...: diverged runs"`` when some run of that protocol diverged: the extra columns of a Table 2 slice."""
     cols = {}
     for protocol, t in A.archive_table2(A.load_archive(dataset)).items():
         name = f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} (archive)"
         cols[name] = t[dataset]
+        cols[f"{name}: runs"] = t["runs"]
         if "diverged" in t:
             cols[f"{name}: diverged runs"] = t["diverged"]
     return cols
