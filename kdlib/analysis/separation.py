@@ -56,9 +56,9 @@ def paired_difference(final: pd.DataFrame, dataset: str, a: str, b: str) -> dict
 def separation_text(d: dict[str, Any], a_label: str, b_label: str) -> str:
     """One sentence saying whether ``a`` and ``b`` are separated by the seeds, with the numbers behind it."""
     if d["n"] < 2:
-        return (f"{a_label} minus {b_label}: {d['n']} paired seed(s), too few to measure the seed spread, so "
+        return (f"{a_label} minus {b_label.lower()}: {d['n']} paired seed(s), too few to measure the seed spread, so "
                 "the two are **not separated** by these runs.")
-    body = (f"{a_label} minus {b_label}, paired by seed: {d['mean']:+.4f} on average, per-seed std "
+    body = (f"{a_label} minus {b_label.lower()}, paired by seed: {d['mean']:+.4f} on average, per-seed std "
             f"{d['std']:.4f} over {d['n']} seeds, 95 % interval [{d['low']:+.4f}, {d['high']:+.4f}]")
     if d["separated"]:
         return body + (f". The difference is larger than the seed spread: {a_label.lower()} is "
