@@ -239,3 +239,34 @@ def test_benchmark_targets_table_says_which_goals_are_met():
     t = targets_table(bench).set_index("target")
     assert list(t["met"]) == ["no", "yes", "-"] and t.loc["a ratio", "goal"] == "<= 3.0"
     assert target_met("<= 3.0", 3.0) is True and target_met("about 3", 1.0) is None
+
+
+def _final(pairs, dataset="fashion_mnist"):
+    rows = []
+    for seed, (g, n) in enumerate(pairs):
+        rows += [dict(dataset=dataset, method="gradient", seed=seed, test_accuracy=g, diverged=not np.isfinite(g)),
+                 dict(dataset=dataset, method="no_distillation", seed=seed, test_accuracy=n,
+                      diverged=not np.isfinite(n))]
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_separates_a_consistent_gap_and_not_a_noisy_one():
+    from kdlib.analysis.separation import paired_difference, separation_text, t975
+
+    steady = paired_difference(_final([(0.60, 0.55), (0.52, 0.47), (0.58, 0.52), (0.49, 0.45)]), "fashion_mnist",
+                               "gradient", "no_distillation")
+    # paired by seed: the per-seed gaps 0.05, 0.05, 0.06, 0.04 are steady although the runs scatter by 0.1
+    assert steady["n"] == 4 and steady["mean"] == pytest.approx(0.05) and steady["separated"]
+    assert steady["half_width"] == pytest.approx(t975(3) * steady["std"] / 2)
+    assert "above" in separation_text(steady, "Gradient-based", "No distillation")
+    noisy = paired_difference(_final([(0.60, 0.50), (0.45, 0.55), (0.58, 0.52), (0.49, 0.53)]), "fashion_mnist",
+                              "gradient", "no_distillation")
+    assert not noisy["separated"] and noisy["low"] < 0 < noisy["high"]
+    assert "not larger than the seed spread" in separation_text(noisy, "Gradient-based", "No distillation")
+    # a diverged seed drops its pair; one pair measures no spread; another dataset is ignored
+    one = paired_difference(_final([(0.6, 0.5), (float("nan"), 0.5)]), "fashion_mnist", "gradient", "no_distillation")
+    assert one["n"] == 1 and not one["separated"]
+    assert "not separated" in separation_text(one, "A", "B")
+    assert paired_difference(_final([(0.6, 0.5)] * 3, "cifar10"), "fashion_mnist", "gradient",
+                             "no_distillation")["n"] == 0
+    assert t975(1) == pytest.approx(12.706) and t975(100) == 1.96

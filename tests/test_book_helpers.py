@@ -216,3 +216,27 @@ def test_show_recheck_says_so_when_the_data_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr("kdlib.book.archive_page.show_markdown", shown.append)
     assert show_recheck("cifar10_reduced") is None
     assert any("Not re-checked" in s for s in shown)
+
+
+def test_image_page_caveat_states_the_scale_and_the_separation_beside_table2():
+    """The caveat under an image page's Table 2 slice names epochs, images, metaparameter steps and the travel
+    rule, and says from the runs whether gradient-based tuning and no distillation are separated."""
+    import pandas as pd
+
+    from kdlib.book.image_page import ImagePage
+    from kdlib.experiments.profiles import meta_steps, resolve_config
+
+    page = ImagePage("fashion_mnist", "quick", seeds=3)
+    rows = []
+    for seed, (g, n) in enumerate([(0.70, 0.60), (0.50, 0.65), (0.62, 0.58)]):
+        for m, acc in (("gradient", g), ("no_distillation", n)):
+            rows.append(dict(dataset="fashion_mnist", method=m, seed=seed, step=1, test_accuracy=acc, phase=None))
+    page.results = pd.DataFrame(rows)
+    text = page.caveat()
+    cfg = resolve_config("fashion_mnist", "gradient", "quick")
+    steps = meta_steps("fashion_mnist", cfg.epochs, cfg.batch_size, cfg.n_train)
+    assert f"{cfg.epochs} epochs on {cfg.n_train} images" in text and f"{steps} metaparameter steps" in text
+    assert "Travel rule" in text and "3 seeds" in text
+    assert "not larger than the seed spread" in text
+    page.results.loc[page.results.method == "no_distillation", "test_accuracy"] = [0.60, 0.41, 0.52]
+    assert "**above** without distillation" in page.caveat()

@@ -3,6 +3,7 @@
 * :func:`banner` / :class:`PageBanner`: the Markdown box a page opens with (profile, device, seeds, epochs,
   data source, wall time, kdlib version, git commit).
 * :func:`resolve_seeds`, :func:`scale_text`, :func:`results_dir`: what a page runs, and where it caches it.
+* :func:`travel_text`: the metaparameter steps and travel of an image run at a profile, beside the paper's.
 * :func:`show_markdown`, :func:`show_table`: generated text and tables, with display labels, no index noise.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from IPython.display import Markdown, display
 from kdlib import __version__
 from kdlib.analysis.labels import dataset_label, teacher_label
 from kdlib.analysis.provenance import REPO_ROOT, display_path, git_commit
-from kdlib.experiments.profiles import profile_seeds, resolve_config
+from kdlib.experiments.profiles import PAPER_PROTOCOL, meta_steps, profile_seeds, resolve_config
 from kdlib.experiments.runner import plan
 from kdlib.names import METHOD_NAMES
 from kdlib.paths import data_root
@@ -126,6 +127,27 @@ def scale_text(profile: str, dataset: str) -> str:
     if cfg.n_test:
         sizes.append(f"{cfg.n_test} test images")
     return f"{cfg.epochs} epochs" + (f" on {', '.join(sizes)}" if sizes else " on the full data")
+
+
+def travel_text(profile: str, dataset: str) -> str:
+    """Scale of one gradient-based run of an image ``dataset`` at ``profile`` against the paper's (Sec. 4.2):
+    epochs, images, metaparameter steps, ``meta_lr`` and the maximal travel ``meta_lr * meta_clip * steps``
+    (the travel rule of :mod:`kdlib.experiments.profiles`)."""
+    cfg = resolve_config(dataset, "gradient", profile)
+    paper = resolve_config(dataset, "gradient", "paper")
+    steps = meta_steps(dataset, cfg.epochs, cfg.batch_size, cfg.n_train)
+    p_steps = meta_steps(dataset, paper.epochs, paper.batch_size, paper.n_train)
+    travel, p_travel = cfg.meta_lr * cfg.meta_clip * steps, paper.meta_lr * paper.meta_clip * p_steps
+    images = f"{cfg.n_train} images" if cfg.n_train else "all images"
+    text = (f"{cfg.epochs} epochs on {images} (split 9:1 into train and validation), {steps} metaparameter steps of "
+            f"at most `meta_lr` × `meta_clip` = {cfg.meta_lr:.4g} × {cfg.meta_clip:g} each (maximal travel {travel:.4g})")
+    if profile == "paper":
+        return text + ": the paper's protocol."
+    text += f"; the paper: {paper.epochs} epochs, {p_steps} steps at `meta_lr` = {paper.meta_lr:g} (travel {p_travel:.4g})"
+    if abs(cfg.meta_lr - PAPER_PROTOCOL[dataset]["meta_lr"]) > 1e-12:
+        text += (f". Travel rule: `meta_lr` = {paper.meta_lr:g} × {p_steps} / {steps}, so that the tuning methods can "
+                 "move (λ1, T) as far as at the paper's scale")
+    return text + "."
 
 
 class PageBanner:
