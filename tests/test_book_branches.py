@@ -61,12 +61,14 @@ def test_table_branches_costs_and_order(tiny):
 def test_verdict_names_the_variant_that_leaves_and_its_cost(tiny):
     recs = B.load_branch_records(tiny)
     text = B.branches_verdict(B.branches_table(recs), recs[0]["config"])
-    assert "*unrolled K=5* moves 1 of 2 small-T starts off the pure-CE branch, at 7.5× the one-step cost" in text
-    assert "*log T* moves 1 of 1" in text and "*unrolled K=10*: not run." in text
+    assert "*unrolled K=5* brings 1 of 2 small-T starts to the distillation branch, at 7.5× the one-step cost" in text
+    assert "*log T* brings" not in text and "*unrolled K=10*: not run." in text
+    assert "*log T* from run 2 (λ1 rising 0.30 → 0.50)" in text  # undecided: where it is heading
+    assert "The large-T control: *one-step* distillation." in text
     # none leaves: the verdict says so and names only the variants that were run
     none = B.branches_table([_record(2, "one-step", [0.0], [0.36], 8.0), _record(2, "log T", [0.0], [0.3], 8.0)])
     text = B.branches_verdict(none)
-    assert "none of *log T* moves a small-T start off the pure-CE branch" in text and "horizon" not in text
+    assert "none of *log T* brings a small-T start to the distillation branch" in text and "horizon" not in text
 
 
 def test_largest_t_moves_is_the_clipped_step():

@@ -107,9 +107,19 @@ def largest_t_moves(config: dict[str, Any], temperatures: Iterable[float]) -> di
     return {"linear": [step for _ in ts], "log": [t * float(np.expm1(step)) for t in ts]}
 
 
+def _direction(trajectory: list[tuple[float, float]]) -> str:
+    """How λ1 (authors' convention) moved over the last logged epoch: "rising a → b", "falling a → b" or "flat"."""
+    if len(trajectory) < 2:
+        return "one epoch logged"
+    a, b = trajectory[-2][0], trajectory[-1][0]
+    return "flat" if abs(b - a) < 5e-3 else f"{'rising' if b > a else 'falling'} {a:.2f} → {b:.2f}"
+
+
 def branches_verdict(table: pd.DataFrame, config: dict[str, Any] | None = None) -> str:
     """The generated conclusion: per variant, where the small-T starts are after the last epoch and at what
-    cost; with ``config`` (a record's), the most T can move per iteration under either parametrisation."""
+    cost, which variant (if any) brings one to the distillation branch, where the undecided runs are heading,
+    and the large-T control; with ``config`` (a record's), the most T can move per iteration under either
+    parametrisation."""
     small = table[table.start == "small T"]
     runs = sorted(small.run.unique())
     epochs = int(table.epochs.max())
@@ -119,29 +129,40 @@ def branches_verdict(table: pd.DataFrame, config: dict[str, Any] | None = None) 
         if d.empty:
             lines.append(f"- *{variant}*: not run.")
             continue
-        left = d[d.branch != "pure CE"]
         cost = d.cost_vs_one_step.mean()
         cost_txt = "" if variant == BASELINE or not np.isfinite(cost) else \
             f"; {cost:.1f}× the one-step time per epoch"
-        lines.append(f"- *{variant}*: {_counts(d)} after {epochs} epochs (last λ1 "
-                     f"{', '.join(f'{v:.2f}' for v in d.lambda1_authors_last)}; T "
+        first = np.mean([tr[0][0] for tr in d.trajectory])
+        lines.append(f"- *{variant}*: {_counts(d)} after {epochs} epochs (λ1 after epoch 0: mean {first:.2f}; last "
+                     f"λ1 {', '.join(f'{v:.2f}' for v in d.lambda1_authors_last)}; T "
                      f"{', '.join(f'{v:.2f}' for v in d.temperature_last)}){cost_txt}.")
-        if len(left) and variant != BASELINE:
-            leavers.append((variant, len(left), len(d), cost))
+        reached = d[d.branch == "distillation"]
+        if len(reached) and variant != BASELINE:
+            leavers.append((variant, len(reached), len(d), cost))
     head = (f"From the small-T starts (the authors' runs {', '.join(map(str, runs))}), where each run is after the "
             f"last epoch, λ1 in the authors' convention (pure CE at or below {PURE_CE_MAX}, distillation at or "
             f"above {DISTILLATION_MIN}, undecided between):")
     if leavers:
-        tail = "So " + "; ".join(f"*{v}* moves {k} of {n} small-T starts off the pure-CE branch, at {c:.1f}× the "
-                                 f"one-step cost per epoch" for v, k, n, c in leavers) + "."
+        tail = "So " + "; ".join(f"*{v}* brings {k} of {n} small-T starts to the distillation branch, at {c:.1f}× "
+                                 f"the one-step cost per epoch" for v, k, n, c in leavers) + "."
     else:
         tried = [v for v in BRANCHES_VARIANTS if v != BASELINE and (small.variant == v).any()]
         causes = ([] if not any(v.startswith("unrolled") for v in tried) else
                   ["the greedy one-step horizon (here K virtual steps, all on the current batch)"]) + \
                  ([] if "log T" not in tried else ["the linear step on T"])
-        tail = (f"So none of {', '.join(f'*{v}*' for v in tried) or 'the variants'} moves a small-T start off the "
-                f"pure-CE branch within {epochs} epochs" + (": on this evidence the collapse does not come from "
-                                                          + " nor from ".join(causes) if causes else "") + ".")
+        tail = (f"So none of {', '.join(f'*{v}*' for v in tried) or 'the variants'} brings a small-T start to the "
+                f"distillation branch within {epochs} epochs" + (": on this evidence the collapse does not come "
+                                                               "from " + " nor from ".join(causes) if causes else "")
+                + ".")
+    undecided = small[small.branch == "undecided"]
+    if len(undecided):
+        tail += " Undecided after the last epoch: " + "; ".join(
+            f"*{r.variant}* from run {r.run} (λ1 {_direction(r.trajectory)})" for r in undecided.itertuples()) + "."
+    control = table[table.start != "small T"]
+    if len(control):
+        tail += " The large-T control: " + "; ".join(
+            f"*{r.variant}* {r.branch}" + ("" if r.branch != "undecided" else f" (λ1 {_direction(r.trajectory)})")
+            for r in control.itertuples()) + "."
     out = [head, "", *lines, "", tail]
     if config is not None and len(small):
         t0 = sorted(small.drop_duplicates("run").T0)
@@ -167,11 +188,12 @@ def plot_branches(table: pd.DataFrame):
         seen.add(r.variant)
         axes[0].plot(ep, tr[:, 0], ls, marker="o", ms=3, color=colors.get(r.variant, "black"), label=lab)
         axes[1].plot(ep, tr[:, 1], ls, marker="o", ms=3, color=colors.get(r.variant, "black"))
-    axes[0].set_ylabel("λ1 (authors' convention: distillation weight)")
+    axes[0].set_ylabel("λ1 (authors' convention)")
     axes[1].set_ylabel("T")
     axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="solid: small-T starts, dashed: control", title_fontsize=7)
     fig.tight_layout()
