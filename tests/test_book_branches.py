@@ -69,6 +69,12 @@ def test_verdict_names_the_variant_that_leaves_and_its_cost(tiny):
     none = B.branches_table([_record(2, "one-step", [0.0], [0.36], 8.0), _record(2, "log T", [0.0], [0.3], 8.0)])
     text = B.branches_verdict(none)
     assert "none of *log T* brings a small-T start to the distillation branch" in text and "horizon" not in text
+    assert "*log T* slows the fall" not in text
+    slowed = B.branches_table([_record(2, "one-step", [0.1, 0.0], [0.36, 0.4], 8.0),
+                               _record(2, "unrolled K=10", [0.3, 0.2], [0.3, 0.3], 80.0)])
+    text = B.branches_verdict(slowed)
+    assert "*unrolled K=10* slows the fall of λ1 (mean last λ1 over the small-T starts: one-step 0.00, " \
+           "unrolled K=10 0.20)" in text and "horizon" in text
 
 
 def test_largest_t_moves_is_the_clipped_step():
