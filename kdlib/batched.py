@@ -297,7 +297,8 @@ def train_batched(cfg: ExperimentConfig, lp: LinearProblem, seeds: Sequence[int]
     with torch.inference_mode():
         w, b = initial_weights(lp, seeds, device)
         schedule = Schedule(lam0.to(device=device, dtype=torch.float32), mode, cfg.e1, cfg.e2, cfg.meta_lr,
-                            cfg.meta_clip, 1, cfg.proposed_reset, cfg.clamp_extrapolation)
+                            cfg.meta_clip, 1, cfg.proposed_reset, cfg.clamp_extrapolation,
+                            cfg.temperature_param)
         logs: list[tuple] = []
         t0 = time.perf_counter()
 

@@ -12,6 +12,12 @@ Everything here is written once, on tensors of shape (..., 2): the :class:`kdlib
 the seed-batched synthetic backend (:mod:`kdlib.batched`) holds (S, 2); both call :class:`Schedule`.
 The metaparameter update (:func:`meta_update`) skips a non-finite hypergradient by ``torch.where`` (no host
 synchronisation) and counts it per row.
+
+``temperature_param`` says on which coordinate the step of eq. (3) is taken for T: ``"linear"`` (the paper: on T
+itself) or ``"log"`` (on log T, with the chain rule dL_val/d(log T) = T * dL_val/dT; the same value clip and
+meta_lr, then T = exp(log T - meta_lr * clip(T * g_T)) is projected into the box). lambda1's step is the same
+under both. A step of fixed size in log T moves T by a fixed *ratio*, so that a start at T = 0.2 is not 50 times
+slower, relative to its scale, than one at T = 10.
 """
 from __future__ import annotations
 
@@ -29,15 +35,29 @@ SCHEDULES = ("fixed", "gradient", "proposed")
 class NonFiniteHypergradient(RuntimeError):
     """Raised at the end of a run when every hypergradient it took was NaN/inf (nothing was applied)."""
 RESETS = ("global", "epoch")
+TEMPERATURE_PARAMS = ("linear", "log")
 
 
-def meta_update(value: Tensor, hypergrad: Tensor, meta_lr: float, meta_clip: float) -> tuple[Tensor, Tensor]:
+def meta_update(value: Tensor, hypergrad: Tensor, meta_lr: float, meta_clip: float,
+                temperature_param: str = "linear") -> tuple[Tensor, Tensor]:
     """One metaparameter SGD step of eq. (3) on (..., 2) values: a row whose hypergradient holds NaN/inf is
     left unchanged; the others are value-clipped to ``[-meta_clip, meta_clip]``, stepped by ``meta_lr`` and
-    projected into the box. Returns ``(new value, non-finite mask of shape value.shape[:-1])``."""
+    projected into the box. Returns ``(new value, non-finite mask of shape value.shape[:-1])``.
+
+    ``temperature_param="log"``: T's step is taken on log T -- its hypergradient becomes T * dL_val/dT (chain
+    rule), is clipped the same way, and T becomes exp(log T - meta_lr * clip(T * dL_val/dT)) before projection."""
+    if temperature_param not in TEMPERATURE_PARAMS:
+        raise ValueError(f"unknown temperature_param {temperature_param!r}; choose one of: "
+                         f"{', '.join(TEMPERATURE_PARAMS)}")
     finite = torch.isfinite(hypergrad).all(-1, keepdim=True)
-    g = torch.where(finite, hypergrad, torch.zeros_like(hypergrad)).clamp(-meta_clip, meta_clip)
-    return project(value - meta_lr * g.detach().to(value.dtype)), ~finite[..., 0]
+    g = torch.where(finite, hypergrad, torch.zeros_like(hypergrad)).detach().to(value.dtype)
+    if temperature_param == "linear":
+        return project(value - meta_lr * g.clamp(-meta_clip, meta_clip)), ~finite[..., 0]
+    lam, t = value[..., 0], value[..., 1]
+    g_log_t = (t * g[..., 1]).clamp(-meta_clip, meta_clip)  # dL/dlogT = T dL/dT
+    new_lam = lam - meta_lr * g[..., 0].clamp(-meta_clip, meta_clip)
+    new_t = torch.exp(torch.log(t) - meta_lr * g_log_t)
+    return project(torch.stack([new_lam, new_t], -1)), ~finite[..., 0]
 
 
 def extrapolate_rows(recorded: Tensor, steps: int) -> Tensor:
@@ -54,8 +74,11 @@ def extrapolate_rows(recorded: Tensor, steps: int) -> Tensor:
 
 
 def check_schedule(schedule: str, e1: int, e2: int, meta_lr: float, meta_clip: float, every: int,
-                   reset: str) -> None:
+                   reset: str, temperature_param: str = "linear") -> None:
     """Raise ``ValueError`` naming the fix for a bad schedule setting (before any compute)."""
+    if temperature_param not in TEMPERATURE_PARAMS:
+        raise ValueError(f"unknown temperature_param {temperature_param!r}; choose one of: "
+                         f"{', '.join(TEMPERATURE_PARAMS)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     if reset not in RESETS:
@@ -83,8 +106,8 @@ class Schedule:
 
     def __init__(self, init: Tensor, schedule: str = "gradient", e1: int = 10, e2: int = 10, meta_lr: float = 0.1,
                  meta_clip: float = 0.01, every: int = 1, reset: str = "global",
-                 clamp_extrapolation: bool = True) -> None:
-        check_schedule(schedule, e1, e2, meta_lr, meta_clip, every, reset)
+                 clamp_extrapolation: bool = True, temperature_param: str = "linear") -> None:
+        check_schedule(schedule, e1, e2, meta_lr, meta_clip, every, reset, temperature_param)
         if init.shape[-1:] != (2,):
             raise ValueError(f"init must have shape (..., 2) = (lambda1, T), got {tuple(init.shape)}")
         self.kind = schedule
@@ -92,6 +115,7 @@ class Schedule:
         self.meta_lr, self.meta_clip = float(meta_lr), float(meta_clip)
         self.reset = reset
         self.clamp_extrapolation = bool(clamp_extrapolation)
+        self.temperature_param = temperature_param
         self.value = project(init.detach().clone())
         self.nonfinite = torch.zeros(self.value.shape[:-1], dtype=torch.long, device=self.value.device)
         self.evals = 0
@@ -110,7 +134,7 @@ class Schedule:
     def _gradient(self, hypergradient: Callable[[Tensor], Tensor]) -> None:
         g = hypergradient(self.value)
         self.evals += 1
-        self.value, bad = meta_update(self.value, g, self.meta_lr, self.meta_clip)
+        self.value, bad = meta_update(self.value, g, self.meta_lr, self.meta_clip, self.temperature_param)
         self.nonfinite = self.nonfinite + bad.long()
 
     def step(self, iteration: int, in_epoch: int, hypergradient: Callable[[Tensor], Tensor]) -> Tensor:
@@ -174,4 +198,4 @@ class Schedule:
 
 
 __all__ = ["Schedule", "NonFiniteHypergradient", "meta_update", "extrapolate_rows", "check_schedule", "SCHEDULES",
-           "RESETS"]
+           "RESETS", "TEMPERATURE_PARAMS"]

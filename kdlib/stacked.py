@@ -130,7 +130,7 @@ class StackedTuned(StackedFixed):
                              "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
         super().__init__(settings, make_student, values, device, make_optimizer)
         self.schedule = Schedule(self.values, schedule, st.e1, st.e2, st.meta_lr, st.meta_clip, 1,
-                                 st.proposed_reset, st.clamp_extrapolation)
+                                 st.proposed_reset, st.clamp_extrapolation, st.temperature_param)
         self.values = self.schedule.value
         self.iteration = 0
         self.in_epoch = 0

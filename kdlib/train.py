@@ -69,6 +69,7 @@ class Settings:
     proposed_reset: str = "global"
     clamp_extrapolation: bool = True
     fd_virtual_lr: str = "current"
+    temperature_param: str = "linear"  # eq. 3's step on T ("linear") or on log T ("log")
     init_law: str = "uniform"
     init_lambda1: float | None = None
     init_temperature: float | None = None
@@ -135,7 +136,8 @@ def make_tuner(settings: Settings, optimizer: torch.optim.Optimizer, init: Tenso
                  estimator=settings.estimator, meta_lr=settings.meta_lr, meta_clip=settings.meta_clip,
                  t_val=settings.t_val, steps=settings.unroll_steps, proposed_reset=settings.proposed_reset,
                  clamp_extrapolation=settings.clamp_extrapolation, form=settings.loss_form,
-                 t2_scaling=settings.t2_scaling, fd_virtual_lr=settings.fd_virtual_lr, seed=settings.seed)
+                 t2_scaling=settings.t2_scaling, fd_virtual_lr=settings.fd_virtual_lr,
+                 temperature_param=settings.temperature_param, seed=settings.seed)
 
 
 class single_thread:

@@ -75,6 +75,8 @@ class Tuner:
         form, t2_scaling: the L_train variant (:func:`kdlib.losses.distillation_loss`).
         fd_virtual_lr: ``"current"`` or ``"initial"`` (the authors' code: the finite-difference virtual step at
             the optimizer's initial lr).
+        temperature_param: ``"linear"`` (the paper: eq. 3's step on T) or ``"log"`` (the step on log T, with
+            dL_val/d(log T) = T * dL_val/dT, the same clip and meta_lr; :func:`kdlib.schedules.meta_update`).
         seed: seeds the tuner's own generator (the estimators' dropout masks).
         **options: passed to :func:`kdlib.hypergrad.hypergradient` (e.g. ``fd_eps_scale``, ``neumann_terms``).
     """
@@ -85,7 +87,8 @@ class Tuner:
                  forward: Callable[[nn.Module, Any], Tensor] | None = None, every: int = 1, *,
                  lr: float | None = None, steps: int = 1, proposed_reset: str = "global",
                  clamp_extrapolation: bool = True, form: str = "ce", t2_scaling: bool = False,
-                 fd_virtual_lr: str = "current", seed: int = 0, **options: Any) -> None:
+                 fd_virtual_lr: str = "current", temperature_param: str = "linear", seed: int = 0,
+                 **options: Any) -> None:
         if optimizer is None and lr is None:
             raise ValueError("Tuner needs the student's optimizer (Tuner(optimizer, ...)) or, for a plain-SGD "
                              "virtual step, lr=")
@@ -104,7 +107,7 @@ class Tuner:
             raise ValueError(f"t_val must be > 0, got {t_val}")
         if int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        check_schedule(schedule, e1, e2, meta_lr, meta_clip, every, proposed_reset)
+        check_schedule(schedule, e1, e2, meta_lr, meta_clip, every, proposed_reset, temperature_param)
         init_t = torch.as_tensor(init, dtype=torch.float32).detach().clone()
         if init_t.shape != (2,) or not torch.isfinite(init_t).all() or not in_box(init_t):
             raise ValueError(f"init={init_t.tolist()} must be (lambda1, T) with lambda1 in {LAMBDA1_RANGE} and "
@@ -119,7 +122,7 @@ class Tuner:
         self.fd_virtual_lr = fd_virtual_lr
         self.options = dict(options)
         self.schedule = Schedule(init_t, schedule, e1, e2, meta_lr, meta_clip, every, proposed_reset,
-                                 clamp_extrapolation)
+                                 clamp_extrapolation, temperature_param)
         if optimizer is not None:
             group = optimizer.param_groups[0]
             self.initial_lr = float(group.get("initial_lr", group["lr"]))

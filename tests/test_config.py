@@ -65,3 +65,16 @@ def test_sgd_only_options_are_checked():
         resolve_config("synthetic", "gradient", "smoke", 0, optimizer="adam", momentum=0.9)
     with pytest.raises(ConfigError, match="nesterov"):
         resolve_config("synthetic", "gradient", "smoke", 0, nesterov=True)
+
+
+def test_temperature_param_is_validated_and_keys_only_when_not_default():
+    from kdlib.experiments.store import config_hash
+
+    with pytest.raises(ConfigError, match="temperature_param"):
+        resolve_config("synthetic", "gradient", "smoke", 0, temperature_param="exp")
+    lin = resolve_config("synthetic", "gradient", "smoke", 0)
+    log = resolve_config("synthetic", "gradient", "smoke", 0, temperature_param="log")
+    assert lin.temperature_param == "linear"
+    # a record written before the field existed (no temperature_param in its config) keeps its key
+    old = {k: v for k, v in lin.to_dict().items() if k != "temperature_param"}
+    assert config_hash(old, 1) == config_hash(lin, 1) != config_hash(log, 1)

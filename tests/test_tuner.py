@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import math
 
 import pytest
 import torch
@@ -345,3 +346,23 @@ def test_fd_virtual_lr_initial_is_the_optimizers_initial_lr(monkeypatch):
     initial.step(model, (x, y, torch.randn(4, 2)), (x, y))
     current.step(model, (x, y, torch.randn(4, 2)), (x, y))
     assert seen == [0.4, None]  # "current": the estimator reads the optimizer's current lr itself
+
+
+def test_first_log_temperature_step_is_the_chain_rule_on_the_real_hypergradient():
+    # the same hypergradient as eq. (3); the step on log T computed here by hand: T' = T exp(-lr clip(T dL/dT))
+    teacher, student = _teacher(), _student()
+    student.eval()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    x, y = _data(32)
+    xv, yv = _data(32, seed=1)
+    with torch.no_grad():
+        t = teacher(x)
+    init = torch.tensor([0.5, 0.3])
+    g = hypergradient(student, (x, y, t), (xv, yv), init, 0.1, t_val=1.0, method="unrolled").tolist()
+    tuner = kdlib.Tuner(opt, init=init, schedule="gradient", meta_lr=0.5, meta_clip=1e-3, temperature_param="log")
+    lam1, temp = tuner.step(student, (x, y, t), (xv, yv))
+    clip = lambda v: max(-1e-3, min(1e-3, v))  # noqa: E731
+    assert lam1.item() == pytest.approx(min(1.0, max(0.0, 0.5 - 0.5 * clip(g[0]))), abs=1e-7)
+    assert temp.item() == pytest.approx(0.3 * math.exp(-0.5 * clip(0.3 * g[1])), rel=1e-6)
+    with pytest.raises(ValueError, match="temperature_param"):
+        kdlib.Tuner(opt, init=init, temperature_param="exp")

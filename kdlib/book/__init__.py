@@ -1,7 +1,7 @@
 """Helpers of the book's pages (used by ``notebooks/`` only): the page banner and display helpers
 (:mod:`kdlib.book.page`), the figures (:mod:`kdlib.book.plots`), the Theorem 1 toy (:mod:`kdlib.book.toy`), the
-image-dataset page (:mod:`kdlib.book.image_page`) and the archived paper-protocol section
-(:mod:`kdlib.book.archive_page`).
+image-dataset page (:mod:`kdlib.book.image_page`), the archived paper-protocol section
+(:mod:`kdlib.book.archive_page`) and the "why the branches?" section (:mod:`kdlib.book.branches`).
 
 Imports point down: this package may import :mod:`kdlib.analysis` and the experiment code, never the reverse.
 The names a page displays from :mod:`kdlib.analysis` (Table 2, costs, labels) are re-exported here, so that a

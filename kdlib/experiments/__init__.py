@@ -7,7 +7,8 @@ Modules, imports pointing down:
 * :mod:`~kdlib.experiments.problem`: data bundle + verified teacher -> the splits a method trains on;
 * :mod:`~kdlib.experiments.store`: the config-keyed run store (keys, records, readers, aggregation);
 * :mod:`~kdlib.experiments.executors`: local worker processes and submitit (SLURM) job arrays;
-* :mod:`~kdlib.experiments.runner`: ``run_one``, ``run_experiments``, ``fixed_grid``.
+* :mod:`~kdlib.experiments.runner`: ``run_one``, ``run_experiments``, ``fixed_grid``;
+* :mod:`~kdlib.experiments.sweeps`: named sweeps on top of the runner (``run_branches``: why the branches?).
 
 This ``__init__`` imports nothing, so that the lower layers (``kdlib.train``, ``kdlib.methods``) may import
 ``kdlib.experiments.config`` without pulling in the runner.

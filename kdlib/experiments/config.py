@@ -78,6 +78,7 @@ class ExperimentConfig:
     # np.random.seed(42), run index = seed
     init_law: str = "uniform"
     fd_virtual_lr: str = "current"  # finite-difference virtual step at the "current" or the "initial" lr
+    temperature_param: str = "linear"  # eq. 3's step on T ("linear", the paper) or on log T ("log")
 
     # loss form
     loss_form: str = "ce"  # "ce" (paper) or "kl" (authors' code)
@@ -125,7 +126,8 @@ _BOOLS = ("holdout", "shuffle", "download", "nesterov", "clamp_extrapolation", "
 _CHOICES: dict[str, tuple[str, ...]] = dict(
     dataset=DATASETS, profile=PROFILES, estimator=ESTIMATORS, optimizer=OPTIMIZERS,
     variant=("paper", "authors"), random_law=("uniform", "loguniform"), loss_form=("ce", "kl"),
-    proposed_reset=("global", "epoch"), init_law=("uniform", "authors"), fd_virtual_lr=("current", "initial"))
+    proposed_reset=("global", "epoch"), init_law=("uniform", "authors"), fd_virtual_lr=("current", "initial"),
+    temperature_param=("linear", "log"))
 _OPTIONAL = {"n_train", "n_test", "split_seed", "teacher_epochs", "iterations", "epochs", "batch_size",
              "lr_step_epochs", "init_lambda1", "init_temperature", "data_root"}
 

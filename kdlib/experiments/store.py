@@ -5,7 +5,9 @@ canonical JSON of the resolved config (sorted keys, no NaN) and the number of in
 Two fields are left out of the hash because they cannot change a result: ``data_root`` (where the same files
 are read from; the data actually used is recorded in ``summary.data_source``) and ``download`` (whether a
 missing file may be fetched). ``device`` is kept, reduced to its type (``cuda:0`` and ``cuda:1`` are one
-device type; ``cpu`` and ``cuda`` give different floating-point results). The thread count is in the key
+device type; ``cpu`` and ``cuda`` give different floating-point results). Fields added to the schema after
+store version 2 (:data:`HASH_OMITTED_AT_DEFAULT`) enter the hash only when they differ from their default, so
+the records written before them keep their keys. The thread count is in the key
 because a CPU run's result depends on it (reductions are split differently).
 
 Records of different configs coexist; readers ask for the configs they want (:func:`load_records`,
@@ -53,6 +55,7 @@ from kdlib.names import METHOD_NAMES, STATUSES
 
 STORE_VERSION = 2
 HASH_EXCLUDED = ("data_root", "download")  # cannot change a result (see the module docstring)
+HASH_OMITTED_AT_DEFAULT: dict[str, Any] = dict(temperature_param="linear")  # added after store version 2
 RESULT_COLUMNS = ["dataset", "method", "seed", "profile", "variant", "holdout", "config_hash", "threads", "status",
                   "step", "epoch", "test_accuracy", "val_accuracy", "val_loss", "lambda1", "temperature",
                   "hypergrad_evals", "full_trainings", "wall_time", "nan_skipped", "phase", "lr"]
@@ -123,6 +126,9 @@ def hashed_config(cfg: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
     d = cfg.to_dict() if isinstance(cfg, ExperimentConfig) else dict(cfg)
     for k in HASH_EXCLUDED:
         d.pop(k, None)
+    for k, default in HASH_OMITTED_AT_DEFAULT.items():
+        if d.get(k, default) == default:
+            d.pop(k, None)
     d["device"] = str(d.get("device", "cpu")).split(":")[0]
     return json_safe(d)
 

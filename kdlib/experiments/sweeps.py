@@ -1,0 +1,82 @@
+"""Named sweeps: grids of runner overrides that answer one question each.
+
+:data:`BRANCHES` -- *why the branches?* Under the authors' protocol on reduced CIFAR-10
+(:data:`kdlib.analysis.archive.AUTHORS_PROTOCOL`) the gradient-based method (eq. 3 at every iteration) started
+from a small T collapses to pure cross-entropy (kdlib's lambda1 -> 1, the authors' lambda1_a -> 0), while large-T
+starts reach the distillation branch. The sweep asks whether the collapse comes from the greedy one-step horizon
+of eq. (3): from the same starts (``init_law="authors"``: seed *i* starts at the authors' *i*-th draw) it runs
+
+* ``one-step``: the archive's estimator (one finite-difference virtual step at the initial lr);
+* ``unrolled K=5`` / ``unrolled K=10``: the exact reverse-mode hypergradient through K virtual SGD steps
+  (:mod:`kdlib.hypergrad.unrolled`). The training loop gives the Tuner the current batch only, so the K virtual
+  steps all take that batch (:func:`kdlib.hypergrad.state.as_batches`); the horizon is longer, the data is not;
+* ``log T``: the one-step estimator with eq. (3)'s step taken on log T (``temperature_param="log"``,
+  :func:`kdlib.schedules.meta_update`);
+
+for the first ``epochs`` epochs at the paper's sizes, evaluating after every epoch (``eval_every=1``: the
+evaluation does not touch the training or the metaparameter trajectory). Records go through
+:func:`kdlib.experiments.runner.run_experiments` into ``archive/cifar10_reduced/branches/runs``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from kdlib.analysis.archive import AUTHORS_PROTOCOL, archive_root
+from kdlib.experiments.runner import run_experiments
+
+BRANCHES_DATASET = "cifar10_reduced"
+BRANCHES_FOLDER = "branches"
+# seed -> role: the authors' runs 2, 7, 9 start at small T (0.2-0.55 after their draws); run 0 at T ~ 8 (control)
+BRANCHES_STARTS: dict[int, str] = {2: "small T", 7: "small T", 9: "small T", 0: "large T (control)"}
+BRANCHES_VARIANTS: dict[str, dict[str, Any]] = {
+    "one-step": dict(),
+    "log T": dict(temperature_param="log"),
+    "unrolled K=5": dict(estimator="unrolled", unroll_steps=5),
+    "unrolled K=10": dict(estimator="unrolled", unroll_steps=10),
+}
+BRANCHES_EPOCHS = 3
+# variant -> the starts it is run from, cheapest variant first
+BRANCHES_PLAN: dict[str, tuple[int, ...]] = {
+    "one-step": (2, 7, 9, 0), "log T": (2, 7, 9, 0), "unrolled K=5": (2, 7, 9, 0), "unrolled K=10": (2, 7, 9, 0)}
+
+
+def branches_dir(root: str | os.PathLike | None = None) -> Path:
+    """``<archive root>/cifar10_reduced/branches`` (the runner's out_dir; records under ``runs/``)."""
+    return Path(root if root is not None else archive_root()) / BRANCHES_DATASET / BRANCHES_FOLDER
+
+
+def branches_overrides(variant: str, epochs: int = BRANCHES_EPOCHS) -> dict[str, Any]:
+    """The runner overrides of one variant: the authors' protocol, ``epochs`` epochs, evaluation every epoch."""
+    if variant not in BRANCHES_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(BRANCHES_VARIANTS)}")
+    return dict(AUTHORS_PROTOCOL, epochs=int(epochs), eval_every=1, **BRANCHES_VARIANTS[variant])
+
+
+def variant_of(config: dict[str, Any]) -> str | None:
+    """The variant name of a record's config (None if it is none of :data:`BRANCHES_VARIANTS`)."""
+    for name, over in BRANCHES_VARIANTS.items():
+        est = over.get("estimator", "finite_difference")
+        if (config.get("estimator") == est and int(config.get("unroll_steps", 1)) == int(over.get("unroll_steps", 1))
+                and config.get("temperature_param", "linear") == over.get("temperature_param", "linear")):
+            return name
+    return None
+
+
+def run_branches(plan: dict[str, Sequence[int]] | None = None, epochs: int = BRANCHES_EPOCHS,
+                 out_dir: str | os.PathLike | None = None, workers: int = 1, progress: bool = False,
+                 **options: Any) -> None:
+    """Run the sweep ``plan`` (variant -> seeds; default :data:`BRANCHES_PLAN`), one variant after the other in
+    its order (cheapest first); the runs already stored are skipped.
+
+    ``options`` go to :func:`~kdlib.experiments.runner.run_experiments` (e.g. ``threads``)."""
+    out = branches_dir() if out_dir is None else Path(out_dir)
+    for variant, seeds in (BRANCHES_PLAN if plan is None else plan).items():
+        run_experiments(BRANCHES_DATASET, ["gradient"], seeds=list(seeds), profile="paper", out_dir=out,
+                        overrides=branches_overrides(variant, epochs), progress=progress, workers=workers,
+                        **options)
+
+
+__all__ = ["BRANCHES_STARTS", "BRANCHES_VARIANTS", "BRANCHES_EPOCHS", "BRANCHES_PLAN", "branches_dir", "branches_overrides",
+           "variant_of", "run_branches"]
