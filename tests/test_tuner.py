@@ -101,14 +101,21 @@ def test_batch_size_that_does_not_divide_the_data():
     assert [r["step"] for r in tuner.history] == list(range(12))
 
 
-def test_first_step_is_eq3_with_clip_and_projection():
+def _eval_student_problem():
+    """A student in eval mode (a deterministic forward, so the estimator can be repeated outside the tuner), its
+    SGD(lr=0.1), a train batch with teacher logits and a validation batch."""
     teacher, student = _teacher(), _student()
-    student.eval()  # deterministic forward, so the estimator can be repeated outside the tuner
+    student.eval()
     opt = torch.optim.SGD(student.parameters(), lr=0.1)
     x, y = _data(32)
     xv, yv = _data(32, seed=1)
     with torch.no_grad():
         t = teacher(x)
+    return student, opt, x, y, t, xv, yv
+
+
+def test_first_step_is_eq3_with_clip_and_projection():
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
     init = torch.tensor([0.5, 2.0])
     g = hypergradient(student, (x, y, t), (xv, yv), init, 0.1, t_val=1.0, method="unrolled")
     tuner = kdlib.Tuner(opt, init=init, schedule="gradient", meta_lr=0.5, meta_clip=1e-3)
@@ -350,13 +357,7 @@ def test_fd_virtual_lr_initial_is_the_optimizers_initial_lr(monkeypatch):
 
 def test_first_log_temperature_step_is_the_chain_rule_on_the_real_hypergradient():
     # the same hypergradient as eq. (3); the step on log T computed here by hand: T' = T exp(-lr clip(T dL/dT))
-    teacher, student = _teacher(), _student()
-    student.eval()
-    opt = torch.optim.SGD(student.parameters(), lr=0.1)
-    x, y = _data(32)
-    xv, yv = _data(32, seed=1)
-    with torch.no_grad():
-        t = teacher(x)
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
     init = torch.tensor([0.5, 0.3])
     g = hypergradient(student, (x, y, t), (xv, yv), init, 0.1, t_val=1.0, method="unrolled").tolist()
     tuner = kdlib.Tuner(opt, init=init, schedule="gradient", meta_lr=0.5, meta_clip=1e-3, temperature_param="log")
