@@ -112,3 +112,20 @@ def shared_data() -> Path | None:
     from kdlib.paths import shared_data_dir
 
     return shared_data_dir()
+
+
+def random_image_problem(n_train: int = 32, n_val: int = 16, n_test: int = 24):
+    """A CIFAR-shaped problem of random tensors (train with teacher logits, val, test) for the CIFAR student."""
+    import torch
+
+    from kdlib.models import CifarStudent
+    from kdlib.train import Problem, Split
+
+    n = n_train + n_val + n_test
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    t = 3 * torch.randn(n, 10, generator=g)
+    a, b = n_train, n_train + n_val
+    return Problem(train=Split(x[:a], y[:a], t[:a]), val=Split(x[a:b], y[a:b]), test=Split(x[b:], y[b:]),
+                   make_student=CifarStudent)

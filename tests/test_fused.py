@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from conftest import random_image_problem
 from torch import nn
 
 import kdlib
@@ -139,24 +140,13 @@ def test_evaluates_after_is_the_authors_cadence():
     assert [e for e in range(12) if evaluates_after(e, 12, eval_every=5)] == [0, 4, 9, 11]
 
 
-def _image_problem():
-    from kdlib.train import Problem, Split
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(72, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (72,), generator=g)
-    t = 3 * torch.randn(72, 10, generator=g)
-    return Problem(train=Split(x[:32], y[:32], t[:32]), val=Split(x[32:48], y[32:48]), test=Split(x[48:], y[48:]),
-                   make_student=CifarStudent)
-
-
 @pytest.mark.parametrize("schedule", ["fixed", "gradient"])
 def test_eval_every_skips_evaluations_only(schedule):
     """Rows exist only at the cadence's epochs and equal the every-epoch run's rows there (training untouched);
     hyperopt's objective is the best validation accuracy over those checkpoints."""
     from kdlib.train import Settings, make_tuner, train_student
 
-    problem = _image_problem()
+    problem = random_image_problem(32, 16, 24)
     runs = {}
     for k in (1, 3):
         st = Settings(seed=2, epochs=7, batch_size=16, lr=1.0, eval_every=k)

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_image_problem
 
 from kdlib.methods import fixed_tuner
 from kdlib.models import CifarStudent
 from kdlib.stacked import StackedFixed
-from kdlib.train import Problem, Settings, Split, make_optimizer, train_student, train_students_stacked
-
-
-def _problem():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (96,), generator=g)
-    t = 3 * torch.randn(96, 10, generator=g)
-    return Problem(train=Split(x[:32], y[:32], t[:32]), val=Split(x[32:64], y[32:64]), test=Split(x[64:], y[64:]),
-                   make_student=CifarStudent)
+from kdlib.train import Settings, make_optimizer, train_student, train_students_stacked
 
 
 VALUES = torch.tensor([[1.0, 1.0], [0.5, 1.0], [0.3, 4.0]])
@@ -30,7 +22,7 @@ VALUES = torch.tensor([[1.0, 1.0], [0.5, 1.0], [0.3, 4.0]])
 
 def test_stacked_initial_students_and_logits_are_the_one_run_ones():
     sts = [Settings(seed=s, epochs=1, batch_size=16) for s in range(3)]
-    problem = _problem()
+    problem = random_image_problem(32, 32, 32)
     stacked = StackedFixed(sts, CifarStudent, VALUES, "cpu", make_optimizer)
     evals = stacked.evaluate(problem.test, 1.0)
     for s, st in enumerate(sts):
@@ -51,7 +43,7 @@ def test_stacked_histories_equal_one_by_one(optimizer, loss_rel, weight_atol):
     near-zero gradient coordinate can move that weight by up to 2 lr (= 2e-3) in one step. The convolutions'
     biases are not compared under Adam: BatchNorm removes any per-channel constant, so their exact gradient is 0
     and both paths step them by lr * sign(rounding noise)."""
-    problem = _problem()
+    problem = random_image_problem(32, 32, 32)
     lr = 0.1 if optimizer == "sgd" else 1e-3
     sts = [Settings(seed=s, epochs=2, batch_size=16, lr=lr, optimizer=optimizer, lr_step_epochs=1) for s in range(3)]
     stacked = train_students_stacked(sts, problem, VALUES, score_on_val=True)
@@ -75,7 +67,7 @@ def test_stacked_histories_equal_one_by_one(optimizer, loss_rel, weight_atol):
 
 
 def test_stacked_rejects_runs_that_differ_beyond_seed_and_values():
-    problem = _problem()
+    problem = random_image_problem(32, 32, 32)
     sts = [Settings(seed=0, epochs=1, batch_size=16), Settings(seed=1, epochs=2, batch_size=16)]
     with pytest.raises(ValueError, match="epochs"):
         train_students_stacked(sts, problem, VALUES[:2])
@@ -90,7 +82,7 @@ def test_stacked_tuned_histories_equal_one_by_one(schedule):
     clip) set the values."""
     from kdlib.train import make_tuner
 
-    problem = _problem()
+    problem = random_image_problem(32, 32, 32)
     init = torch.tensor([[0.5, 2.0], [0.2, 1.0], [0.8, 4.0]])
     sts = [Settings(seed=s, epochs=3, batch_size=16, lr=0.1, e1=2, e2=1, meta_lr=1.0, meta_clip=1.0)
            for s in range(3)]
@@ -108,7 +100,7 @@ def test_stacked_tuned_histories_equal_one_by_one(schedule):
 
 
 def test_stacked_tuned_rejects_what_it_does_not_implement():
-    problem = _problem()
+    problem = random_image_problem(32, 32, 32)
     for bad in (dict(optimizer="adam", lr=1e-3), dict(momentum=0.9), dict(estimator="finite_difference")):
         sts = [Settings(seed=s, epochs=1, batch_size=16, **bad) for s in range(2)]
         with pytest.raises(ValueError, match="stacked tuned backend"):
