@@ -60,6 +60,15 @@ def trained(opt_name: str, steps: int = 30, seed: int = 0, dropout: float = 0.0)
     return model, opt
 
 
+def real_steps(model, opt, batch, steps: int) -> None:
+    """``steps`` real optimizer steps on one train batch at (lambda1, T) = (0.5, 2)."""
+    x, y, t = batch
+    for _ in range(steps):
+        opt.zero_grad()
+        distillation_loss(model(x), t, y, 0.5, 2.0).backward()
+        opt.step()
+
+
 def one_real_step_val_loss(model, opt, batch, val, lam, t_val=1.0) -> float:
     """L_val after one REAL ``opt.step()`` of deep copies of model and optimizer at metaparameters ``lam``."""
     m, o = copy.deepcopy((model, opt))  # one deepcopy: the copied optimizer holds the copied parameters
@@ -197,10 +206,7 @@ def test_param_groups_and_scheduler_lr():
     opt = torch.optim.SGD([{"params": first, "lr": 0.02, "momentum": 0.5},
                            {"params": rest, "lr": 0.1, "weight_decay": 1e-2}], lr=0.1)
     batch, val = batches(5)
-    for _ in range(3):
-        opt.zero_grad()
-        distillation_loss(model(batch[0]), batch[2], batch[1], 0.5, 2.0).backward()
-        opt.step()
+    real_steps(model, opt, batch, 3)
     ref = central_difference(model, opt, batch, val, LAM)
     got = hypergradient(model, batch, val, LAM, optimizer=opt)
     assert agreement(got, ref)[0] >= 0.9999
@@ -231,10 +237,7 @@ def test_frozen_and_missing_parameters():
     held = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("6.")]
     opt = torch.optim.Adam(held, lr=1e-2)
     batch, val = batches(6)
-    for _ in range(3):
-        opt.zero_grad()
-        distillation_loss(model(batch[0]), batch[2], batch[1], 0.5, 2.0).backward()
-        opt.step()
+    real_steps(model, opt, batch, 3)
     ref = central_difference(model, opt, batch, val, LAM)
     for method in ("unrolled", "forward"):
         got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method)
