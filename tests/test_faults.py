@@ -398,3 +398,21 @@ def test_config_errors_are_config_errors():
 def test_readers_refuse_cell_names(tmp_path):
     with pytest.raises(ConfigError, match="configs="):
         store.load_records(tmp_path, keys={"synthetic__gradient__seed0"})
+
+
+def test_a_record_of_a_newer_kdlib_is_skipped_not_moved(tmp_path):
+    """A concurrent writer running newer code may store config fields this version does not know: its valid
+    record must stay where it is (it was moved to .damaged before), while a truly damaged one is still moved."""
+    cfg = resolve_config("synthetic", "naive", "smoke", 0)
+    rec = store.make_record(cfg, [dict(step=0, test_accuracy=0.5)], dict(status="ok", final_accuracy=0.5), 1)
+    path = store.write_record(tmp_path, rec)
+    newer = json.loads(path.read_text())
+    newer["config"]["a_field_from_the_future"] = 1
+    path.write_text(json.dumps(newer))
+    with pytest.warns(UserWarning, match="newer kdlib"):
+        assert store.read_record(path) is None
+    assert path.exists() and not (path.parent / ".damaged").exists()
+    path.write_text("{not json")
+    with pytest.warns(UserWarning, match="damaged"):
+        assert store.read_record(path) is None
+    assert not path.exists() and any((path.parent / ".damaged").iterdir())

@@ -49,7 +49,7 @@ from kdlib import __version__
 from kdlib.analysis.final import RUN_KEYS, final_rows
 from kdlib.analysis.final import summarize as summarize_final
 from kdlib.errors import ConfigError, OutputDirError
-from kdlib.experiments.config import ExperimentConfig
+from kdlib.experiments.config import ExperimentConfig, field_names
 from kdlib.experiments.profiles import profile_seeds, resolve_config
 from kdlib.names import METHOD_NAMES, STATUSES
 
@@ -240,6 +240,12 @@ def read_record(path: str | os.PathLike, move_damaged: bool = True) -> dict[str,
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         problem = f"not valid JSON: {e}"
         rec = None
+    if problem is not None and isinstance(rec, dict) and isinstance(rec.get("config"), dict) \
+            and set(rec["config"]) - field_names():
+        # a record of a newer kdlib (config fields this one does not know) is valid there: never move it
+        warnings.warn(f"{path}: run record written by a newer kdlib (unknown config field(s) "
+                      f"{sorted(set(rec['config']) - field_names())}); skipped and left in place", stacklevel=2)
+        return None
     if problem is not None:
         if move_damaged:
             quarantine(path, problem)
