@@ -387,7 +387,7 @@ PAPER_RUNS = 10
 
 def bench_column(device: torch.device, quick: bool, allow_real: bool) -> dict[str, Any]:
     """Projected wall time of the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs, 50 epochs,
-    |D| = 12,800 split 11,520/1,280, the 10,000 test images, hyperopt = 5 trials + the final run).
+    |D| = 12,800 split 11,520/1,280, the 10,000 test images, hyperopt = 5 trials, the best one being the final run).
 
     Each method is timed for ``epochs`` (1; the scaling is stated) at the paper's sizes, one thread; the time of
     one evaluation (test + validation sets) is timed separately and taken out, so that a run's projection is

@@ -397,9 +397,12 @@ class _LockStep:
                 self.cv.notify_all()
 
 
-def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) -> tuple[BatchRun, list[dict]]:
-    """Hyperopt's outer loop (:func:`kdlib.methods.hyperopt_search`) per seed, in lock-step threads."""
+def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) -> tuple[BatchRun, list[dict], bool]:
+    """Hyperopt's outer loop (:func:`kdlib.methods.hyperopt_search`) per seed, in lock-step threads; as in
+    :class:`kdlib.methods.Hyperopt`, each seed's final run is its best trial's own run (no retraining)."""
+    t0 = time.perf_counter()
     seeds = [c.seed for c in configs]
+    trial_runs: list[list[tuple[Tensor, list[dict[str, Any]], float]]] = [[] for _ in configs]
     cfg = configs[0]
     sync = _LockStep(len(configs))
     results: list[tuple[Tensor, list[dict]] | None] = [None] * len(configs)
@@ -415,7 +418,9 @@ def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) ->
     def train(batch: dict[int, Tensor]) -> dict[int, float]:
         idx = sorted(batch)
         lam0 = project(torch.stack([batch[i] for i in idx]))  # a fixed Tuner projects
-        res = train_batched(cfg, lp, [seeds[i] for i in idx], lam0, "fixed", with_test=False)
+        res = train_batched(cfg, lp, [seeds[i] for i in idx], lam0, "fixed")
+        for k, i in enumerate(idx):
+            trial_runs[i].append((batch[i], res.histories[k], res.best_val_accuracy[k]))
         return {i: res.best_val_accuracy[k] for k, i in enumerate(idx)}
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"kdlib-hyperopt-{i}")
@@ -429,9 +434,14 @@ def _hyperopt_batched(configs: Sequence[ExperimentConfig], lp: LinearProblem) ->
             t.join()
     if sync.errors:
         raise sync.errors[0]
-    lam = torch.stack([results[i][0] for i in range(len(configs))])
-    final = train_batched(cfg, lp, seeds, project(lam), "fixed")
-    return final, [{"trials": results[i][1]} for i in range(len(configs))]
+    picked = [next(((h, b) for lam_i, h, b in trial_runs[i] if torch.equal(lam_i, results[i][0])), None)
+              for i in range(len(configs))]
+    if any(p is None for p in picked):  # no trial matches its best point bit for bit: train the final runs
+        lam = torch.stack([results[i][0] for i in range(len(configs))])
+        return train_batched(cfg, lp, seeds, project(lam), "fixed"), [{"trials": results[i][1]} for i in
+                                                                       range(len(configs))], True
+    final = BatchRun([p[0] for p in picked], [p[1] for p in picked], time.perf_counter() - t0)
+    return final, [{"trials": results[i][1]} for i in range(len(configs))], False
 
 
 # ----------------------------------------------------------------------------------------------- the runner
@@ -451,8 +461,8 @@ def _run_method(configs: Sequence[ExperimentConfig], problem) -> tuple[BatchRun,
     lp = problem if isinstance(problem, LinearProblem) else linear_problem(problem)
     seeds = [c.seed for c in configs]
     if cfg.method == "hyperopt":
-        run, extras = _hyperopt_batched(configs, lp)
-        return run, cfg.hyperopt_evals + 1, extras
+        run, extras, retrained = _hyperopt_batched(configs, lp)
+        return run, cfg.hyperopt_evals + int(retrained), extras
     method = get_method(cfg.method)
     lam0 = torch.stack([method.initial(c).detach().float().cpu() for c in configs])
     mode = "fixed" if cfg.method in FIXED_METHODS else cfg.method

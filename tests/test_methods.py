@@ -136,8 +136,24 @@ def test_nan_hypergradient_is_skipped_and_counted(monkeypatch):
 
 def test_hyperopt_counts_full_trainings():
     res = methods.get_method("hyperopt").run(_cfg("hyperopt", hyperopt_evals=3), _problem())
-    assert res.full_trainings == 4
+    assert res.full_trainings == 3
     assert len(res.extra["trials"]) == 3
+
+
+def test_hyperopt_final_run_is_the_best_trial_retrained_exactly():
+    """The returned run (the best trial's own) equals training once more at the best point, as the authors did."""
+    from kdlib.methods import fixed_tuner
+    from kdlib.train import train_student
+
+    cfg = _cfg("hyperopt", hyperopt_evals=3)
+    problem = _problem()
+    res = methods.get_method("hyperopt").run(cfg, problem)
+    best = max(res.extra["trials"], key=lambda t: t["best_val_accuracy"])
+    lam = torch.tensor([res.history[-1]["lambda1"], res.history[-1]["temperature"]], dtype=torch.float32)
+    assert (float(lam[0]), float(lam[1])) == (best["lambda1"], best["temperature"])
+    again = train_student(cfg, problem, fixed_tuner(lam)).history
+    strip = lambda h: [{k: v for k, v in r.items() if k != "wall_time"} for r in h]  # noqa: E731
+    assert strip(again) == strip(res.history)
 
 
 @pytest.mark.parametrize("kwargs, match", [

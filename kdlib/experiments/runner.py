@@ -145,7 +145,7 @@ def _groups(todo: list[ExperimentConfig], batched: bool) -> list[tuple[bool, lis
 def _cost(cfg: ExperimentConfig) -> float:
     """Relative cost of a cell, for scheduling only: full trainings, x2 with a hypergradient per step."""
     if cfg.method == "hyperopt":
-        return cfg.hyperopt_evals + 1.0
+        return float(cfg.hyperopt_evals)
     return 2.0 if get_method(cfg.method).uses_val_split else 1.0
 
 
