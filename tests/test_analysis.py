@@ -270,3 +270,39 @@ def test_paired_difference_separates_a_consistent_gap_and_not_a_noisy_one():
     assert paired_difference(_final([(0.6, 0.5)] * 3, "cifar10"), "fashion_mnist", "gradient",
                              "no_distillation")["n"] == 0
     assert t975(1) == pytest.approx(12.706) and t975(100) == 1.96
+
+
+def test_protocol_differences_are_read_from_the_config():
+    """Every field listed departs from the resolved default; a field the protocol shares with it is not listed."""
+    from kdlib.experiments.profiles import resolve_config
+
+    diff = A.protocol_differences("cifar10_reduced").set_index("field")
+    default = resolve_config("cifar10_reduced", "gradient", "paper", 0).to_dict()
+    assert "shuffle" not in diff.index and "optimizer" not in diff.index  # the same under both
+    assert {"init_law", "fd_virtual_lr", "proposed_reset", "eval_every"} <= set(diff.index)
+    for f, row in diff.iterrows():
+        assert row["authors' protocol"] == A.AUTHORS_PROTOCOL[f] != default[f] == row["kdlib default"]
+
+
+def test_column_timing_spans_first_start_to_last_end():
+    def rec(created, wall):
+        return dict(summary=dict(wall_time=wall), provenance=dict(created=created))
+
+    # run a: 10:00:00-10:10:00; run b: 10:05:00-10:20:00; run c: 10:20:00-10:30:00 -> span 30 min, work 35 min
+    t = A.column_timing([rec("2026-01-01T10:10:00+00:00", 600.0), rec("2026-01-01T10:20:00+00:00", 900.0),
+                         rec("2026-01-01T10:30:00+00:00", 600.0)])
+    assert t["runs"] == 3 and t["span_s"] == 1800.0 and t["summed_run_s"] == 2100.0
+    assert t["parallelism"] == pytest.approx(2100 / 1800, abs=0.01) and t["span_h"] == 0.5
+    assert A.column_timing([]) == {"runs": 0}
+
+
+def test_branch_summary_counts_runs_per_branch(tiny):
+    logs, _ = tiny
+    runs = pd.concat([A.run_table(A.load_archive("cifar10_reduced")), A.authors_run_table(logs)],
+                     ignore_index=True)
+    s = A.branch_summary(runs).set_index(["source", "method", "branch"])
+    assert s.loc[("authors' logs", "gradient", "distillation"), "runs"] == 1
+    assert s.loc[("kdlib, authors' protocol", "gradient", "pure CE"), "mean final accuracy"] == pytest.approx(0.532)
+    assert s.loc[("kdlib, authors' protocol", "gradient", "diverged"), "runs"] == 1
+    assert s.runs.sum() == len(runs)
+    assert len(A.branch_summary(A.run_table({}))) == 0

@@ -240,3 +240,21 @@ def test_image_page_caveat_states_the_scale_and_the_separation_beside_table2():
     assert "not larger than the seed spread" in text
     page.results.loc[page.results.method == "no_distillation", "test_accuracy"] = [0.60, 0.41, 0.52]
     assert "**above** without distillation" in page.caveat()
+
+
+def test_protocols_section_explains_every_differing_field(tmp_path, monkeypatch):
+    """Each field where the authors' protocol departs from kdlib's defaults has its reason on the page."""
+    from kdlib.analysis import archive as A
+    from kdlib.book import archive_page
+
+    shown = []
+    monkeypatch.setattr(archive_page, "show_markdown", lambda text: shown.append(text))
+    monkeypatch.setattr(archive_page, "show_table", lambda df, **kw: shown.append(df))
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(tmp_path / "empty"))
+    monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "nodata"))
+    out = archive_page.show_protocols("cifar10_reduced")
+    fields = set(A.protocol_differences("cifar10_reduced").field)
+    assert fields and fields <= set(archive_page.DEFAULT_REASONS)
+    table = shown[0]
+    assert all(r for r in table["why kdlib's default"]) and len(table) == len(fields)
+    assert set(out["branches"].source) <= {"authors' logs"}  # an empty archive adds no runs of ours

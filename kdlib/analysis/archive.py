@@ -248,3 +248,47 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
                      "threads": distinct("threads"), "machine": distinct("machine"),
                      "total wall time (h)": round(wall / 3600, 2)})
     return pd.DataFrame(rows)
+
+
+def protocol_differences(dataset: str = "cifar10_reduced", method: str = "gradient") -> pd.DataFrame:
+    """The fields where :data:`AUTHORS_PROTOCOL` departs from kdlib's defaults at the paper profile of
+    ``dataset`` (read from :func:`kdlib.experiments.profiles.resolve_config`): field, authors' protocol, default."""
+    from kdlib.experiments.profiles import resolve_config
+
+    default = resolve_config(dataset, method, "paper", 0).to_dict()
+    return pd.DataFrame([{"field": f, "authors' protocol": v, "kdlib default": default[f]}
+                         for f, v in AUTHORS_PROTOCOL.items() if default.get(f) != v])
+
+
+def column_timing(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Wall-clock facts of a set of run records from their provenance: the number of runs, the summed run time
+    (CPU-side work, one process per run) and the span from the first run's start (its ``created`` time minus
+    its wall time) to the last run's end, i.e. the end-to-end wall time of the command that produced them,
+    provided it produced them all in one go."""
+    from datetime import datetime
+
+    if not records:
+        return {"runs": 0}
+    ends, starts, total = [], [], 0.0
+    for r in records:
+        wall = float(r["summary"].get("wall_time") or 0.0)
+        end = datetime.fromisoformat(r["provenance"]["created"]).timestamp()
+        ends.append(end)
+        starts.append(end - wall)
+        total += wall
+    span = max(ends) - min(starts)
+    return {"runs": len(records), "summed_run_s": round(total, 1), "span_s": round(span, 1),
+            "span_h": round(span / 3600, 3), "parallelism": round(total / span, 2) if span > 0 else None,
+            "first_start": datetime.fromtimestamp(min(starts)).astimezone().isoformat(timespec="seconds"),
+            "last_end": datetime.fromtimestamp(max(ends)).astimezone().isoformat(timespec="seconds")}
+
+
+def branch_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (source, method, branch) of a :func:`run_table` / :func:`authors_run_table` frame: the runs on that
+    branch, their mean initial-epoch T and their mean final accuracy."""
+    if not len(runs):
+        return pd.DataFrame(columns=["source", "method", "branch", "runs", "mean T after epoch 0",
+                                     "mean final accuracy"])
+    g = runs.groupby(["source", "method", "branch"], sort=True)
+    return pd.DataFrame({"runs": g.size(), "mean T after epoch 0": g["temperature_0"].mean(),
+                         "mean final accuracy": g["final_accuracy"].mean()}).reset_index()

@@ -125,6 +125,54 @@ def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
     return out
 
 
+# why kdlib's default differs from the authors' code, per field of kdlib.analysis.archive.AUTHORS_PROTOCOL
+DEFAULT_REASONS: dict[str, str] = {
+    "init_law": "each run draws its start from its own seed (`default_rng(seed)`), so a run does not depend on "
+                "how many runs came before it; the authors' runs take successive draws of one stream",
+    "fd_virtual_lr": "eq. (3) looks one step ahead, so the virtual step is the step the optimizer takes next, "
+                     "at the current (decayed) lr; the authors' code kept the initial lr after StepLR decayed it",
+    "proposed_reset": "Algorithm 1 as printed counts iterations over the whole run; the authors' code restarts "
+                      "the count at every epoch",
+    "loss_form": "the paper's formula (soft cross-entropy); it differs from the KL form by the teacher's "
+                 "entropy, which has no w-gradient, so the hypergradients are the same and only the logged "
+                 "training loss differs",
+    "clamp_extrapolation": "an extrapolated value is projected into the box (λ1 in [0, 1], T in [0.1, 10]) like "
+                           "a tuned one; unprojected, the authors' logs show λ1 = 1.087 and T < 0",
+    "random_law": "the paper's text: T ~ U(0.1, 10); the authors' code drew log10 T ~ U(-1, 1)",
+    "eval_every": "test and validation accuracy at every epoch (50 points per curve instead of 11); "
+                  "training is unchanged",
+}
+
+
+def show_protocols(dataset: str = "cifar10_reduced") -> dict[str, pd.DataFrame]:
+    """The archive's two protocols side by side: the fields that differ (read from code) with the reason for
+    kdlib's default, and for the tuned methods the runs per branch with their mean initial T and final accuracy
+    (ours under each protocol, and the authors' logs). Returns the frames it showed."""
+    diff = A.protocol_differences(dataset)
+    shown = diff.assign(field=diff.field.map(lambda f: f"`{f}`"),
+                        **{"why kdlib's default": diff.field.map(lambda f: DEFAULT_REASONS.get(f, ""))})
+    show_table(shown.astype(str), index=False)
+    out: dict[str, pd.DataFrame] = {"differences": diff}
+    archive = A.load_archive(dataset)
+    runs = [A.run_table(archive)]
+    logs = authors_logs.find_logs_dir()
+    if logs is not None:
+        runs.append(A.authors_run_table(logs, dataset))
+    runs_df = pd.concat([r for r in runs if len(r)], ignore_index=True) if any(len(r) for r in runs) \
+        else A.run_table({})
+    summary = A.branch_summary(runs_df)
+    out["branches"] = summary
+    if len(summary):
+        show_table(summary.assign(method=summary.method.map(METHOD_LABELS)), index=False, floatfmt=".3f")
+        lines = []
+        for (source, method), d in runs_df.groupby(["source", "method"], sort=True):
+            k = int((d.branch == "distillation").sum())
+            lines.append(f"- {source}, {METHOD_LABELS.get(method, method)}: {k} of {len(d)} runs end on the "
+                         f"distillation branch; mean final accuracy {d.final_accuracy.mean():.4f}.")
+        show_markdown("\n".join(lines))
+    return out
+
+
 def recheck_record(record: dict[str, Any], first_rows: int = 1) -> pd.DataFrame:
     """Re-run the first ``first_rows`` logged points of an archived run (its config, truncated to the epochs or
     iterations they cover; data from ``$KDLIB_DATA``) and compare them with the record, field by field.
