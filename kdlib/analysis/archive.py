@@ -241,7 +241,10 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
             continue
 
         def distinct(key: str) -> str:
-            return ", ".join(sorted({str(r["provenance"].get(key, "—")) for r in recs}))
+            values = {str(r["provenance"].get(key, "—")) for r in recs}
+            if key == "commit":  # short hashes, as git shows them; "+dirty" kept
+                values = {v[:8] + ("+dirty" if v.endswith("+dirty") else "") for v in values}
+            return ", ".join(sorted(values))
         wall = sum(float(r["summary"].get("wall_time") or 0.0) for r in recs)
         rows.append({"protocol": PROTOCOL_LABELS.get(protocol, protocol), "records": len(recs),
                      "kdlib": distinct("kdlib_version"), "commit": distinct("commit"), "torch": distinct("torch"),

@@ -227,7 +227,9 @@ def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.Da
         return None
     show_markdown(f"Re-run at build time of the first {first_rows} logged epoch(s) of the archived "
                   f"{METHOD_LABELS.get(c['method'], c['method'])} run, seed {c['seed']}, against its record:")
-    show_table(table.drop(columns=["step"]), index=False, floatfmt=".4f")
+    field_names = {"test_accuracy": "test accuracy", "lambda1": "λ1", "temperature": "T"}
+    show_table(table.drop(columns=["step"]).assign(field=table.field.map(lambda f: field_names.get(f, f))),
+               index=False, floatfmt=".4f")
     bad = table[~table.ok]
     assert bad.empty, f"the archive is stale: {len(bad)} value(s) moved beyond tolerance:\n{bad.to_string()}"
     return table

@@ -59,7 +59,10 @@ class ImagePage:
                   f"{source_text(str(err))}")
             return False
         self.available = True
-        print(source_text(bundle.summary()))
+        show_markdown(f"{self.label} ({source_text(bundle.source)}): {len(bundle.train_full):,} training images for "
+                      f"the methods without a validation split, {len(bundle.train):,} training and "
+                      f"{len(bundle.val):,} validation images for the tuned methods and hyperopt, "
+                      f"{len(bundle.test):,} test images.")
         return True
 
     def runs(self) -> None:
