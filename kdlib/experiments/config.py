@@ -79,6 +79,10 @@ class ExperimentConfig:
     init_law: str = "uniform"
     fd_virtual_lr: str = "current"  # finite-difference virtual step at the "current" or the "initial" lr
     temperature_param: str = "linear"  # eq. 3's step on T ("linear", the paper) or on log T ("log")
+    # "one": each run on its own; "stacked": the seeds of one image (dataset, method) as one vmapped model
+    # (kdlib.stacked; equal to "one" within float32 rounding; for GPUs), where kdlib.experiments.runner.
+    # stacked_supports(cfg) allows it, else one by one
+    engine: str = "one"
 
     # loss form
     loss_form: str = "ce"  # "ce" (paper) or "kl" (authors' code)
@@ -127,7 +131,7 @@ _CHOICES: dict[str, tuple[str, ...]] = dict(
     dataset=DATASETS, profile=PROFILES, estimator=ESTIMATORS, optimizer=OPTIMIZERS,
     variant=("paper", "authors"), random_law=("uniform", "loguniform"), loss_form=("ce", "kl"),
     proposed_reset=("global", "epoch"), init_law=("uniform", "authors"), fd_virtual_lr=("current", "initial"),
-    temperature_param=("linear", "log"))
+    temperature_param=("linear", "log"), engine=("one", "stacked"))
 _OPTIONAL = {"n_train", "n_test", "split_seed", "teacher_epochs", "iterations", "epochs", "batch_size",
              "lr_step_epochs", "init_lambda1", "init_temperature", "data_root"}
 

@@ -112,16 +112,73 @@ def run_one(cfg: ExperimentConfig, progress: bool = False, threads: int = 1) -> 
     return finish_record(cfg, history, summary, threads, model=getattr(result, "model", None))
 
 
+STACKED_FIXED_METHODS = ("no_distillation", "naive", "random")
+STACKED_TUNED_METHODS = ("gradient", "proposed")
+
+
+def stacked_supports(cfg: ExperimentConfig) -> bool:
+    """True when ``cfg`` asks for ``engine="stacked"`` and :mod:`kdlib.stacked` implements it: an image dataset
+    (synthetic has the batched engine), kdlib's own method, no T^2 factor; the fixed-metaparameter methods with
+    any optimizer, gradient-based and proposed with the one-step unrolled estimator, the paper's loss and plain
+    SGD. Anything else runs one by one (hyperopt included)."""
+    if cfg.engine != "stacked" or cfg.dataset == "synthetic" or cfg.t2_scaling:
+        return False
+    method = METHODS.get(cfg.method)
+    if method is None or method.__module__ != "kdlib.methods":
+        return False  # a user re-registered the name
+    if cfg.method in STACKED_FIXED_METHODS:
+        return True
+    if cfg.method in STACKED_TUNED_METHODS:
+        return (cfg.optimizer == "sgd" and not cfg.momentum and not cfg.weight_decay and not cfg.nesterov
+                and cfg.estimator == "unrolled" and cfg.unroll_steps == 1 and cfg.loss_form == "ce")
+    return False
+
+
+def run_stacked(cfgs: Sequence[ExperimentConfig], threads: int = 1) -> list[dict[str, Any]]:
+    """The seeds ``cfgs`` of one (dataset, method, config) as one stacked model
+    (:func:`kdlib.train.train_students_stacked`); one store record per seed, as :func:`run_one` writes it, with
+    ``summary.engine = "stacked"`` and the group's wall time shared out."""
+    from kdlib.train import train_students_stacked
+
+    for c in cfgs:
+        if not stacked_supports(c):
+            raise ValueError(f"{c.key()}: the stacked engine does not implement this config "
+                             "(see kdlib.experiments.runner.stacked_supports); set engine='one'")
+    cfg = cfgs[0]
+    method = get_method(cfg.method)
+    with intra_op_threads(run_threads(cfg, threads)):
+        t0 = time.perf_counter()
+        problem, bundle, teacher = problem_for(cfg)
+        values = torch.stack([method.initial(c).detach().float().cpu() for c in cfgs])
+        outs = train_students_stacked(cfgs, problem, values, schedule=method.schedule)
+        wall = time.perf_counter() - t0
+    recs = []
+    for c, out in zip(cfgs, outs):
+        history = out.history
+        for row in history:
+            row["full_trainings"] = 1
+        last = history[-1]
+        summary = dict(data_source=bundle.source, teacher=_teacher_summary(teacher),
+                       final_accuracy=last["test_accuracy"], wall_time=wall / len(cfgs),
+                       hypergrad_evals=last["hypergrad_evals"], full_trainings=1, nan_skipped=last["nan_skipped"],
+                       extra={}, engine="stacked", batch_size_seeds=len(cfgs), batch_wall_time=wall)
+        recs.append(finish_record(c, history, summary, threads, model=out.model))
+    return recs
+
+
 def run_cells(configs: Sequence[ExperimentConfig | dict[str, Any]], out_dir: str | os.PathLike, threads: int = 1,
               on_batched: bool = False) -> list[str]:
-    """Run ``configs`` (one cell, or seeds of one synthetic config on the batched engine), write each record
-    to ``out_dir`` and return their keys. The unit of work of every executor: it writes only its own
-    records and never the aggregate files."""
+    """Run ``configs`` (one cell; the seeds of one synthetic config on the batched engine; or the seeds of one
+    image config with ``engine="stacked"`` as one stacked model), write each record to ``out_dir`` and return
+    their keys. The unit of work of every executor: it writes only its own records and never the aggregate
+    files."""
     cfgs = [c if isinstance(c, ExperimentConfig) else ExperimentConfig.from_dict(c) for c in configs]
     if on_batched:
         with intra_op_threads(1):  # also covers the teacher set-up done before the engine starts
             raw = batched_engine.run_batched(cfgs, problem_factory=problem_for)
         recs = [finish_record(c, r["history"], r["summary"], threads) for c, r in zip(cfgs, raw)]
+    elif len(cfgs) > 1 and all(stacked_supports(c) for c in cfgs):
+        recs = run_stacked(cfgs, threads)
     else:
         recs = [run_one(c, progress=False, threads=threads) for c in cfgs]
     return [write_record(out_dir, r).stem for r in recs]
@@ -129,17 +186,19 @@ def run_cells(configs: Sequence[ExperimentConfig | dict[str, Any]], out_dir: str
 
 # ------------------------------------------------------------------------------------------------ the sweep
 def _groups(todo: list[ExperimentConfig], batched: bool) -> list[tuple[bool, list[ExperimentConfig]]]:
-    """``(on_batched, configs)``: configs that differ only by seed, grouped for the batched engine, and
-    singletons for the generic loop where the engine does not apply (or ``batched`` is off)."""
-    groups: dict[str, list[ExperimentConfig]] = {}
+    """``(on_batched, configs)``: configs that differ only by seed, grouped for the batched engine (synthetic)
+    or the stacked one (images, ``engine="stacked"``), and singletons for the generic loop where neither
+    applies (or ``batched`` is off)."""
+    groups: dict[str, tuple[bool, list[ExperimentConfig]]] = {}
     singles: list[tuple[bool, list[ExperimentConfig]]] = []
     for cfg in todo:
-        if batched and batched_engine.supports(cfg):
+        on_batched = batched and batched_engine.supports(cfg)
+        if on_batched or stacked_supports(cfg):
             key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True)
-            groups.setdefault(key, []).append(cfg)
+            groups.setdefault(key, (on_batched, []))[1].append(cfg)
         else:
             singles.append((False, [cfg]))
-    return [(True, g) for g in groups.values()] + singles
+    return list(groups.values()) + singles
 
 
 def _cost(cfg: ExperimentConfig) -> float:

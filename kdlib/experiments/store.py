@@ -55,7 +55,7 @@ from kdlib.names import METHOD_NAMES, STATUSES
 
 STORE_VERSION = 2
 HASH_EXCLUDED = ("data_root", "download")  # cannot change a result (see the module docstring)
-HASH_OMITTED_AT_DEFAULT: dict[str, Any] = dict(temperature_param="linear")  # added after store version 2
+HASH_OMITTED_AT_DEFAULT: dict[str, Any] = dict(temperature_param="linear", engine="one")  # added after store version 2
 RESULT_COLUMNS = ["dataset", "method", "seed", "profile", "variant", "holdout", "config_hash", "threads", "status",
                   "step", "epoch", "test_accuracy", "val_accuracy", "val_loss", "lambda1", "temperature",
                   "hypergrad_evals", "full_trainings", "wall_time", "nan_skipped", "phase", "lr"]
