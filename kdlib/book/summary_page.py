@@ -1,0 +1,161 @@
+"""The summary page (notebooks/08_summary.md): the paper's Table 2 from the authors' logs, ours beside it (with
+the archived paper-protocol reduced CIFAR-10 columns), what each method costs, the benchmark's targets and the
+generated "What we saw". It reads the records the dataset pages wrote at the same profile and runs nothing.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdlib.analysis import archive, authors_logs, benchmarks
+from kdlib.analysis.costs import cost_table, cost_table_display, run_summaries
+from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
+from kdlib.analysis.provenance import display_path
+from kdlib.analysis.table2 import side_by_side, table2, table2_numeric
+from kdlib.book.archive_page import archive_columns
+from kdlib.book.page import PageBanner, page_configs, resolve_seeds, results_dir, scale_text, show_markdown, show_table
+from kdlib.experiments.profiles import resolve_config
+from kdlib.experiments.store import load_records, load_results
+from kdlib.names import DATASETS, METHOD_NAMES
+
+ARCHIVED_DATASET = "cifar10_reduced"
+
+
+class SummaryPage:
+    """One summary page at ``profile``: call its sections in order, then :meth:`finish`."""
+
+    def __init__(self, profile: str, device: str = "cpu", seeds: Any = None) -> None:
+        self.profile, self.device, self.seeds = profile, device, seeds
+        self.banner = PageBanner(profile, device, {d: len(resolve_seeds(seeds, profile, d)) for d in DATASETS},
+                                 {d: scale_text(profile, d) for d in DATASETS},
+                                 "the results written by the dataset pages of this build")
+        self.logs = authors_logs.find_logs_dir()
+        self.authors = pd.DataFrame("—", index=list(METHOD_NAMES), columns=list(DATASETS))
+        self.results = pd.DataFrame(columns=["dataset", "method", "seed", "step", "test_accuracy"])
+        self.records: list[dict[str, Any]] = []
+        self.costs = pd.DataFrame()
+
+    def authors_table(self) -> pd.DataFrame:
+        """The paper's Table 2 rebuilt from the authors' logs, checked against the printed values (a mismatch
+        fails the page)."""
+        if self.logs is None:
+            show_markdown("The authors' logs are not on this machine; set `KDLIB_DATA` to a data root with "
+                          "`authors/logs`, or run `kdlib.analysis.authors_logs.fetch_logs()` with internet access.")
+            return self.authors
+        num = authors_logs.table2_numeric(self.logs)
+        printed = authors_logs.paper_table2()
+        diff = max(abs(round(r["mean"], 4) - printed.loc[r.method, r.dataset])
+                   for _, r in num.iterrows() if np.isfinite(printed.loc[r.method, r.dataset]))
+        assert diff < 1e-9, f"the authors' logs no longer reproduce the printed Table 2 (max difference {diff})"
+        self.authors = authors_logs.table2(self.logs)
+        show = self.authors.copy()
+        show.index = [METHOD_LABELS[m] for m in show.index]
+        show.columns = [DATASET_LABELS[d] for d in show.columns]
+        show_table(show)
+        return self.authors
+
+    def ours_beside_paper(self) -> pd.DataFrame:
+        """Per dataset: our runs at this profile (exactly the configs its page ran), the archived paper-protocol
+        columns where the archive holds them, and the paper's column."""
+        frames, missing = [], []
+        for ds in DATASETS:
+            configs = page_configs(ds, self.profile, self.seeds, self.device)
+            df = load_results(results_dir(self.profile, ds), configs=configs)
+            if len(df):
+                frames.append(df)
+                self.records += load_records(results_dir(self.profile, ds), configs=configs)
+            else:
+                missing.append(ds)
+        if frames:
+            self.results = pd.concat(frames, ignore_index=True)
+        archived = {(ARCHIVED_DATASET, name): col for name, col in archive_columns(ARCHIVED_DATASET).items()}
+        side = side_by_side(table2(self.results), self.authors, extra=archived)
+        if missing:
+            show_markdown("No runs at this profile for: " + ", ".join(DATASET_LABELS[d] for d in missing)
+                          + " (dataset unavailable, or its page was not executed).")
+        if not archived:
+            show_markdown(f"The archive of paper-protocol runs (`archive/{ARCHIVED_DATASET}/`) is empty: no "
+                          "paper-protocol column yet.")
+        for ds in DATASETS:
+            part = side[[c for c in side.columns if c[0] == DATASET_LABELS[ds]]]
+            part.columns = [c[1] for c in part.columns]
+            show_markdown(f"**{DATASET_LABELS[ds]}**")
+            show_table(part)
+        if ("", "diverged (ours)") in side:
+            show_table(side[[("", "diverged (ours)")]].rename(columns=lambda c: "diverged runs (ours)"))
+        return side
+
+    def cost(self) -> pd.DataFrame:
+        """Hypergradient evaluations, full trainings and wall time per (dataset, method), from the records."""
+        if len(self.results):
+            self.costs = cost_table(self.results, summaries=run_summaries(self.records))
+        if len(self.costs):
+            show_table(cost_table_display(self.costs), index=False)
+        else:
+            show_markdown("No runs at this profile, so no costs.")
+        return self.costs
+
+    def benchmark(self) -> pd.DataFrame | None:
+        """The benchmark's targets at this profile (``results/<profile>/benchmark.json``, written by
+        ``make book``), or a line saying it was not run."""
+        path = results_dir(self.profile, "benchmark.json")
+        if not path.exists():
+            show_markdown(f"Benchmarks: not run at this profile (no `{display_path(path)}`).")
+            return None
+        bench = json.loads(path.read_text())
+        show_markdown(f"Benchmark at this profile: {benchmarks.machine_text(bench)}.")
+        table = benchmarks.targets_table(bench)
+        show_table(table, index=False)
+        return table
+
+    def what_we_saw(self) -> list[str]:
+        """The generated findings, each computed from the tables above."""
+        lines = []
+        num = table2_numeric(self.results)
+        for ds in DATASETS:
+            n = num[(num.dataset == ds)].set_index("method")
+            if not np.isfinite(n["mean"]).any():
+                continue
+            best = n["mean"].idxmax()
+            lines.append(f"- {DATASET_LABELS[ds]}: best mean final accuracy **{METHOD_LABELS[best]}** "
+                         f"({n.loc[best, 'mean']:.4f}, {int(n.loc[best, 'n'])} seeds); gradient-based minus no "
+                         f"distillation {n.loc['gradient', 'mean'] - n.loc['no_distillation', 'mean']:+.4f}.")
+        if len(self.costs):
+            for _, r in self.costs[self.costs.method == "proposed"].iterrows():
+                if not (np.isfinite(r.saving_vs_gradient_evals) and np.isfinite(r.saving_vs_gradient_time)):
+                    continue
+                ev, wt = r.saving_vs_gradient_evals, r.saving_vs_gradient_time
+                lines.append(f"- {DATASET_LABELS[r.dataset]}: the proposed method used {abs(ev):.0%} "
+                             f"{'fewer' if ev >= 0 else 'more'} hypergradient evaluations than gradient-based "
+                             f"tuning, and {abs(wt):.0%} {'less' if wt >= 0 else 'more'} wall time.")
+        for protocol, t in archive.archive_table2(archive.load_archive(ARCHIVED_DATASET)).items():
+            lines.append(f"- Reduced CIFAR-10 at the paper's protocol ({PROTOCOL_LABELS[protocol]}, archived runs): "
+                         f"gradient-based {t.loc['gradient', ARCHIVED_DATASET]} ({t.loc['gradient', 'runs']} runs), "
+                         f"without distillation {t.loc['no_distillation', ARCHIVED_DATASET]} "
+                         f"({t.loc['no_distillation', 'runs']} runs); the paper's columns have 10 runs each.")
+        if self.logs is not None:
+            lines.append("- The paper's column is regenerated from the authors' logs and matches the printed "
+                         "Table 2 to every printed digit.")
+        if self.profile != "paper":
+            lines.append(f"- This build ran at the `{self.profile}` profile, so our columns are scaled-down runs. "
+                         "Compare the ordering of the methods, not the absolute accuracies.")
+            for ds in DATASETS:  # how far tuning could move: each metaparameter step is clipped to meta_lr*meta_clip
+                cfg = resolve_config(ds, "gradient", self.profile, 0)
+                g = self.results[(self.results.dataset == ds) & (self.results.method == "gradient")]
+                if len(g):
+                    steps = int(g.hypergrad_evals.max())
+                    lines.append(f"- {DATASET_LABELS[ds]}: gradient-based tuning took {steps} metaparameter steps, "
+                                 f"each at most {cfg.meta_lr * cfg.meta_clip:.3g}, so $\\lambda_1$ could move by "
+                                 f"at most {min(1.0, steps * cfg.meta_lr * cfg.meta_clip):.2f} from its random "
+                                 "start.")
+        show_markdown("\n".join(lines) if lines else "No runs were found at this profile.")
+        return lines
+
+    def finish(self) -> None:
+        self.banner.finish()
+
+
+__all__ = ["SummaryPage"]
