@@ -11,6 +11,8 @@ read on a shared CPU; absolute seconds are only meaningful on an idle machine or
   ``Tuner.train_step`` (one shared forward);
 * ``paper_column_cifar10_reduced``: the paper-protocol reduced CIFAR-10 column (6 methods x 10 runs x 50
   epochs) projected from one timed epoch per method at the paper's sizes, per evaluation cadence, 1 and 2 workers;
+* ``fanout_cpu``: plain-step throughput of 1 process, 2 concurrent processes and 1 process with 2 threads (what
+  ``--workers 2`` buys on this machine);
 * ``stacked_runs``: S fixed-metaparameter runs (and S gradient-schedule runs) as one stacked (vmapped) model vs
   one by one, on CPU (the GPU figures are still to be taken);
 * ``tuner_step_s[sgd|adam]``: a :class:`kdlib.Tuner` iteration (fixed; gradient schedule with the unrolled
@@ -506,6 +508,57 @@ def _pipeline_check(train_epoch_s: float, eval_s: float) -> dict[str, Any]:
                      "overhead is added once per run (60 runs) in column_two_workers_with_run_overhead_h")
 
 
+# ------------------------------------------------------------------------------------- fan-out
+_FANOUT_WORKER = """
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+from kdlib.losses import distillation_loss
+from kdlib.models import make_student
+torch.manual_seed(0)
+m = make_student("cifar10_reduced"); m.train()
+opt = torch.optim.SGD(m.parameters(), lr=0.1)
+x = torch.randn(128, 3, 32, 32); y = torch.randint(0, 10, (128,)); t = torch.randn(128, 10)
+def step():
+    opt.zero_grad(set_to_none=True); distillation_loss(m(x), t, y, 0.5, 2.0).backward(); opt.step()
+for _ in range(5):
+    step()
+n = int(sys.argv[2]); t0 = time.perf_counter()
+for _ in range(n):
+    step()
+print(n / (time.perf_counter() - t0))
+"""
+
+
+def bench_fanout(quick: bool) -> dict[str, Any]:
+    """What fanning out buys on this machine: plain CIFAR-10-student steps per second (batch 128) of one
+    process with one thread, of two such processes run at the same time (the runner's ``--workers 2``), and of
+    one process with two threads. Separate interpreters, started together; ``scaling`` is the aggregate over
+    the one-process figure (2.0 would be perfect use of two cores)."""
+    import subprocess
+
+    steps = "20" if quick else "300"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+
+    def launch(threads: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", _FANOUT_WORKER, str(threads), steps], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def rates(procs: list[subprocess.Popen]) -> list[float]:
+        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+    try:
+        one = rates([launch(1)])[0]
+        two = rates([launch(1), launch(1)])
+        threads2 = rates([launch(2)])[0]
+    except (ValueError, IndexError, OSError) as exc:
+        return {"skipped": f"{type(exc).__name__}: {exc}"[:200]}
+    return dict(steps_per_s=dict(one_process=_r(one, 3), two_processes_each=[_r(v, 3) for v in two],
+                                 two_processes_total=_r(sum(two), 3), one_process_two_threads=_r(threads2, 3)),
+                scaling=dict(two_processes=_r(sum(two) / one, 3), two_threads=_r(threads2 / one, 3)),
+                setup=f"CIFAR-10 student, plain SGD step at fixed (lambda1, T), batch 128, {steps} timed steps per "
+                      "process after 5 warm-up steps; cpu_count in machine")
+
+
 # ------------------------------------------------------------------------------------- stacked runs
 def bench_stacked(device: torch.device, quick: bool) -> dict[str, Any]:
     """S fixed-metaparameter runs (seeds 0..S-1, values of the naive/random kind) as one stacked model
@@ -762,6 +815,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result.update(bench_runs(device, a.quick, allow_real))
     result["paper_column_cifar10_reduced"] = bench_column(device, a.quick, allow_real)
     result["paper_column_cifar10_reduced"]["measured_end_to_end"] = measured_column()
+    result["fanout_cpu"] = bench_fanout(a.quick) if device.type == "cpu" else {"skipped": "a GPU run"}
     result["stacked_runs"] = bench_stacked(device, a.quick)
     result["estimator_error"] = bench_estimator_error(students, a.quick)
     result["teacher_s"] = bench_teacher(a.quick)

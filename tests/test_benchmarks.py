@@ -67,5 +67,8 @@ def test_quick_benchmark_schema(tmp_path):
     _all_positive(col["per_method_s"])
     assert _positive(col["total_s"]) and _positive(col["speedup_vs_authors"]["total"])
     assert col["scale"]["seeds"] == 10 and col["scale"]["iterations"] >= 1
+    fan = r["fanout_cpu"]
+    assert "skipped" in fan or (_positive(fan["steps_per_s"]["one_process"]) and len(fan["steps_per_s"][
+        "two_processes_each"]) == 2 and fan["scaling"]["two_processes"] > 0)
     for k, v in r["targets"].items():
         assert "target" in v and _positive(v["measured"]), (k, v)
