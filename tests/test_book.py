@@ -56,7 +56,12 @@ def test_notebooks_exist_and_are_jupytext_myst():
         for name in ("profile", "device", "seeds"):
             assert f"{name} =" in code[0].source, f"{p.stem}: the parameters cell must set {name}"
         assert 'os.environ.get("KDLIB_PROFILE", "quick")' in code[0].source
-        assert any("PageBanner" in c.source for c in code), f"{p.stem} shows no banner"
+        # a page builds its banner itself (PageBanner) or through kdlib.book.summary_page.SummaryPage, which does
+        assert any("PageBanner" in c.source or "SummaryPage(" in c.source for c in code), f"{p.stem} shows no banner"
+    from kdlib.book.page import PageBanner
+    from kdlib.book.summary_page import SummaryPage
+
+    assert isinstance(SummaryPage("smoke").banner, PageBanner)
 
 
 @pytest.mark.skipif(os.environ.get("KDLIB_SKIP_NBVAL") == "1", reason="KDLIB_SKIP_NBVAL=1")
