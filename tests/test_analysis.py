@@ -239,6 +239,13 @@ def test_benchmark_targets_table_says_which_goals_are_met():
     t = targets_table(bench).set_index("target")
     assert list(t["met"]) == ["no", "yes", "-"] and t.loc["a ratio", "goal"] == "<= 3.0"
     assert target_met("<= 3.0", 3.0) is True and target_met("about 3", 1.0) is None
+    # every target the benchmark reports has a reader's label
+    from benchmarks.run import TARGETS
+    from kdlib.analysis.benchmarks import TARGET_LABELS
+
+    assert set(TARGETS) <= set(TARGET_LABELS)
+    named = targets_table({"targets": {"proposed_over_gradient": {"target": "<= 0.6", "measured": 0.7}}})
+    assert named.target.tolist() == ["proposed / gradient-based, whole run"]
 
 
 def _final(pairs, dataset="fashion_mnist"):
