@@ -258,3 +258,12 @@ def test_protocols_section_explains_every_differing_field(tmp_path, monkeypatch)
     table = shown[0]
     assert all(r for r in table["why kdlib's default"]) and len(table) == len(fields)
     assert set(out["branches"].source) <= {"authors' logs"}  # an empty archive adds no runs of ours
+
+
+def test_error_line_is_in_a_readers_words(tmp_path):
+    from kdlib.book.page import error_line
+
+    err = FileNotFoundError(f"cifar10_reduced: no data found under the data root {tmp_path}. Searched:\n  {tmp_path}/a")
+    line = error_line(err, "cifar10_reduced")
+    assert line.startswith("Reduced CIFAR-10: no data found") and "Searched" not in line
+    assert "cifar10_reduced" not in line

@@ -15,7 +15,7 @@ from kdlib.analysis import authors_logs
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
-from kdlib.book.page import show_markdown, show_table, source_text
+from kdlib.book.page import error_line, show_markdown, show_table, source_text
 from kdlib.experiments.profiles import resolve_config
 from kdlib.experiments.runner import run_one
 
@@ -223,7 +223,7 @@ def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.Da
     except FileNotFoundError as err:  # the data or the authors' logits are not on this machine: say so
         show_markdown(f"Not re-checked in this build: the archived {METHOD_LABELS.get(c['method'], c['method'])} "
                       f"run, seed {c['seed']}, needs data this machine does not have "
-                      f"({source_text(str(err).splitlines()[0])}).")
+                      f"({error_line(err, c['dataset'])}).")
         return None
     show_markdown(f"Re-run at build time of the first {first_rows} logged epoch(s) of the archived "
                   f"{METHOD_LABELS.get(c['method'], c['method'])} run, seed {c['seed']}, against its record:")

@@ -20,8 +20,8 @@ from kdlib.analysis.separation import paired_difference, separation_text
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, teacher_label
 from kdlib.analysis.table2 import table2, table2_numeric
 from kdlib.book import plots
-from kdlib.book.page import (PAGE_WORKERS, PageBanner, page_configs, resolve_seeds, results_dir, scale_text,
-                             show_markdown, show_table, source_text, teacher_table, travel_text)
+from kdlib.book.page import (PAGE_WORKERS, PageBanner, error_line, page_configs, resolve_seeds, results_dir,
+                             scale_text, show_markdown, show_table, source_text, teacher_table, travel_text)
 from kdlib.names import METHOD_NAMES
 from kdlib.experiments.profiles import resolve_config
 from kdlib.experiments.problem import load_bundle
@@ -55,8 +55,8 @@ class ImagePage:
         try:
             bundle = load_bundle(resolve_config(self.dataset, "gradient", self.profile, device=self.device))
         except FileNotFoundError as err:
-            print(f"The {self.label} data is not available on this machine, so this page shows no results.\n"
-                  f"{source_text(str(err))}")
+            show_markdown(f"The {self.label} data is not available on this machine, so this page shows no "
+                          f"results ({error_line(err, self.dataset)}).")
             return False
         self.available = True
         show_markdown(f"{self.label} ({source_text(bundle.source)}): {len(bundle.train_full):,} training images for "

@@ -18,7 +18,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from kdlib import __version__
-from kdlib.analysis.labels import dataset_label, teacher_label
+from kdlib.analysis.labels import DATASET_LABELS, dataset_label, teacher_label
 from kdlib.analysis.provenance import REPO_ROOT, display_path, git_commit
 from kdlib.experiments.profiles import PAPER_PROTOCOL, meta_steps, profile_seeds, resolve_config
 from kdlib.experiments.runner import plan
@@ -213,3 +213,12 @@ def teacher_table(teacher: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([{"teacher": teacher_label(teacher.get("name", "—")), "source": source_text(teacher.get("source")),
                           "test accuracy": num(teacher.get("test_accuracy")),
                           "agreement with the training labels": num(teacher.get("train_agreement"))}])
+
+
+def error_line(err: BaseException, dataset: str) -> str:
+    """The first line of a data error for a reader: local paths shortened (:func:`source_text`), the dataset's key
+    replaced by its label, the list of searched folders left out."""
+    text = source_text(str(err).splitlines()[0]).split(" Searched:")[0].rstrip(". ")
+    label = DATASET_LABELS.get(dataset, dataset)
+    return text.replace(f"{dataset}:", f"{label}:").replace(f"'{dataset}'", label)
+
