@@ -454,3 +454,31 @@ def test_a_record_of_a_newer_kdlib_is_skipped_not_moved(tmp_path):
     with pytest.warns(UserWarning, match="damaged"):
         assert store.read_record(path) is None
     assert not path.exists() and any((path.parent / ".damaged").iterdir())
+
+
+def test_records_keep_the_commit_the_command_started_at(fmnist, tmp_path, monkeypatch):
+    """A checkout that moves while a long command runs must not relabel its records: run_experiments pins the
+    commit (KDLIB_RUN_COMMIT, inherited by its workers) before any compute."""
+    _, _, table = fmnist
+    user = _save(tmp_path / "t.npy", table)
+    monkeypatch.setattr(store, "_COMMIT", None)
+    monkeypatch.setenv(store.COMMIT_ENV, "")  # so that teardown restores the variable's state from before
+    monkeypatch.delenv(store.COMMIT_ENV)
+    counter = tmp_path / "head_calls"  # shared by the forked workers: HEAD moves every time anyone looks
+    counter.write_text("0")
+
+    def fake_head(cmd, *args, **kwargs):
+        if cmd[:2] != ["git", "rev-parse"]:
+            return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")  # git status: clean
+        n = int(counter.read_text()) + 1
+        counter.write_text(str(n))
+        return subprocess.CompletedProcess(cmd, 0, stdout=f"{n:040d}\n", stderr="")
+
+    monkeypatch.setattr(store.subprocess, "run", fake_head)
+    out = tmp_path / "o"
+    runner.run_experiments("fashion_mnist", "no_distillation,naive", 1, "smoke", out, progress=False,
+                           overrides={**FAST, "teacher": f"file:{user}"}, workers=2)
+    pinned = os.environ[store.COMMIT_ENV]
+    assert pinned == f"{1:040d}"
+    commits = {json.loads(p.read_text())["provenance"]["commit"] for p in (out / "runs").glob("*.json")}
+    assert commits == {pinned}

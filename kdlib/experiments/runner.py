@@ -28,7 +28,7 @@ from kdlib.experiments.config import ExperimentConfig
 from kdlib.experiments.problem import build_problem, load_bundle, load_teacher, problem_for, teacher_key
 from kdlib.experiments.profiles import RESERVED_FIELDS, profile_seeds
 from kdlib.experiments.store import (RESULT_COLUMNS, aggregate, final_accuracy, load_records, load_results,
-                                     make_record, prepare_out_dir, read_record, record_key, record_path,
+                                     make_record, pin_commit, prepare_out_dir, read_record, record_key, record_path,
                                      resolve_configs, run_threads, summarize, write_record)
 from kdlib.methods import METHODS, FixedController, NonFiniteHypergradient, get_method
 from kdlib.train import evaluate, train_student
@@ -291,6 +291,7 @@ def run_experiments(dataset: str, methods: Sequence[str] | str, seeds: int | Seq
     if executor not in ("local", "submitit"):
         raise ConfigError(f"--executor: expected 'local' or 'submitit', found {executor!r}")
     configs = plan(dataset, methods, seeds, profile, device, overrides)
+    pin_commit()  # the records say which code ran, even if the checkout moves while this command runs
     out = prepare_out_dir(out_dir)
     todo = [c for c in configs if read_record(record_path(out, c, threads)) is None]
     groups = sorted(_groups(todo, batched), key=lambda g: -_cost(g[1][0]))  # longest first: a short tail

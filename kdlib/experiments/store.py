@@ -153,9 +153,16 @@ def record_path(out_dir: str | os.PathLike, cfg: ExperimentConfig, threads: int 
 _COMMIT: str | None = None
 
 
+COMMIT_ENV = "KDLIB_RUN_COMMIT"  # set by pin_commit(): the commit a command started at, for its workers
+
+
 def git_commit() -> str:
-    """``git rev-parse HEAD`` of the kdlib checkout (with ``+dirty`` when it has changes), or ``"unknown"``."""
+    """The commit recorded in provenance: ``$KDLIB_RUN_COMMIT`` when a command pinned it (:func:`pin_commit`),
+    else ``git rev-parse HEAD`` of the kdlib checkout (with ``+dirty`` when it has changes) at the first call in
+    this process, or ``"unknown"``."""
     global _COMMIT
+    if _COMMIT is None and os.environ.get(COMMIT_ENV):
+        _COMMIT = os.environ[COMMIT_ENV]
     if _COMMIT is None:
         repo = Path(__file__).resolve().parents[2]
         try:
@@ -168,6 +175,15 @@ def git_commit() -> str:
         except (OSError, subprocess.SubprocessError):
             _COMMIT = "unknown"
     return _COMMIT
+
+
+def pin_commit() -> str:
+    """Fix the commit that this process and the workers it starts record to the checkout's state *now*, before
+    any compute: a checkout that moves while a long command runs (a commit, a merge) must not relabel the
+    records of code loaded earlier."""
+    commit = git_commit()
+    os.environ[COMMIT_ENV] = commit
+    return commit
 
 
 def provenance(threads: int) -> dict[str, Any]:
