@@ -102,14 +102,19 @@ def run_one(cfg: ExperimentConfig, progress: bool = False, threads: int = 1) -> 
                            full_trainings=None, nan_skipped=None, extra={})
             return finish_record(cfg, [], summary, threads, reason=f"every hypergradient was non-finite ({e})")
         wall = time.perf_counter() - t0
-    history = result.history
+    summary = _finished_summary(base, result.history, wall, result.full_trainings, result.extra)
+    return finish_record(cfg, result.history, summary, threads, model=getattr(result, "model", None))
+
+
+def _finished_summary(base: dict[str, Any], history: list[dict[str, Any]], wall: float, full_trainings: int,
+                      extra: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """The summary of a finished run (its history gets ``full_trainings`` on every row): final accuracy and
+    counters from the last row, the wall time, ``base`` (data source, teacher) and ``more``."""
     for row in history:
-        row["full_trainings"] = result.full_trainings
+        row["full_trainings"] = full_trainings
     last = history[-1]
-    summary = dict(base, final_accuracy=last["test_accuracy"], wall_time=wall,
-                   hypergrad_evals=last["hypergrad_evals"], full_trainings=result.full_trainings,
-                   nan_skipped=last["nan_skipped"], extra=result.extra)
-    return finish_record(cfg, history, summary, threads, model=getattr(result, "model", None))
+    return dict(base, final_accuracy=last["test_accuracy"], wall_time=wall, hypergrad_evals=last["hypergrad_evals"],
+                full_trainings=full_trainings, nan_skipped=last["nan_skipped"], extra=extra, **more)
 
 
 STACKED_FIXED_METHODS = ("no_distillation", "naive", "random")
@@ -153,16 +158,11 @@ def run_stacked(cfgs: Sequence[ExperimentConfig], threads: int = 1) -> list[dict
         outs = train_students_stacked(cfgs, problem, values, schedule=method.schedule)
         wall = time.perf_counter() - t0
     recs = []
+    base = dict(data_source=bundle.source, teacher=_teacher_summary(teacher))
     for c, out in zip(cfgs, outs):
-        history = out.history
-        for row in history:
-            row["full_trainings"] = 1
-        last = history[-1]
-        summary = dict(data_source=bundle.source, teacher=_teacher_summary(teacher),
-                       final_accuracy=last["test_accuracy"], wall_time=wall / len(cfgs),
-                       hypergrad_evals=last["hypergrad_evals"], full_trainings=1, nan_skipped=last["nan_skipped"],
-                       extra={}, engine="stacked", batch_size_seeds=len(cfgs), batch_wall_time=wall)
-        recs.append(finish_record(c, history, summary, threads, model=out.model))
+        summary = _finished_summary(base, out.history, wall / len(cfgs), 1, {}, engine="stacked",
+                                    batch_size_seeds=len(cfgs), batch_wall_time=wall)
+        recs.append(finish_record(c, out.history, summary, threads, model=out.model))
     return recs
 
 
