@@ -122,12 +122,9 @@ class StackedTuned(StackedFixed):
                  device: torch.device | str, make_optimizer: Callable[[list[Tensor], Any], torch.optim.Optimizer],
                  schedule: str) -> None:
         st = settings[0]
-        if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
-            raise ValueError("the stacked tuned backend differentiates the paper's plain SGD step only; use "
-                             "train_student for momentum, weight decay or Adam")
-        if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
-            raise ValueError("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
-                             "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
+        reason = self.unsupported(st)
+        if reason:
+            raise ValueError(reason)
         super().__init__(settings, make_student, values, device, make_optimizer)
         self.schedule = Schedule(self.values, schedule, st.e1, st.e2, st.meta_lr, st.meta_clip, 1,
                                  st.proposed_reset, st.clamp_extrapolation, st.temperature_param)
@@ -149,6 +146,17 @@ class StackedTuned(StackedFixed):
             return torch.func.grad(val_after)(lam)
 
         self._hypergradient = vmap(one, in_dims=(0, 0, 0, 0, 0, None, None, None))
+
+    @staticmethod
+    def unsupported(st: Any) -> str | None:
+        """Why settings ``st`` (any object with the config's field names) cannot run here, or None."""
+        if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
+            return ("the stacked tuned backend differentiates the paper's plain SGD step only; use "
+                    "train_student for momentum, weight decay or Adam")
+        if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
+            return ("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
+                    "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
+        return None
 
     def new_epoch(self) -> None:
         self.in_epoch = 0

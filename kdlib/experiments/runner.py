@@ -31,7 +31,8 @@ from kdlib.experiments.store import (RESULT_COLUMNS, aggregate, final_accuracy, 
                                      make_record, pin_commit, prepare_out_dir, read_record, record_key, record_path,
                                      resolve_configs, run_threads, summarize, write_record)
 from kdlib.methods import METHODS, FixedController, NonFiniteHypergradient, get_method
-from kdlib.train import evaluate, train_student
+from kdlib.stacked import StackedTuned
+from kdlib.train import evaluate, train_student, train_students_stacked
 
 __all__ = ["run_experiments", "run_one", "run_cells", "fixed_grid", "load_records", "load_results", "aggregate",
            "final_accuracy", "summarize", "RESULT_COLUMNS", "load_bundle", "load_teacher", "build_problem"]
@@ -133,18 +134,13 @@ def stacked_supports(cfg: ExperimentConfig) -> bool:
         return False  # a user re-registered the name
     if cfg.method in STACKED_FIXED_METHODS:
         return True
-    if cfg.method in STACKED_TUNED_METHODS:
-        return (cfg.optimizer == "sgd" and not cfg.momentum and not cfg.weight_decay and not cfg.nesterov
-                and cfg.estimator == "unrolled" and cfg.unroll_steps == 1 and cfg.loss_form == "ce")
-    return False
+    return cfg.method in STACKED_TUNED_METHODS and StackedTuned.unsupported(cfg) is None
 
 
 def run_stacked(cfgs: Sequence[ExperimentConfig], threads: int = 1) -> list[dict[str, Any]]:
     """The seeds ``cfgs`` of one (dataset, method, config) as one stacked model
     (:func:`kdlib.train.train_students_stacked`); one store record per seed, as :func:`run_one` writes it, with
     ``summary.engine = "stacked"`` and the group's wall time shared out."""
-    from kdlib.train import train_students_stacked
-
     for c in cfgs:
         if not stacked_supports(c):
             raise ValueError(f"{c.key()}: the stacked engine does not implement this config "
