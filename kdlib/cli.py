@@ -1,5 +1,5 @@
-"""Command line: ``python -m kdlib run ...``, ``python -m kdlib aggregate --out DIR`` and
-``python -m kdlib export ...``.
+"""Command line: ``python -m kdlib run ...``, ``python -m kdlib aggregate --out DIR``,
+``python -m kdlib recheck RECORD.json ...`` and ``python -m kdlib export ...``.
 
 Every error a user can fix (a bad flag or ``--set`` value, an unusable ``--out``, a damaged or misaligned data
 or teacher file) is checked before any compute and printed as one line ``kdlib: error: ...`` naming the field
@@ -16,8 +16,10 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from kdlib.analysis.archive import validate_record
 from kdlib.data import export_main
 from kdlib.errors import CellsFailed, KdlibError
+from kdlib.experiments.recheck import recheck
 from kdlib.experiments.runner import run_experiments
 from kdlib.experiments.store import aggregate, summarize
 from kdlib.names import DATASETS, PROFILES
@@ -78,6 +80,13 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     agg = sub.add_parser("aggregate", help="rewrite DIR/results.csv and DIR/config.json from DIR/runs/")
     agg.add_argument("--out", required=True, help="output directory of a run")
+    chk = sub.add_parser("recheck", help="re-run stored run records with this code and compare (exit 1 if one "
+                                         "did not come back)")
+    chk.add_argument("records", nargs="+", help="run record files (e.g. archive/cifar10_reduced/authors/runs/*.json)")
+    chk.add_argument("--rows", type=int, default=None,
+                     help="re-run only the epochs of the first N logged points and compare those (default: the "
+                          "whole run: same branch and final accuracy within 0.01)")
+    chk.add_argument("--data-root", default=None, help="data root (default: $KDLIB_DATA)")
     sub.add_parser("export", help="export a torchvision copy of a dataset into the npz cache format "
                                   "(see `kdlib export --help`)")
     return parser
@@ -118,6 +127,31 @@ def _aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recheck(args: argparse.Namespace) -> int:
+    if args.rows is not None and args.rows < 1:
+        raise KdlibError(f"--rows {args.rows}: expected a number of logged points >= 1, or no --rows for the "
+                         "whole run")
+    records = []
+    for name in args.records:  # every file is read and checked before any compute
+        path = Path(name)
+        try:
+            rec = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise KdlibError(f"{path}: no such record file; fix: pass the path of a stored run record") from None
+        except json.JSONDecodeError as exc:
+            raise KdlibError(f"{path}: not valid JSON ({exc}); fix: pass a run record written by `kdlib run`") \
+                from None
+        records.append((path, validate_record(rec, str(path))))
+    failed = 0
+    for path, rec in records:
+        verdict = dict(record=str(path), **recheck(rec, args.rows, args.data_root))
+        failed += not verdict["ok"]
+        print(json.dumps(verdict), flush=True)
+    if failed:
+        print(f"kdlib: error: {failed} of {len(records)} record(s) did not come back", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     saved = warnings.formatwarning
@@ -126,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["export"]:  # its options belong to kdlib.data.export_main
             return int(export_main(argv[1:]) or 0)
         args = _build_parser().parse_args(argv)
-        return _run(args) if args.command == "run" else _aggregate(args)
+        return {"run": _run, "aggregate": _aggregate, "recheck": _recheck}[args.command](args)
     except CellsFailed as err:
         print(f"kdlib: error: {_one_line(err)}", file=sys.stderr)
         return 1

@@ -177,7 +177,7 @@ def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():
     whose accuracy was changed by 0.05 is caught."""
     import copy
 
-    from kdlib.book.archive_page import recheck_record
+    from kdlib.experiments.recheck import recheck_record
     from kdlib.experiments.profiles import resolve_config
     from kdlib.experiments.runner import run_one
 

@@ -15,10 +15,11 @@ authors' logs and to our records.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,34 +80,42 @@ def validate_record(record: Any, where: str) -> dict[str, Any]:
     return record
 
 
+def read_records(folder: str | os.PathLike, where: str) -> dict[str, dict[str, Any]]:
+    """file name -> run record for every ``*.json`` in ``folder`` (sorted by name), each validated
+    (:func:`validate_record`; an error names ``<where>/<file>``). An absent folder holds no record."""
+    recs = {}
+    for p in sorted(Path(folder).glob("*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p.name}: not valid JSON ({exc})") from exc
+        recs[p.name] = validate_record(rec, f"{where}/{p.name}")
+    return recs
+
+
 def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | None = None,
                  protocols: Sequence[str] = PROTOCOLS) -> dict[str, list[dict[str, Any]]]:
     """protocol -> the archived run records of ``dataset`` (sorted by method, seed); empty lists when the
     archive holds none. Every record is validated (:func:`validate_record`)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for protocol in protocols:
-        recs = []
+        where = f"{dataset}/{protocol}/runs"
+        recs = read_records(archive_dir(dataset, protocol, root), where)
         seen: dict[tuple[str, int], str] = {}
-        for p in sorted(archive_dir(dataset, protocol, root).glob("*.json")):
-            try:
-                rec = json.loads(p.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{p.name}: not valid JSON ({exc})") from exc
-            recs.append(validate_record(rec, f"{dataset}/{protocol}/runs/{p.name}"))
+        for name, rec in recs.items():
             if rec["config"]["dataset"] != dataset:
-                raise ValueError(f"{dataset}/{protocol}/runs/{p.name}: config.dataset is "
-                                 f"{rec['config']['dataset']!r}, not {dataset!r}")
+                raise ValueError(f"{where}/{name}: config.dataset is {rec['config']['dataset']!r}, not {dataset!r}")
             if protocol == "authors":
                 off = {k: rec["config"].get(k) for k, v in AUTHORS_PROTOCOL.items() if rec["config"].get(k) != v}
                 if off:
-                    raise ValueError(f"{dataset}/{protocol}/runs/{p.name}: not the authors' protocol: {off} "
-                                     f"(expected {AUTHORS_PROTOCOL}); fix: move it to another protocol folder")
+                    raise ValueError(f"{where}/{name}: not the authors' protocol: {off} (expected "
+                                     f"{AUTHORS_PROTOCOL}); fix: move it to another protocol folder")
             cell = (rec["config"]["method"], int(rec["config"]["seed"]))
             if cell in seen:
-                raise ValueError(f"{dataset}/{protocol}/runs: {seen[cell]} and {p.name} are the same cell "
-                                 f"{cell} under two configs; fix: keep one (delete the stale record)")
-            seen[cell] = p.name
-        out[protocol] = sorted(recs, key=lambda r: (r["config"]["method"], int(r["config"]["seed"])))
+                raise ValueError(f"{where}: {seen[cell]} and {name} are the same cell {cell} under two configs; "
+                                 "fix: keep one (delete the stale record)")
+            seen[cell] = name
+        out[protocol] = sorted(recs.values(), key=lambda r: (r["config"]["method"], int(r["config"]["seed"])))
     return out
 
 
@@ -295,3 +304,60 @@ def branch_summary(runs: pd.DataFrame) -> pd.DataFrame:
     g = runs.groupby(["source", "method", "branch"], sort=True)
     return pd.DataFrame({"runs": g.size(), "mean T after epoch 0": g["temperature_0"].mean(),
                          "mean final accuracy": g["final_accuracy"].mean()}).reset_index()
+
+
+FACTORIAL_COLUMNS = ["runs", "seeds", "distillation", "between", "pure CE", "diverged", "mean final accuracy",
+                     "std final accuracy", "mean final lambda1_authors"]
+
+
+def factorial_table(records: Iterable[dict[str, Any]], factors: Mapping[str, Sequence[Any]],
+                    method: str = "gradient") -> pd.DataFrame:
+    """The runs of ``method`` in a design over config ``factors`` (field -> its levels, in display order).
+
+    One row per combination of levels (all of them, in order, the factor fields as columns): the runs, their
+    seeds, the runs on each branch (:func:`branch_of` on the last logged λ1, ``diverged`` for a diverged run),
+    the mean and standard deviation (ddof 0, as Table 2) of the final accuracy over the finished runs, and the
+    mean final λ1 in the authors' convention. A combination without records has 0 runs and NaN means. Records of
+    other methods or of levels outside ``factors`` are left out; two records of one seed in one combination
+    raise ``ValueError``."""
+    fields = list(factors)
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for rec in records:
+        cfg = rec["config"]
+        if cfg["method"] != method:
+            continue
+        levels = tuple(cfg.get(f) for f in fields)
+        if any(level not in factors[f] for f, level in zip(fields, levels)):
+            continue
+        hist = sorted(rec["history"], key=lambda h: (h["epoch"], h.get("step", 0)))
+        fin = record_final(rec)
+        row = _run_row("", method, cfg["seed"], hist[0], hist[-1], fin["test_accuracy"], fin["diverged"])
+        if any(r["run"] == row["run"] for r in cells.get(levels, [])):
+            raise ValueError(f"two records of {method} seed {row['run']} at {dict(zip(fields, levels))}: keep one")
+        cells.setdefault(levels, []).append(row)
+    out = []
+    for levels in itertools.product(*(factors[f] for f in fields)):
+        rows = pd.DataFrame(cells.get(levels, []), columns=RUN_COLUMNS)
+        ok = rows[~rows.diverged.astype(bool)]
+        acc = ok.final_accuracy.to_numpy(dtype=float)
+        out.append({**dict(zip(fields, levels)), "runs": len(rows), "seeds": sorted(int(s) for s in rows.run),
+                    **{b: int((rows.branch == b).sum()) for b in ("distillation", "between", "pure CE", "diverged")},
+                    "mean final accuracy": float(acc.mean()) if len(acc) else np.nan,
+                    "std final accuracy": float(acc.std()) if len(acc) else np.nan,
+                    "mean final lambda1_authors": float(ok.lambda1_authors_final.mean()) if len(ok) else np.nan})
+    return pd.DataFrame(out, columns=[*fields, *FACTORIAL_COLUMNS])
+
+
+def main_effects(table: pd.DataFrame, factors: Mapping[str, Sequence[Any]],
+                 value: str = "mean final accuracy") -> dict[str, float]:
+    """For each two-level factor of a :func:`factorial_table`: ``value`` at its first level minus at its second,
+    each averaged with equal weight over the combinations of the other factors (the main effect of a 2^k design).
+    NaN while a combination has no finished run."""
+    if table[value].isna().any():
+        return {f: float("nan") for f in factors}
+    out = {}
+    for f, levels in factors.items():
+        if len(levels) != 2:
+            raise ValueError(f"{f}: a main effect needs two levels, got {list(levels)}")
+        out[f] = float(table.loc[table[f] == levels[0], value].mean() - table.loc[table[f] == levels[1], value].mean())
+    return out

@@ -4,10 +4,8 @@ that is the same at every profile, because it reads stored records and logs and 
 """
 from __future__ import annotations
 
-from typing import Any
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from kdlib.analysis import archive as A
@@ -15,12 +13,8 @@ from kdlib.analysis import authors_logs
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
-from kdlib.book.page import error_line, show_markdown, show_table, source_text
-from kdlib.experiments.profiles import resolve_config
-from kdlib.experiments.runner import run_one
-
-# what a re-run must reproduce: the accuracy within the issue's regeneration tolerance, the metaparameters closely
-RECHECK_TOLERANCE = {"test_accuracy": 0.01, "lambda1": 1e-3, "temperature": 1e-3}
+from kdlib.book.page import error_line, show_markdown, show_table
+from kdlib.experiments.recheck import recheck_record
 
 
 def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
@@ -171,39 +165,6 @@ def show_protocols(dataset: str = "cifar10_reduced") -> dict[str, pd.DataFrame]:
                          f"distillation branch; mean final accuracy {d.final_accuracy.mean():.4f}.")
         show_markdown("\n".join(lines))
     return out
-
-
-def recheck_record(record: dict[str, Any], first_rows: int = 1) -> pd.DataFrame:
-    """Re-run the first ``first_rows`` logged points of an archived run (its config, truncated to the epochs or
-    iterations they cover; data from ``$KDLIB_DATA``) and compare them with the record, field by field.
-
-    Returns one row per (logged step, field): archived, re-run, absolute difference, tolerance
-    (:data:`RECHECK_TOLERANCE`) and ``ok``. A truncated run logs the same first points as the full one: the
-    learning-rate schedule, the metaparameter steps and Algorithm 1's cycle depend only on the steps so far.
-    """
-    A.validate_record(record, "the record to re-check")
-    hist = sorted(record["history"], key=lambda h: h.get("step", h["epoch"]))[:max(1, int(first_rows))]
-    cfg = dict(record["config"])
-    if "profile" not in cfg:
-        raise ValueError("the record's config has no 'profile': it is not a full resolved config (contract 2)")
-    dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
-    cfg.update(data_root=None, download=False, device="cpu")
-    if dataset == "synthetic":
-        cfg["iterations"] = int(hist[-1]["step"]) + 1
-    else:
-        cfg["epochs"] = int(hist[-1]["epoch"]) + 1
-    rerun = run_one(resolve_config(dataset, method, profile, seed, **cfg))
-    new = {h.get("step", h["epoch"]): h for h in rerun["history"]}
-    rows = []
-    for h in hist:
-        step = h.get("step", h["epoch"])
-        for field, tol in RECHECK_TOLERANCE.items():
-            a = float(h[field]) if h[field] is not None else np.nan
-            b = float(new[step][field]) if step in new and new[step][field] is not None else np.nan
-            diff = abs(a - b)
-            rows.append(dict(step=step, epoch=h["epoch"], field=field, archived=a, rerun=b, difference=diff,
-                             tolerance=tol, ok=bool(np.isfinite(diff) and diff <= tol)))
-    return pd.DataFrame(rows)
 
 
 def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.DataFrame | None:

@@ -10,7 +10,6 @@ start. The section runs nothing.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from kdlib.analysis.archive import DISTILLATION_MIN, PURE_CE_MAX, branch_of, validate_record
+from kdlib.analysis.archive import DISTILLATION_MIN, PURE_CE_MAX, branch_of, read_records
 from kdlib.analysis.provenance import display_path
 from kdlib.book.page import show_markdown, show_table
 from kdlib.experiments.sweeps import BRANCHES_STARTS, BRANCHES_VARIANTS, branches_dir, variant_of
@@ -36,12 +35,7 @@ def load_branch_records(root: str | os.PathLike | None = None) -> list[dict[str,
     """The run records of the sweep under ``<root>/runs`` (default :func:`~kdlib.experiments.sweeps.branches_dir`),
     validated (:func:`kdlib.analysis.archive.validate_record`); records of no known variant are left out."""
     folder = (branches_dir() if root is None else Path(root)) / "runs"
-    recs = []
-    for p in sorted(folder.glob("*.json")):
-        rec = validate_record(json.loads(p.read_text()), f"branches/runs/{p.name}")
-        if variant_of(rec["config"]) is not None:
-            recs.append(rec)
-    return recs
+    return [rec for rec in read_records(folder, "branches/runs").values() if variant_of(rec["config"]) is not None]
 
 
 def _branch(lambda1_authors: float) -> str:

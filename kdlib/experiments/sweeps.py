@@ -16,6 +16,15 @@ of eq. (3): from the same starts (``init_law="authors"``: seed *i* starts at the
 for the first ``epochs`` epochs at the paper's sizes, evaluating after every epoch (``eval_every=1``: the
 evaluation does not touch the training or the metaparameter trajectory). Records go through
 :func:`kdlib.experiments.runner.run_experiments` into ``archive/cifar10_reduced/branches/runs``.
+
+:data:`ATTRIBUTION_CELLS` -- *which knob?* For the gradient-based method the archive's two reduced CIFAR-10
+columns (``authors`` and ``defaults``) differ in two fields that touch its training: where each run starts
+(``init_law``: the authors' successive draws, or each seed's own) and the lr of the finite-difference virtual
+step (``fd_virtual_lr``: the initial lr, or the current, StepLR-decayed one). The other differing fields do not
+touch a gradient-based run (``loss_form``: the KL and CE forms differ by the teacher's entropy, which has no
+w-gradient; ``eval_every``: evaluation only; ``proposed_reset``, ``clamp_extrapolation``, ``random_law``: other
+methods). The archive holds two corners of that 2 x 2 design; this sweep runs the other two, the full paper
+protocol, 10 runs each, into ``archive/cifar10_reduced/attribution/runs``.
 """
 from __future__ import annotations
 
@@ -40,6 +49,39 @@ BRANCHES_EPOCHS = 3
 # variant -> the starts it is run from, cheapest variant first
 BRANCHES_PLAN: dict[str, tuple[int, ...]] = {
     "one-step": (2, 7, 9, 0), "log T": (2, 7, 9, 0), "unrolled K=5": (2, 7, 9, 0), "unrolled K=10": (2, 7, 9, 0)}
+
+
+ATTRIBUTION_FOLDER = "attribution"
+ATTRIBUTION_METHOD = "gradient"
+ATTRIBUTION_SEEDS: tuple[int, ...] = tuple(range(10))
+# the two fields of the 2 x 2 design, each with (authors' protocol, kdlib default)
+ATTRIBUTION_FACTORS: dict[str, tuple[str, str]] = {"init_law": ("authors", "uniform"),
+                                                   "fd_virtual_lr": ("initial", "current")}
+# the two corners the archive's columns do not hold (the authors' column is (authors, initial), the defaults'
+# column (uniform, current)): one field switched in each
+ATTRIBUTION_CELLS: dict[str, dict[str, Any]] = {
+    "authors' protocol, virtual step at the current lr": dict(AUTHORS_PROTOCOL, fd_virtual_lr="current"),
+    "kdlib defaults, virtual step at the initial lr": dict(fd_virtual_lr="initial"),
+}
+
+
+def attribution_dir(root: str | os.PathLike | None = None) -> Path:
+    """``<archive root>/cifar10_reduced/attribution`` (the runner's out_dir; records under ``runs/``)."""
+    return Path(root if root is not None else archive_root()) / BRANCHES_DATASET / ATTRIBUTION_FOLDER
+
+
+def run_attribution(cells: Sequence[str] | None = None, seeds: Sequence[int] = ATTRIBUTION_SEEDS,
+                    out_dir: str | os.PathLike | None = None, workers: int = 1, progress: bool = False,
+                    **options: Any) -> None:
+    """Run the ``cells`` of :data:`ATTRIBUTION_CELLS` (default: both) for ``seeds`` at the paper profile, the
+    gradient-based method; the runs already stored are skipped. ``options`` go to
+    :func:`~kdlib.experiments.runner.run_experiments` (e.g. ``threads``)."""
+    out = attribution_dir() if out_dir is None else Path(out_dir)
+    for cell in (ATTRIBUTION_CELLS if cells is None else cells):
+        if cell not in ATTRIBUTION_CELLS:
+            raise ValueError(f"unknown cell {cell!r}; choose from: {', '.join(ATTRIBUTION_CELLS)}")
+        run_experiments(BRANCHES_DATASET, [ATTRIBUTION_METHOD], seeds=list(seeds), profile="paper", out_dir=out,
+                        overrides=dict(ATTRIBUTION_CELLS[cell]), progress=progress, workers=workers, **options)
 
 
 def branches_dir(root: str | os.PathLike | None = None) -> Path:
@@ -78,5 +120,6 @@ def run_branches(plan: dict[str, Sequence[int]] | None = None, epochs: int = BRA
                         **options)
 
 
-__all__ = ["BRANCHES_STARTS", "BRANCHES_VARIANTS", "BRANCHES_EPOCHS", "BRANCHES_PLAN", "branches_dir", "branches_overrides",
+__all__ = ["ATTRIBUTION_FACTORS", "ATTRIBUTION_CELLS", "ATTRIBUTION_SEEDS", "attribution_dir", "run_attribution",
+           "BRANCHES_STARTS", "BRANCHES_VARIANTS", "BRANCHES_EPOCHS", "BRANCHES_PLAN", "branches_dir", "branches_overrides",
            "variant_of", "run_branches"]

@@ -1,0 +1,106 @@
+"""Re-run an archived run record with today's code and compare it with what is stored: the archive's guard
+against going stale (the reduced CIFAR-10 page re-runs the first epoch of one record at build time) and the
+``kdlib recheck`` command, which regenerates any cell, whole or its first logged points.
+
+A truncated re-run logs the same first points as the full run: the learning-rate schedule, the metaparameter
+steps and Algorithm 1's cycle depend only on the steps so far. The data come from ``$KDLIB_DATA`` (or
+``data_root``); the record's own ``data_root`` and ``device`` are not used (a re-check runs on the CPU).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdlib.analysis.archive import branch_of, validate_record
+from kdlib.analysis.final import record_final
+from kdlib.experiments.profiles import resolve_config
+from kdlib.experiments.runner import run_one
+
+# a logged point must come back within these (the accuracy within the issue's regeneration tolerance)
+RECHECK_TOLERANCE = {"test_accuracy": 0.01, "lambda1": 1e-3, "temperature": 1e-3}
+# a whole regenerated run must end on the same branch with its final accuracy within this
+FINAL_TOLERANCE = 0.01
+
+
+def _step(row: dict[str, Any]) -> int:
+    return int(row.get("step", row["epoch"]))
+
+
+def rerun(record: dict[str, Any], first_rows: int | None = None,
+          data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The run record of ``record``'s config re-run now, truncated to the epochs (or iterations) of its first
+    ``first_rows`` logged points (None: the whole run)."""
+    validate_record(record, "the record to re-check")
+    cfg = dict(record["config"])
+    if "profile" not in cfg:
+        raise ValueError("the record's config has no 'profile': it is not a full resolved config (contract 2)")
+    dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
+    cfg.update(data_root=None if data_root is None else str(data_root), download=False, device="cpu")
+    if first_rows is not None:
+        last = sorted(record["history"], key=_step)[:max(1, int(first_rows))][-1]
+        if dataset == "synthetic":
+            cfg["iterations"] = _step(last) + 1
+        else:
+            cfg["epochs"] = int(last["epoch"]) + 1
+    return run_one(resolve_config(dataset, method, profile, seed, **cfg))
+
+
+def compare_rows(record: dict[str, Any], new: dict[str, Any], first_rows: int | None = None) -> pd.DataFrame:
+    """One row per (logged step, field of :data:`RECHECK_TOLERANCE`) of ``record``'s first ``first_rows`` points
+    (None: all): archived, re-run, absolute difference, tolerance and ``ok``."""
+    hist = sorted(record["history"], key=_step)
+    if first_rows is not None:
+        hist = hist[:max(1, int(first_rows))]
+    by_step = {_step(h): h for h in new["history"]}
+    rows = []
+    for h in hist:
+        step = _step(h)
+        for field, tol in RECHECK_TOLERANCE.items():
+            a = float(h[field]) if h[field] is not None else np.nan
+            b = float(by_step[step][field]) if step in by_step and by_step[step][field] is not None else np.nan
+            diff = abs(a - b)
+            rows.append(dict(step=step, epoch=h["epoch"], field=field, archived=a, rerun=b, difference=diff,
+                             tolerance=tol, ok=bool(np.isfinite(diff) and diff <= tol)))
+    return pd.DataFrame(rows)
+
+
+def recheck_record(record: dict[str, Any], first_rows: int | None = 1) -> pd.DataFrame:
+    """Re-run the first ``first_rows`` logged points of ``record`` (:func:`rerun`) and compare them field by field
+    (:func:`compare_rows`)."""
+    return compare_rows(record, rerun(record, first_rows), first_rows)
+
+
+def _last_branch(rec: dict[str, Any]) -> str:
+    last = sorted(rec["history"], key=_step)[-1]
+    return "diverged" if record_final(rec)["diverged"] else branch_of(1.0 - float(last["lambda1"]))
+
+
+def recheck(record: dict[str, Any], first_rows: int | None = None,
+            data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Regenerate ``record`` (whole, or its first ``first_rows`` logged points) and say whether it came back.
+
+    A whole run comes back when it ends on the same branch (:func:`kdlib.analysis.archive.branch_of` on the last
+    λ1, in the authors' convention) with its final accuracy within :data:`FINAL_TOLERANCE`; a truncated one when
+    every compared point is within :data:`RECHECK_TOLERANCE`. Returns the verdict with the largest difference
+    per field (and, for a whole run, both branches and final accuracies)."""
+    new = rerun(record, first_rows, data_root)
+    table = compare_rows(record, new, first_rows)
+    out: dict[str, Any] = dict(method=record["config"]["method"], seed=record["config"]["seed"],
+                               rows=int(table.step.nunique()), whole=first_rows is None,
+                               max_difference={f: float(d.difference.max()) for f, d in table.groupby("field")},
+                               rows_ok=bool(table.ok.all()), wall_time=new["summary"].get("wall_time"))
+    if first_rows is None:
+        a, b = record_final(record)["test_accuracy"], record_final(new)["test_accuracy"]
+        out.update(branch=[_last_branch(record), _last_branch(new)], final_accuracy=[a, b])
+        same_final = (math.isnan(a) and math.isnan(b)) or abs(a - b) <= FINAL_TOLERANCE
+        out["ok"] = bool(out["branch"][0] == out["branch"][1] and same_final)
+    else:
+        out["ok"] = out["rows_ok"]
+    return out
+
+
+__all__ = ["RECHECK_TOLERANCE", "FINAL_TOLERANCE", "rerun", "compare_rows", "recheck_record", "recheck"]

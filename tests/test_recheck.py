@@ -1,0 +1,80 @@
+"""kdlib.experiments.recheck and `kdlib recheck`: a stored record regenerates to itself (whole, or its first
+logged points); a record whose final accuracy or branch moved is caught, and the command exits 1."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kdlib.experiments import store
+from kdlib.experiments.profiles import resolve_config
+from kdlib.experiments.recheck import FINAL_TOLERANCE, recheck
+from kdlib.experiments.runner import run_experiments
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """One stored synthetic gradient-based record (smoke scale) and its path."""
+    root = tmp_path_factory.mktemp("recheck")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KDLIB_CACHE", str(root / "cache"))
+    run_experiments("synthetic", ["gradient"], seeds=[0], profile="smoke", out_dir=root / "out", progress=False)
+    path = store.record_path(root / "out", resolve_config("synthetic", "gradient", "smoke", 0))
+    yield path, json.loads(path.read_text()), mp
+    mp.undo()
+
+
+def test_a_stored_record_regenerates_to_itself_whole_and_in_part(stored):
+    _, rec, _ = stored
+    whole = recheck(rec)
+    assert whole["ok"] and whole["whole"] and whole["rows"] == len(rec["history"])
+    assert whole["branch"][0] == whole["branch"][1]
+    assert whole["final_accuracy"][0] == whole["final_accuracy"][1] == rec["summary"]["final_accuracy"]
+    assert max(whole["max_difference"].values()) == 0.0  # same machine, one thread: bit for bit
+    part = recheck(rec, first_rows=2)
+    assert part["ok"] and not part["whole"] and part["rows"] == 2 and "branch" not in part
+
+
+def test_a_moved_final_accuracy_or_branch_is_caught(stored):
+    _, rec, _ = stored
+    moved = copy.deepcopy(rec)
+    moved["summary"]["final_accuracy"] += 2 * FINAL_TOLERANCE
+    out = recheck(moved)
+    assert not out["ok"] and out["branch"][0] == out["branch"][1]
+    flipped = copy.deepcopy(rec)
+    last = max(flipped["history"], key=lambda h: h["step"])
+    last["lambda1"] = 0.0 if last["lambda1"] > 0.5 else 1.0  # the authors' convention 1 - lambda1: other end
+    out = recheck(flipped)
+    assert not out["ok"] and out["branch"][0] != out["branch"][1]
+    assert not out["rows_ok"] and out["max_difference"]["lambda1"] > 0.4
+
+
+def test_cli_recheck_prints_one_verdict_per_record_and_exits_1_on_a_stale_one(stored, tmp_path):
+    path, rec, _ = stored
+    stale = copy.deepcopy(rec)
+    stale["summary"]["final_accuracy"] += 2 * FINAL_TOLERANCE
+    stale_path = tmp_path / "stale.json"
+    stale_path.write_text(json.dumps(stale))
+    proc = subprocess.run([sys.executable, "-m", "kdlib", "recheck", str(path), str(stale_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [v["ok"] for v in lines] == [True, False] and lines[1]["record"] == str(stale_path)
+    assert "1 of 2 record(s) did not come back" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "kdlib", "recheck", str(path), "--rows", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["rows"] == 1
+
+
+def test_cli_recheck_refuses_bad_input_before_any_compute(stored, tmp_path):
+    path, _, _ = stored
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"config": {}}))
+    for args, message in [([str(path), "--rows", "0"], "--rows 0"),
+                          ([str(path), str(tmp_path / "missing.json")], "missing.json: no such record file"),
+                          ([str(bad)], "bad.json: missing 'history'")]:
+        proc = subprocess.run([sys.executable, "-m", "kdlib", "recheck", *args], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stdout == "", (args, proc.stderr)
