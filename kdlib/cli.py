@@ -16,10 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from kdlib.analysis.archive import validate_record
 from kdlib.data import export_main
 from kdlib.errors import CellsFailed, KdlibError
-from kdlib.experiments.recheck import recheck
+from kdlib.experiments.recheck import check_recheckable, recheck
 from kdlib.experiments.runner import run_experiments
 from kdlib.experiments.store import aggregate, summarize
 from kdlib.names import DATASETS, PROFILES
@@ -141,7 +140,8 @@ def _recheck(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as exc:
             raise KdlibError(f"{path}: not valid JSON ({exc}); fix: pass a run record written by `kdlib run`") \
                 from None
-        records.append((path, validate_record(rec, str(path))))
+        check_recheckable(rec, args.rows, str(path))
+        records.append((path, rec))
     failed = 0
     for path, rec in records:
         verdict = dict(record=str(path), **recheck(rec, args.rows, args.data_root))

@@ -73,7 +73,13 @@ def test_cli_recheck_refuses_bad_input_before_any_compute(stored, tmp_path):
     path, _, _ = stored
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"config": {}}))
-    for args, message in [([str(path), "--rows", "0"], "--rows 0"),
+    hyperopt = tmp_path / "hyperopt.json"
+    rec = json.loads(path.read_text())
+    rec["config"]["method"] = "hyperopt"
+    hyperopt.write_text(json.dumps(rec))
+    for args, message in [([str(path), str(hyperopt), "--rows", "1"],
+                           "hyperopt.json: a hyperopt record is re-checked whole"),
+                          ([str(path), "--rows", "0"], "--rows 0"),
                           ([str(path), str(tmp_path / "missing.json")], "missing.json: no such record file"),
                           ([str(bad)], "bad.json: missing 'history'")]:
         proc = subprocess.run([sys.executable, "-m", "kdlib", "recheck", *args], capture_output=True, text=True)

@@ -30,14 +30,24 @@ def _step(row: dict[str, Any]) -> int:
     return int(row.get("step", row["epoch"]))
 
 
+def check_recheckable(record: dict[str, Any], first_rows: int | None = None, where: str = "the record") -> None:
+    """Raise ``ValueError`` (naming ``where`` and the fix) when ``record`` cannot be re-checked as asked: not a run
+    record, no full resolved config, or a truncated re-check of hyperopt (whose history is that of the trial
+    that was best after the *whole* runs: a truncated re-run would pick its best trial from truncated trials)."""
+    validate_record(record, where)
+    if "profile" not in record["config"]:
+        raise ValueError(f"{where}: the config has no 'profile': it is not a full resolved config (contract 2)")
+    if first_rows is not None and record["config"]["method"] == "hyperopt":
+        raise ValueError(f"{where}: a hyperopt record is re-checked whole (its history is the trial that was best "
+                         "after full runs); fix: drop --rows / first_rows for it")
+
+
 def rerun(record: dict[str, Any], first_rows: int | None = None,
           data_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """The run record of ``record``'s config re-run now, truncated to the epochs (or iterations) of its first
-    ``first_rows`` logged points (None: the whole run)."""
-    validate_record(record, "the record to re-check")
+    ``first_rows`` logged points (None: the whole run); :func:`check_recheckable` first."""
+    check_recheckable(record, first_rows)
     cfg = dict(record["config"])
-    if "profile" not in cfg:
-        raise ValueError("the record's config has no 'profile': it is not a full resolved config (contract 2)")
     dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
     cfg.update(data_root=None if data_root is None else str(data_root), download=False, device="cpu")
     if first_rows is not None:
@@ -103,4 +113,5 @@ def recheck(record: dict[str, Any], first_rows: int | None = None,
     return out
 
 
-__all__ = ["RECHECK_TOLERANCE", "FINAL_TOLERANCE", "rerun", "compare_rows", "recheck_record", "recheck"]
+__all__ = ["RECHECK_TOLERANCE", "FINAL_TOLERANCE", "check_recheckable", "rerun", "compare_rows", "recheck_record",
+           "recheck"]
