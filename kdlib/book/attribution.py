@@ -143,7 +143,7 @@ def show_attribution(dataset: str = "cifar10_reduced", root: str | os.PathLike |
     shown = pd.DataFrame({"run": wide.index,
                           "T after epoch 0 (authors)": comp.groupby("run")["T0 (authors)"].first().to_numpy(),
                           "branch (authors' logs)": comp.groupby("run")["branch (authors)"].first().to_numpy()})
-    for src in wide["branch (ours)"].columns:
+    for src in (f"kdlib, {k}" for k, v in by_lr.items() if v):  # the initial lr first, as the design table
         shown[f"branch, ours, {src.removeprefix('kdlib, ')}"] = wide["branch (ours)"][src].to_numpy()
         shown[f"final accuracy, ours, {src.removeprefix('kdlib, ')}"] = wide["final accuracy (ours)"][src].to_numpy()
     shown["final accuracy (authors' logs)"] = comp.groupby("run")["final accuracy (authors)"].first().to_numpy()
