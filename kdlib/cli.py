@@ -18,9 +18,9 @@ from typing import Any, NoReturn, Sequence
 
 from kdlib.data import export_main
 from kdlib.errors import CellsFailed, KdlibError
-from kdlib.experiments.recheck import check_recheckable, recheck
+from kdlib.experiments.recheck import check_recheckable, rerun, verdict
 from kdlib.experiments.runner import run_experiments
-from kdlib.experiments.store import aggregate, summarize
+from kdlib.experiments.store import aggregate, prepare_out_dir, summarize, write_record
 from kdlib.names import DATASETS, PROFILES
 
 
@@ -86,6 +86,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="re-run only the epochs of the first N logged points and compare those (default: the "
                           "whole run: same branch and final accuracy within 0.01)")
     chk.add_argument("--data-root", default=None, help="data root (default: $KDLIB_DATA)")
+    chk.add_argument("--save", default=None, metavar="DIR",
+                     help="also store each re-run record in DIR/runs/, a run store like --out (to compare row by row)")
     sub.add_parser("export", help="export a torchvision copy of a dataset into the npz cache format "
                                   "(see `kdlib export --help`)")
     return parser
@@ -142,11 +144,17 @@ def _recheck(args: argparse.Namespace) -> int:
                 from None
         check_recheckable(rec, args.rows, str(path))
         records.append((path, rec))
+    save = Path(args.save) if args.save else None
+    if save is not None:
+        prepare_out_dir(save)
     failed = 0
     for path, rec in records:
-        verdict = dict(record=str(path), **recheck(rec, args.rows, args.data_root))
-        failed += not verdict["ok"]
-        print(json.dumps(verdict), flush=True)
+        new = rerun(rec, args.rows, args.data_root)
+        if save is not None:
+            write_record(save, new)
+        result = dict(record=str(path), **verdict(rec, new, args.rows))
+        failed += not result["ok"]
+        print(json.dumps(result), flush=True)
     if failed:
         print(f"kdlib: error: {failed} of {len(records)} record(s) did not come back", file=sys.stderr)
     return 1 if failed else 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import make_cifar_npz, make_fmnist_root
 from kdlib import cli, teachers
@@ -410,7 +411,8 @@ def test_threads_are_recorded_and_keyed(fmnist, tmp_path):
                            overrides={**FAST, "teacher": f"file:{user}"}, threads=2)
     (rec,) = store.load_records(tmp_path / "o")
     assert rec["provenance"]["threads"] == 2 and set(rec["provenance"]) == {
-        "kdlib_version", "commit", "torch", "threads", "machine", "created"}
+        "kdlib_version", "commit", "torch", "cpu_capability", "threads", "machine", "created"}
+    assert rec["provenance"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_submitit_local_executor(fmnist, tmp_path):

@@ -30,7 +30,7 @@ def stored(tmp_path_factory):
 def test_a_stored_record_regenerates_to_itself_whole_and_in_part(stored):
     _, rec, _ = stored
     whole = recheck(rec)
-    assert whole["ok"] and whole["whole"] and whole["rows"] == len(rec["history"])
+    assert whole["ok"] and whole["whole"] and whole["rows"] == len(rec["history"]) and whole["first_epoch_off"] is None
     assert whole["branch"][0] == whole["branch"][1]
     assert whole["final_accuracy"][0] == whole["final_accuracy"][1] == rec["summary"]["final_accuracy"]
     assert max(whole["max_difference"].values()) == 0.0  # same machine, one thread: bit for bit
@@ -49,7 +49,7 @@ def test_a_moved_final_accuracy_or_branch_is_caught(stored):
     last["lambda1"] = 0.0 if last["lambda1"] > 0.5 else 1.0  # the authors' convention 1 - lambda1: other end
     out = recheck(flipped)
     assert not out["ok"] and out["branch"][0] != out["branch"][1]
-    assert not out["rows_ok"] and out["max_difference"]["lambda1"] > 0.4
+    assert not out["rows_ok"] and out["max_difference"]["lambda1"] > 0.4 and out["first_epoch_off"] == last["epoch"]
 
 
 def test_cli_recheck_prints_one_verdict_per_record_and_exits_1_on_a_stale_one(stored, tmp_path):
@@ -64,9 +64,13 @@ def test_cli_recheck_prints_one_verdict_per_record_and_exits_1_on_a_stale_one(st
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [v["ok"] for v in lines] == [True, False] and lines[1]["record"] == str(stale_path)
     assert "1 of 2 record(s) did not come back" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "kdlib", "recheck", str(path), "--rows", "1"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "kdlib", "recheck", str(path), "--rows", "1", "--save",
+                           str(tmp_path / "rerun")], capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)["rows"] == 1
+    (saved,) = (tmp_path / "rerun" / "runs").glob("*.json")
+    again = json.loads(saved.read_text())
+    fields = ("step", "epoch", "test_accuracy", "lambda1", "temperature")
+    assert {f: again["history"][0][f] for f in fields} == {f: rec["history"][0][f] for f in fields}
 
 
 def test_cli_recheck_refuses_bad_input_before_any_compute(stored, tmp_path):
@@ -84,3 +88,29 @@ def test_cli_recheck_refuses_bad_input_before_any_compute(stored, tmp_path):
                           ([str(bad)], "bad.json: missing 'history'")]:
         proc = subprocess.run([sys.executable, "-m", "kdlib", "recheck", *args], capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr and proc.stdout == "", (args, proc.stderr)
+
+
+def test_across_cpu_kernels_the_accuracy_is_shown_and_the_metaparameters_still_compared(stored):
+    """A record made with other (or unrecorded) CPU kernels cannot come back bit for bit: its accuracy is not
+    compared, λ1 and T are, within CROSS_CPU_TOLERANCE; with this machine's kernels everything is compared."""
+    from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, RECHECK_TOLERANCE, same_kernels, tolerance_for
+    from kdlib.experiments.store import cpu_capability
+
+    _, stored_rec, _ = stored
+    rec = copy.deepcopy(stored_rec)
+    assert rec["provenance"]["cpu_capability"] == cpu_capability() and same_kernels(rec) is True
+    assert tolerance_for(rec) is RECHECK_TOLERANCE
+    other = copy.deepcopy(rec)
+    other["provenance"]["cpu_capability"] = "SOME_OTHER_ISA"
+    unknown = copy.deepcopy(rec)
+    del unknown["provenance"]["cpu_capability"]
+    assert same_kernels(other) is False and same_kernels(unknown) is None
+    assert tolerance_for(other) is CROSS_CPU_TOLERANCE and tolerance_for(unknown) is CROSS_CPU_TOLERANCE
+    for r in (other, rec):
+        r["history"][0]["test_accuracy"] += 0.05
+    out = recheck(other, first_rows=1)
+    assert out["ok"] and out["same_cpu_kernels"] is False and out["max_difference"]["test_accuracy"] > 0.04
+    assert not recheck(rec, first_rows=1)["ok"]  # the same change with this machine's kernels is caught
+    other["history"][0]["lambda1"] += 2 * CROSS_CPU_TOLERANCE["lambda1"]
+    out = recheck(other, first_rows=1)
+    assert not out["ok"] and out["first_epoch_off"] == other["history"][0]["epoch"]

@@ -186,9 +186,17 @@ def pin_commit() -> str:
     return commit
 
 
+def cpu_capability() -> str:
+    """The CPU kernels torch dispatches to on this machine (``torch.backends.cpu.get_cpu_capability()``: "AVX2",
+    "AVX512", ...). Machines with other kernels round differently from the first step, so a float32 run is
+    reproduced bit for bit only where this (with the torch version and the threads) is the same."""
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def provenance(threads: int) -> dict[str, Any]:
     """Where and with what a record was made."""
-    return dict(kdlib_version=__version__, commit=git_commit(), torch=torch.__version__, threads=int(threads),
+    return dict(kdlib_version=__version__, commit=git_commit(), torch=torch.__version__,
+                cpu_capability=cpu_capability(), threads=int(threads),
                 machine=f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)",
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
