@@ -784,7 +784,8 @@ def machine(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     return dict(platform=platform.platform(), python=sys.version.split()[0], cpu_count=os.cpu_count(),
-                torch=torch.__version__, threads=torch.get_num_threads(), device=str(device), device_name=name,
+                torch=torch.__version__, cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
+                threads=torch.get_num_threads(), device=str(device), device_name=name,
                 load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
 
 

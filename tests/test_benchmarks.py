@@ -38,7 +38,7 @@ def test_quick_benchmark_schema(tmp_path):
                 "estimator_error", "teacher_s", "batches_per_s", "synthetic_column_s", "targets", "students"):
         assert key in r, key
     m = r["machine"]
-    for key in ("platform", "cpu_count", "torch", "threads", "device", "device_name"):
+    for key in ("platform", "cpu_count", "torch", "cpu_capability", "threads", "device", "device_name"):
         assert key in m, key
     students = ("synthetic", "fashion_mnist", "cifar10")
     for s in students:

@@ -16,21 +16,33 @@ from kdlib.experiments.runner import run_experiments
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
+def _module_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("recheck_cache")
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(_module_cache, monkeypatch):
+    # one cache for this module (and the CLI processes it starts): the synthetic teacher is trained once
+    monkeypatch.setenv("KDLIB_CACHE", str(_module_cache))
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, _module_cache):
     """One stored synthetic gradient-based record (smoke scale) and its path."""
     root = tmp_path_factory.mktemp("recheck")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KDLIB_CACHE", str(root / "cache"))
-    run_experiments("synthetic", ["gradient"], seeds=[0], profile="smoke", out_dir=root / "out", progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KDLIB_CACHE", str(_module_cache))
+        run_experiments("synthetic", ["gradient"], seeds=[0], profile="smoke", out_dir=root / "out",
+                        progress=False)
     path = store.record_path(root / "out", resolve_config("synthetic", "gradient", "smoke", 0))
-    yield path, json.loads(path.read_text()), mp
-    mp.undo()
+    return path, json.loads(path.read_text())
 
 
 def test_a_stored_record_regenerates_to_itself_whole_and_in_part(stored):
-    _, rec, _ = stored
+    _, rec = stored
     whole = recheck(rec)
     assert whole["ok"] and whole["whole"] and whole["rows"] == len(rec["history"]) and whole["first_epoch_off"] is None
+    assert whole["same_cpu_kernels"] is True and "note" not in whole
     assert whole["branch"][0] == whole["branch"][1]
     assert whole["final_accuracy"][0] == whole["final_accuracy"][1] == rec["summary"]["final_accuracy"]
     assert max(whole["max_difference"].values()) == 0.0  # same machine, one thread: bit for bit
@@ -39,7 +51,7 @@ def test_a_stored_record_regenerates_to_itself_whole_and_in_part(stored):
 
 
 def test_a_moved_final_accuracy_or_branch_is_caught(stored):
-    _, rec, _ = stored
+    _, rec = stored
     moved = copy.deepcopy(rec)
     moved["summary"]["final_accuracy"] += 2 * FINAL_TOLERANCE
     out = recheck(moved)
@@ -53,7 +65,7 @@ def test_a_moved_final_accuracy_or_branch_is_caught(stored):
 
 
 def test_cli_recheck_prints_one_verdict_per_record_and_exits_1_on_a_stale_one(stored, tmp_path):
-    path, rec, _ = stored
+    path, rec = stored
     stale = copy.deepcopy(rec)
     stale["summary"]["final_accuracy"] += 2 * FINAL_TOLERANCE
     stale_path = tmp_path / "stale.json"
@@ -74,7 +86,7 @@ def test_cli_recheck_prints_one_verdict_per_record_and_exits_1_on_a_stale_one(st
 
 
 def test_cli_recheck_refuses_bad_input_before_any_compute(stored, tmp_path):
-    path, _, _ = stored
+    path, _ = stored
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"config": {}}))
     hyperopt = tmp_path / "hyperopt.json"
@@ -96,7 +108,7 @@ def test_across_cpu_kernels_the_accuracy_is_shown_and_the_metaparameters_still_c
     from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, RECHECK_TOLERANCE, same_kernels, tolerance_for
     from kdlib.experiments.store import cpu_capability
 
-    _, stored_rec, _ = stored
+    _, stored_rec = stored
     rec = copy.deepcopy(stored_rec)
     assert rec["provenance"]["cpu_capability"] == cpu_capability() and same_kernels(rec) is True
     assert tolerance_for(rec) is RECHECK_TOLERANCE
@@ -110,6 +122,7 @@ def test_across_cpu_kernels_the_accuracy_is_shown_and_the_metaparameters_still_c
         r["history"][0]["test_accuracy"] += 0.05
     out = recheck(other, first_rows=1)
     assert out["ok"] and out["same_cpu_kernels"] is False and out["max_difference"]["test_accuracy"] > 0.04
+    assert "other or unrecorded CPU kernels" in out["note"]
     assert not recheck(rec, first_rows=1)["ok"]  # the same change with this machine's kernels is caught
     other["history"][0]["lambda1"] += 2 * CROSS_CPU_TOLERANCE["lambda1"]
     out = recheck(other, first_rows=1)

@@ -133,6 +133,10 @@ def verdict(record: dict[str, Any], new: dict[str, Any], first_rows: int | None 
                                max_difference={f: float(d.difference.max()) for f, d in table.groupby("field")},
                                rows_ok=bool(bad.empty), first_epoch_off=None if bad.empty else int(bad.epoch.min()),
                                wall_time=new["summary"].get("wall_time"))
+    if not out["same_cpu_kernels"]:
+        out["note"] = ("the record was made with other or unrecorded CPU kernels: float32 rounding differs from the "
+                       "first step, so a whole run at a large lr need not come back within the tolerance even "
+                       "with unchanged code; its logged points are compared with CROSS_CPU_TOLERANCE")
     if first_rows is None:
         a, b = record_final(record)["test_accuracy"], record_final(new)["test_accuracy"]
         out.update(branch=[_last_branch(record), _last_branch(new)], final_accuracy=[a, b])
