@@ -104,8 +104,8 @@ def attribution_verdict(table: pd.DataFrame, reference: float | None = None) -> 
         f"{acc[f_init]:+.4f} and {dist[f_init]:+.1f}.")
     larger = max(acc, key=lambda f: abs(acc[f]))
     other = f_init if larger == f_lr else f_lr
-    lines.append(f"The larger effect on the final accuracy is that of `{larger}` ({FIELD_LABELS[larger]}: "
-                 f"{abs(acc[larger]):.4f} against {abs(acc[other]):.4f} for `{other}`).")
+    lines.append(f"The larger effect on the final accuracy is that of `{larger}` ({abs(acc[larger]):.4f} against "
+                 f"{abs(acc[other]):.4f} for `{other}`).")
     return "\n".join(lines)
 
 
