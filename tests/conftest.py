@@ -35,6 +35,21 @@ def isolated_kdlib_env(tmp_path, monkeypatch):
     yield {"data": data, "cache": cache}
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory) -> Path:
+    """One KDLIB_CACHE folder for a whole test module (see :func:`shared_module_cache`)."""
+    return tmp_path_factory.mktemp("module_cache")
+
+
+@pytest.fixture
+def shared_module_cache(module_cache, monkeypatch) -> Path:
+    """Point KDLIB_CACHE (for this process and the CLI processes a test starts) at the module's one cache, so
+    that an expensive teacher (the synthetic one: 20,000 SGD steps) is trained once per module. A module opts
+    in with ``pytestmark = pytest.mark.usefixtures("shared_module_cache")``."""
+    monkeypatch.setenv("KDLIB_CACHE", str(module_cache))
+    return module_cache
+
+
 def write_idx_gz(path: Path, array: np.ndarray) -> Path:
     """Write ``array`` (uint8) as a gzipped IDX file, as in the official Fashion-MNIST archives."""
     array = np.ascontiguousarray(array, dtype=np.uint8)

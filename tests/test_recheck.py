@@ -15,23 +15,16 @@ from kdlib.experiments.recheck import FINAL_TOLERANCE, recheck
 from kdlib.experiments.runner import run_experiments
 
 
-@pytest.fixture(scope="module")
-def _module_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("recheck_cache")
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(_module_cache, monkeypatch):
-    # one cache for this module (and the CLI processes it starts): the synthetic teacher is trained once
-    monkeypatch.setenv("KDLIB_CACHE", str(_module_cache))
+# one cache for this module and the CLI processes it starts: the synthetic teacher is trained once
+pytestmark = pytest.mark.usefixtures("shared_module_cache")
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory, _module_cache):
+def stored(tmp_path_factory, module_cache):
     """One stored synthetic gradient-based record (smoke scale) and its path."""
     root = tmp_path_factory.mktemp("recheck")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KDLIB_CACHE", str(_module_cache))
+        mp.setenv("KDLIB_CACHE", str(module_cache))
         run_experiments("synthetic", ["gradient"], seeds=[0], profile="smoke", out_dir=root / "out",
                         progress=False)
     path = store.record_path(root / "out", resolve_config("synthetic", "gradient", "smoke", 0))

@@ -14,15 +14,8 @@ from kdlib.experiments import store
 from kdlib.experiments.profiles import resolve_config
 
 
-@pytest.fixture(scope="module")
-def _module_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("runner_cache")
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(_module_cache, monkeypatch):
-    # one cache for this module: the synthetic teacher (20,000 SGD steps) is trained once, then loaded
-    monkeypatch.setenv("KDLIB_CACHE", str(_module_cache))
+# one cache for this module: the synthetic teacher (20,000 SGD steps) is trained once, then loaded
+pytestmark = pytest.mark.usefixtures("shared_module_cache")
 
 
 def test_results_csv_schema_and_values(tmp_path):
