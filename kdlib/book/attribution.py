@@ -10,7 +10,6 @@ section runs nothing.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -24,7 +23,8 @@ from kdlib.analysis.labels import PROTOCOL_LABELS
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
 from kdlib.book.page import show_markdown, show_table
-from kdlib.experiments.sweeps import ATTRIBUTION_CELLS, ATTRIBUTION_FACTORS, ATTRIBUTION_FOLDER, ATTRIBUTION_METHOD
+from kdlib.experiments.sweeps import (ATTRIBUTION_CELLS, ATTRIBUTION_FACTORS, ATTRIBUTION_FOLDER, ATTRIBUTION_METHOD,
+                                      attribution_dir)
 
 COMMAND = 'python -c "from kdlib.experiments.sweeps import run_attribution; run_attribution(workers=2)"'
 FIELD_LABELS = {"init_law": "starts", "fd_virtual_lr": "virtual step at"}
@@ -39,12 +39,9 @@ def attribution_records(dataset: str = "cifar10_reduced",
     """The gradient-based records of the four corners: the archive's two columns and the attribution folder."""
     archive = A.load_archive(dataset, root=root)
     recs = [r for p in A.PROTOCOLS for r in archive.get(p, []) if r["config"]["method"] == ATTRIBUTION_METHOD]
-    recs += list(A.read_records(_folder(dataset, root), f"{dataset}/{ATTRIBUTION_FOLDER}/runs").values())
+    folder = attribution_dir(root, dataset) / "runs"
+    recs += list(A.read_records(folder, f"{dataset}/{ATTRIBUTION_FOLDER}/runs").values())
     return recs
-
-
-def _folder(dataset: str, root: str | os.PathLike | None) -> Path:
-    return Path(root if root is not None else A.archive_root()) / dataset / ATTRIBUTION_FOLDER / "runs"
 
 
 def attribution_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +120,7 @@ def show_attribution(dataset: str = "cifar10_reduced", root: str | os.PathLike |
     virtual-step lrs beside the authors' logs, and their λ1 trajectories. Returns the design table."""
     recs = attribution_records(dataset, root)
     table = A.factorial_table(recs, ATTRIBUTION_FACTORS, ATTRIBUTION_METHOD)
-    folder = display_path(_folder(dataset, root))
+    folder = display_path(attribution_dir(root, dataset) / "runs")
     n_new = int(table.runs.sum() - sum(_cell(table, init_law=i, fd_virtual_lr=v).runs
                                        for i, v in CORNER_FOLDERS))
     show_markdown(f"{n_new} records of the two switched corners in `{folder}/` (made by `{COMMAND}`, "

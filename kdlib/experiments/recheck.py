@@ -42,6 +42,12 @@ def _step(row: dict[str, Any]) -> int:
     return int(row.get("step", row["epoch"]))
 
 
+def _first_rows(record: dict[str, Any], first_rows: int | None) -> list[dict[str, Any]]:
+    """``record``'s logged points in step order, the first ``first_rows`` of them (None: all)."""
+    hist = sorted(record["history"], key=_step)
+    return hist if first_rows is None else hist[:max(1, int(first_rows))]
+
+
 def check_recheckable(record: dict[str, Any], first_rows: int | None = None, where: str = "the record") -> None:
     """Raise ``ValueError`` (naming ``where`` and the fix) when ``record`` cannot be re-checked as asked: not a run
     record, no full resolved config, or a truncated re-check of hyperopt (whose history is that of the trial
@@ -63,7 +69,7 @@ def rerun(record: dict[str, Any], first_rows: int | None = None,
     dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
     cfg.update(data_root=None if data_root is None else str(data_root), download=False, device="cpu")
     if first_rows is not None:
-        last = sorted(record["history"], key=_step)[:max(1, int(first_rows))][-1]
+        last = _first_rows(record, first_rows)[-1]
         if dataset == "synthetic":
             cfg["iterations"] = _step(last) + 1
         else:
@@ -89,9 +95,7 @@ def compare_rows(record: dict[str, Any], new: dict[str, Any], first_rows: int | 
     re-run, absolute difference, tolerance (default :func:`tolerance_for`; a field with tolerance None is shown,
     not compared: NaN tolerance, ``ok``) and ``ok``."""
     tolerance = tolerance_for(record) if tolerance is None else tolerance
-    hist = sorted(record["history"], key=_step)
-    if first_rows is not None:
-        hist = hist[:max(1, int(first_rows))]
+    hist = _first_rows(record, first_rows)
     by_step = {_step(h): h for h in new["history"]}
     rows = []
     for h in hist:
@@ -113,7 +117,7 @@ def recheck_record(record: dict[str, Any], first_rows: int | None = 1) -> pd.Dat
 
 
 def _last_branch(rec: dict[str, Any]) -> str:
-    last = sorted(rec["history"], key=_step)[-1]
+    last = _first_rows(rec, None)[-1]
     return "diverged" if record_final(rec)["diverged"] else branch_of(1.0 - float(last["lambda1"]))
 
 

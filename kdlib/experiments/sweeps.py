@@ -65,9 +65,9 @@ ATTRIBUTION_CELLS: dict[str, dict[str, Any]] = {
 }
 
 
-def attribution_dir(root: str | os.PathLike | None = None) -> Path:
-    """``<archive root>/cifar10_reduced/attribution`` (the runner's out_dir; records under ``runs/``)."""
-    return Path(root if root is not None else archive_root()) / BRANCHES_DATASET / ATTRIBUTION_FOLDER
+def attribution_dir(root: str | os.PathLike | None = None, dataset: str = BRANCHES_DATASET) -> Path:
+    """``<archive root>/<dataset>/attribution`` (the runner's out_dir; records under ``runs/``)."""
+    return Path(root if root is not None else archive_root()) / dataset / ATTRIBUTION_FOLDER
 
 
 def run_attribution(cells: Sequence[str] | None = None, seeds: Sequence[int] = ATTRIBUTION_SEEDS,
