@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import subprocess
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from kdlib import cpu_kernels
 from kdlib.data import export_main
 from kdlib.errors import CellsFailed, KdlibError
 from kdlib.experiments.recheck import check_recheckable, rerun, verdict
@@ -77,6 +79,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-wait", action="store_true",
                      help="submitit: submit and return; then `kdlib aggregate --out DIR` when the jobs are done")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--cpu-kernels", default=None, choices=cpu_kernels.CHOICES,
+                     help="pin the CPU kernels (avx2: the records regenerate bit for bit on any x86-64 host with "
+                          "AVX2; recorded and part of the record key); the command re-starts itself under the pin. "
+                          "Default: $KDLIB_CPU_KERNELS, else native")
     agg = sub.add_parser("aggregate", help="rewrite DIR/results.csv and DIR/config.json from DIR/runs/")
     agg.add_argument("--out", required=True, help="output directory of a run")
     chk = sub.add_parser("recheck", help="re-run stored run records with this code and compare (exit 1 if one "
@@ -91,6 +97,12 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("export", help="export a torchvision copy of a dataset into the npz cache format "
                                   "(see `kdlib export --help`)")
     return parser
+
+
+def _relaunch_pinned(pin: str, argv: Sequence[str]) -> int:
+    """Run ``python -m kdlib ARGV`` in a child started under CPU-kernel pin ``pin`` (the libraries read it only at
+    start-up) and return its exit code; its output goes to this process's."""
+    return subprocess.call([sys.executable, "-m", "kdlib", *argv], env=cpu_kernels.environment_for(pin))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -168,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["export"]:  # its options belong to kdlib.data.export_main
             return int(export_main(argv[1:]) or 0)
         args = _build_parser().parse_args(argv)
+        pin = getattr(args, "cpu_kernels", None) or cpu_kernels.requested()
+        if args.command == "run" and cpu_kernels.needs_restart(pin):  # before any compute; the child checks it
+            return _relaunch_pinned(pin, argv)
+        cpu_kernels.in_effect()  # a pin asked for by the environment must have taken effect
         return {"run": _run, "aggregate": _aggregate, "recheck": _recheck}[args.command](args)
     except CellsFailed as err:
         print(f"kdlib: error: {_one_line(err)}", file=sys.stderr)

@@ -6,15 +6,23 @@ A truncated re-run logs the same first points as the full run: the learning-rate
 steps and Algorithm 1's cycle depend only on the steps so far. The data come from ``$KDLIB_DATA`` (or
 ``data_root``); the record's own ``data_root`` and ``device`` are not used (a re-check runs on the CPU).
 
-A float32 run is reproduced bit for bit only with the same CPU kernels (``provenance.cpu_capability``): on
-another CPU the rounding differs from the first step and, at the paper's lr 1.0, the student's accuracy after
-one epoch can differ by several points while the metaparameters stay within a few meta steps. So a record made
-with other or unrecorded kernels is compared with :data:`CROSS_CPU_TOLERANCE`, and the verdict says which.
+A float32 run is reproduced bit for bit only with the same CPU kernels (``provenance.cpu_capability`` and
+``provenance.cpu_kernels``): on another CPU the rounding differs from the first step and, at the paper's lr 1.0,
+the student's accuracy after one epoch can differ by several points while the metaparameters stay within a few
+meta steps. A record made under a kernel pin (:mod:`kdlib.cpu_kernels`) is therefore always re-run under that
+pin, in a child process when this one is not pinned so, and then compared strictly on any host that offers the
+pinned instruction set. A native record made with other or unrecorded kernels is compared with
+:data:`CROSS_CPU_TOLERANCE`, and the verdict says which.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +32,7 @@ from kdlib.analysis.archive import branch_of, validate_record
 from kdlib.analysis.final import record_final
 from kdlib.experiments.profiles import resolve_config
 from kdlib.experiments.runner import run_one
+from kdlib import cpu_kernels
 from kdlib.experiments.store import cpu_capability
 
 # a logged point must come back within these on a CPU with the record's kernels (the accuracy within the issue's
@@ -63,8 +72,13 @@ def check_recheckable(record: dict[str, Any], first_rows: int | None = None, whe
 def rerun(record: dict[str, Any], first_rows: int | None = None,
           data_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """The run record of ``record``'s config re-run now, truncated to the epochs (or iterations) of its first
-    ``first_rows`` logged points (None: the whole run); :func:`check_recheckable` first."""
+    ``first_rows`` logged points (None: the whole run); :func:`check_recheckable` first. A record made under a
+    CPU-kernel pin is re-run under it: here when this process has that pin, else in a child process started
+    with it (:func:`rerun_pinned`)."""
     check_recheckable(record, first_rows)
+    pin, _ = cpu_kernels.of_record(record)
+    if pin != cpu_kernels.NATIVE and pin != cpu_kernels.in_effect():
+        return rerun_pinned(record, pin, first_rows, data_root)
     cfg = dict(record["config"])
     dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
     cfg.update(data_root=None if data_root is None else str(data_root), download=False, device="cpu")
@@ -77,24 +91,51 @@ def rerun(record: dict[str, Any], first_rows: int | None = None,
     return run_one(resolve_config(dataset, method, profile, seed, **cfg))
 
 
-def same_kernels(record: dict[str, Any]) -> bool | None:
-    """Whether ``record`` was made with this machine's CPU kernels (``provenance.cpu_capability``, see
-    :func:`kdlib.experiments.store.cpu_capability`); None when the record does not say."""
-    made = record.get("provenance", {}).get("cpu_capability")
-    return None if made is None else made == cpu_capability()
+def rerun_pinned(record: dict[str, Any], pin: str, first_rows: int | None = None,
+                 data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """:func:`rerun` of ``record`` in a child ``python -m kdlib recheck`` started under CPU-kernel pin ``pin``
+    (the libraries read the pin only at start-up); returns the child's re-run record. Raises ``RuntimeError``
+    with the child's last error line when it could not re-run (its exit code 1, "did not come back", is a
+    verdict, not a failure: the caller compares)."""
+    with tempfile.TemporaryDirectory(prefix="kdlib-recheck-") as tmp:
+        src = Path(tmp) / "record.json"
+        src.write_text(json.dumps(record))
+        cmd = [sys.executable, "-m", "kdlib", "recheck", str(src), "--save", str(Path(tmp) / "out")]
+        if first_rows is not None:
+            cmd += ["--rows", str(int(first_rows))]
+        if data_root is not None:
+            cmd += ["--data-root", str(data_root)]
+        proc = subprocess.run(cmd, env=cpu_kernels.environment_for(pin), capture_output=True, text=True)
+        saved = sorted((Path(tmp) / "out" / "runs").glob("*.json")) if proc.returncode in (0, 1) else []
+        if not saved:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise RuntimeError(f"re-run under CPU kernels {pin!r} failed (exit {proc.returncode}): {last}")
+        return json.loads(saved[0].read_text())
 
 
-def tolerance_for(record: dict[str, Any]) -> dict[str, float | None]:
-    """:data:`RECHECK_TOLERANCE` for a record made with this machine's kernels, else :data:`CROSS_CPU_TOLERANCE`."""
-    return RECHECK_TOLERANCE if same_kernels(record) else CROSS_CPU_TOLERANCE
+def same_kernels(record: dict[str, Any], new: dict[str, Any] | None = None) -> bool | None:
+    """Whether ``record`` and its re-run ``new`` (default: a run in this process) were made with the same CPU
+    kernels: the same pin (:func:`kdlib.cpu_kernels.of_record`) and the same torch CPU capability; None when the
+    record does not say."""
+    pin, made = cpu_kernels.of_record(record)
+    if made is None:
+        return None
+    now = cpu_kernels.of_record(new) if new is not None else (cpu_kernels.in_effect(), cpu_capability())
+    return (pin, made) == now
+
+
+def tolerance_for(record: dict[str, Any], new: dict[str, Any] | None = None) -> dict[str, float | None]:
+    """:data:`RECHECK_TOLERANCE` for a record re-run with its own kernels (:func:`same_kernels`), else
+    :data:`CROSS_CPU_TOLERANCE`."""
+    return RECHECK_TOLERANCE if same_kernels(record, new) else CROSS_CPU_TOLERANCE
 
 
 def compare_rows(record: dict[str, Any], new: dict[str, Any], first_rows: int | None = None,
                  tolerance: dict[str, float | None] | None = None) -> pd.DataFrame:
     """One row per (logged step, field) of ``record``'s first ``first_rows`` points (None: all): archived,
-    re-run, absolute difference, tolerance (default :func:`tolerance_for`; a field with tolerance None is shown,
-    not compared: NaN tolerance, ``ok``) and ``ok``."""
-    tolerance = tolerance_for(record) if tolerance is None else tolerance
+    re-run, absolute difference, tolerance (default :func:`tolerance_for` the two; a field with tolerance None is
+    shown, not compared: NaN tolerance, ``ok``) and ``ok``."""
+    tolerance = tolerance_for(record, new) if tolerance is None else tolerance
     hist = _first_rows(record, first_rows)
     by_step = {_step(h): h for h in new["history"]}
     rows = []
@@ -133,14 +174,17 @@ def verdict(record: dict[str, Any], new: dict[str, Any], first_rows: int | None 
     bad = table[~table.ok]
     out: dict[str, Any] = dict(method=record["config"]["method"], seed=record["config"]["seed"],
                                rows=int(table.step.nunique()), whole=first_rows is None,
-                               same_cpu_kernels=same_kernels(record),
+                               same_cpu_kernels=same_kernels(record, new),
+                               cpu_kernels=[list(cpu_kernels.of_record(record)), list(cpu_kernels.of_record(new))],
                                max_difference={f: float(d.difference.max()) for f, d in table.groupby("field")},
                                rows_ok=bool(bad.empty), first_epoch_off=None if bad.empty else int(bad.epoch.min()),
                                wall_time=new["summary"].get("wall_time"))
     if not out["same_cpu_kernels"]:
-        out["note"] = ("the record was made with other or unrecorded CPU kernels: float32 rounding differs from the "
-                       "first step, so a whole run at a large lr need not come back within the tolerance even "
-                       "with unchanged code; its logged points are compared with CROSS_CPU_TOLERANCE")
+        out["note"] = ("the record was made with other or unrecorded CPU kernels (and no pin): float32 rounding "
+                       "differs from the first step, so a whole run at a large lr need not come back within the "
+                       "tolerance even with unchanged code; its logged points are compared with "
+                       "CROSS_CPU_TOLERANCE. Records made under a pin (`kdlib run --cpu-kernels avx2`) are re-run "
+                       "under it and compared strictly on any host with that instruction set")
     if first_rows is None:
         a, b = record_final(record)["test_accuracy"], record_final(new)["test_accuracy"]
         out.update(branch=[_last_branch(record), _last_branch(new)], final_accuracy=[a, b])
@@ -159,4 +203,4 @@ def recheck(record: dict[str, Any], first_rows: int | None = None,
 
 
 __all__ = ["RECHECK_TOLERANCE", "CROSS_CPU_TOLERANCE", "FINAL_TOLERANCE", "same_kernels", "tolerance_for",
-           "check_recheckable", "rerun", "compare_rows", "recheck_record", "verdict", "recheck"]
+           "check_recheckable", "rerun", "rerun_pinned", "compare_rows", "recheck_record", "verdict", "recheck"]

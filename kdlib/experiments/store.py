@@ -8,7 +8,8 @@ missing file may be fetched). ``device`` is kept, reduced to its type (``cuda:0`
 device type; ``cpu`` and ``cuda`` give different floating-point results). Fields added to the schema after
 store version 2 (:data:`HASH_OMITTED_AT_DEFAULT`) enter the hash only when they differ from their default, so
 the records written before them keep their keys. The thread count is in the key
-because a CPU run's result depends on it (reductions are split differently).
+because a CPU run's result depends on it (reductions are split differently), and so is a CPU-kernel pin
+(:mod:`kdlib.cpu_kernels`) when one is in effect: a pinned run is another cell than a native one.
 
 Records of different configs coexist; readers ask for the configs they want (:func:`load_records`,
 :func:`load_results`) and never get others. ``results.csv`` (every logged step of every record, with its
@@ -21,8 +22,8 @@ by the next run). JSON is standard: NaN and infinities are written as ``null``.
 Record layout (contract 2)::
 
     {"key", "config_hash", "config": {...}, "history": [...], "summary": {"status": "ok" | "diverged",
-     "final_accuracy": float | null, ...}, "provenance": {"kdlib_version", "commit", "torch", "threads",
-     "machine", "created"}}
+     "final_accuracy": float | null, ...}, "provenance": {"kdlib_version", "commit", "torch", "cpu_capability",
+     "cpu_kernels", "threads", "machine", "created"}}
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdlib import __version__
+from kdlib import __version__, cpu_kernels
 from kdlib.analysis.final import RUN_KEYS, final_rows
 from kdlib.analysis.final import summarize as summarize_final
 from kdlib.errors import ConfigError, OutputDirError
@@ -133,16 +134,20 @@ def hashed_config(cfg: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
     return json_safe(d)
 
 
-def config_hash(cfg: ExperimentConfig | dict[str, Any], threads: int) -> str:
-    """16 hex digits of SHA-256 over the canonical JSON of the hashed config and the thread count."""
-    blob = json.dumps({"config": hashed_config(cfg), "threads": int(threads), "store": STORE_VERSION},
-                      sort_keys=True, separators=(",", ":"), allow_nan=False)
+def config_hash(cfg: ExperimentConfig | dict[str, Any], threads: int, kernels: str = cpu_kernels.NATIVE) -> str:
+    """16 hex digits of SHA-256 over the canonical JSON of the hashed config, the thread count and, when not
+    ``"native"``, the CPU-kernel pin (so native records keep the keys they had before pins existed)."""
+    parts: dict[str, Any] = {"config": hashed_config(cfg), "threads": int(threads), "store": STORE_VERSION}
+    if cpu_kernels.check_name(kernels) != cpu_kernels.NATIVE:
+        parts["cpu_kernels"] = kernels
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def record_key(cfg: ExperimentConfig, threads: int = 1) -> str:
-    """``{dataset}__{method}__seed{k}__{hash}`` of the run of ``cfg`` at ``threads`` requested threads."""
-    return f"{cfg.key()}__{config_hash(cfg, run_threads(cfg, threads))}"
+    """``{dataset}__{method}__seed{k}__{hash}`` of the run of ``cfg`` at ``threads`` requested threads, under the
+    CPU kernels of this process (:func:`kdlib.cpu_kernels.in_effect`)."""
+    return f"{cfg.key()}__{config_hash(cfg, run_threads(cfg, threads), cpu_kernels.in_effect())}"
 
 
 def record_path(out_dir: str | os.PathLike, cfg: ExperimentConfig, threads: int = 1) -> Path:
@@ -194,9 +199,9 @@ def cpu_capability() -> str:
 
 
 def provenance(threads: int) -> dict[str, Any]:
-    """Where and with what a record was made."""
+    """Where and with what a record was made (``cpu_kernels``: the pin in effect, :mod:`kdlib.cpu_kernels`)."""
     return dict(kdlib_version=__version__, commit=git_commit(), torch=torch.__version__,
-                cpu_capability=cpu_capability(), threads=int(threads),
+                cpu_capability=cpu_capability(), cpu_kernels=cpu_kernels.in_effect(), threads=int(threads),
                 machine=f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)",
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -225,7 +230,7 @@ def check_record(rec: Any, expected_key: str | None = None) -> str | None:
         return "provenance.threads missing"
     try:
         cfg = ExperimentConfig.from_dict(rec["config"])
-        h = config_hash(cfg, threads)
+        h = config_hash(cfg, threads, cpu_kernels.of_record(rec)[0])
     except (TypeError, ValueError) as e:
         return f"config does not parse ({e})"
     if h != rec["config_hash"]:
@@ -293,7 +298,7 @@ def make_record(cfg: ExperimentConfig, history: list[dict[str, Any]], summary: d
                 threads: int) -> dict[str, Any]:
     """A record in the store's layout (``threads`` as requested; the run's own count is recorded)."""
     t = run_threads(cfg, threads)
-    h = config_hash(cfg, t)
+    h = config_hash(cfg, t, cpu_kernels.in_effect())
     return json_safe(dict(key=f"{cfg.key()}__{h}", config_hash=h, config=cfg.to_dict(), history=history,
                           summary=summary, provenance=provenance(t)))
 
