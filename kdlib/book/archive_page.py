@@ -14,7 +14,8 @@ from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
-from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, recheck_record, same_kernels
+from kdlib import cpu_kernels
+from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, compare_rows, rerun, same_kernels
 from kdlib.experiments.store import cpu_capability
 
 
@@ -183,16 +184,20 @@ def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.Da
                  and int(r["config"]["seed"]) == 0), recs[0])
     c = pick["config"]
     try:
-        table = recheck_record(pick, first_rows)
+        new = rerun(pick, first_rows)
     except FileNotFoundError as err:  # the data or the authors' logits are not on this machine: say so
         show_markdown(f"Not re-checked in this build: the archived {METHOD_LABELS.get(c['method'], c['method'])} "
                       f"run, seed {c['seed']}, needs data this machine does not have "
                       f"({error_line(err, c['dataset'])}).")
         return None
-    same = same_kernels(pick)
-    made = pick["provenance"].get("cpu_capability")
-    if same:
-        how = (f"made with this machine's CPU kernels ({cpu_capability()}), so every value must come back within "
+    table = compare_rows(pick, new, first_rows)
+    pin, made = cpu_kernels.of_record(pick)
+    if pin != cpu_kernels.NATIVE and same_kernels(pick, new):
+        how = (f"made under the {pin.upper()} kernel pin (`kdlib run --cpu-kernels {pin}`) and re-run under it on "
+               f"this machine (its own kernels: {cpu_capability()}), which computes what the archive's machine "
+               "computed, so every value must come back within the tolerance shown")
+    elif same_kernels(pick, new):
+        how = (f"made with this machine's CPU kernels ({made}), so every value must come back within "
                "the tolerance shown")
     else:
         made_txt = f"other CPU kernels ({made})" if made else "CPU kernels its provenance does not record"

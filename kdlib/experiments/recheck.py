@@ -30,6 +30,7 @@ import pandas as pd
 
 from kdlib.analysis.archive import branch_of, validate_record
 from kdlib.analysis.final import record_final
+from kdlib.experiments.problem import load_bundle
 from kdlib.experiments.profiles import resolve_config
 from kdlib.experiments.runner import run_one
 from kdlib import cpu_kernels
@@ -76,9 +77,6 @@ def rerun(record: dict[str, Any], first_rows: int | None = None,
     CPU-kernel pin is re-run under it: here when this process has that pin, else in a child process started
     with it (:func:`rerun_pinned`)."""
     check_recheckable(record, first_rows)
-    pin, _ = cpu_kernels.of_record(record)
-    if pin != cpu_kernels.NATIVE and pin != cpu_kernels.in_effect():
-        return rerun_pinned(record, pin, first_rows, data_root)
     cfg = dict(record["config"])
     dataset, method, profile, seed = (cfg.pop(k) for k in ("dataset", "method", "profile", "seed"))
     cfg.update(data_root=None if data_root is None else str(data_root), download=False, device="cpu")
@@ -88,7 +86,12 @@ def rerun(record: dict[str, Any], first_rows: int | None = None,
             cfg["iterations"] = _step(last) + 1
         else:
             cfg["epochs"] = int(last["epoch"]) + 1
-    return run_one(resolve_config(dataset, method, profile, seed, **cfg))
+    resolved = resolve_config(dataset, method, profile, seed, **cfg)
+    pin, _ = cpu_kernels.of_record(record)
+    if pin != cpu_kernels.NATIVE and pin != cpu_kernels.in_effect():
+        load_bundle(resolved)  # missing data: FileNotFoundError here, before a child is started
+        return rerun_pinned(record, pin, first_rows, data_root)
+    return run_one(resolved)
 
 
 def rerun_pinned(record: dict[str, Any], pin: str, first_rows: int | None = None,
