@@ -228,6 +228,17 @@ def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_
     (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
     with pytest.raises(ValueError, match="not the authors' protocol.*fd_virtual_lr"):
         A.load_archive(root=tmp_path)
+    rec["config"]["fd_virtual_lr"] = "initial"
+    (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
+    pinned = json.loads(json.dumps(rec))
+    pinned["config"]["seed"] = 1
+    pinned["provenance"]["cpu_kernels"] = "avx2"
+    (runs / "cifar10_reduced__gradient__seed1__cccc.json").write_text(json.dumps(pinned))
+    with pytest.raises(ValueError, match="'avx2'.*'native'.*must not mix kernel pins"):
+        A.load_archive(root=tmp_path)
+    rec["provenance"]["cpu_kernels"] = "avx2"  # one pin throughout: read
+    (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
+    assert len(A.load_archive(root=tmp_path)["authors"]) == 2
 
 
 def test_benchmark_targets_table_says_which_goals_are_met():

@@ -96,13 +96,16 @@ def read_records(folder: str | os.PathLike, where: str) -> dict[str, dict[str, A
 def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | None = None,
                  protocols: Sequence[str] = PROTOCOLS) -> dict[str, list[dict[str, Any]]]:
     """protocol -> the archived run records of ``dataset`` (sorted by method, seed); empty lists when the
-    archive holds none. Every record is validated (:func:`validate_record`)."""
+    archive holds none. Every record is validated (:func:`validate_record`); a protocol folder must hold one
+    record per (method, seed), of one CPU-kernel pin (``provenance.cpu_kernels``, :mod:`kdlib.cpu_kernels`)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for protocol in protocols:
         where = f"{dataset}/{protocol}/runs"
         recs = read_records(archive_dir(dataset, protocol, root), where)
         seen: dict[tuple[str, int], str] = {}
+        pins: dict[str, str] = {}
         for name, rec in recs.items():
+            pins.setdefault(str(rec["provenance"].get("cpu_kernels", "native")), name)
             if rec["config"]["dataset"] != dataset:
                 raise ValueError(f"{where}/{name}: config.dataset is {rec['config']['dataset']!r}, not {dataset!r}")
             if protocol == "authors":
@@ -115,6 +118,11 @@ def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | Non
                 raise ValueError(f"{where}: {seen[cell]} and {name} are the same cell {cell} under two configs; "
                                  "fix: keep one (delete the stale record)")
             seen[cell] = name
+        if len(pins) > 1:
+            (a, ra), (b, rb) = sorted(pins.items())[:2]
+            raise ValueError(f"{where}: {ra} was made with CPU kernels {a!r} and {rb} with {b!r}: one column must "
+                             "not mix kernel pins (its runs would round differently); fix: re-make the others "
+                             "under one pin (`kdlib run --cpu-kernels ...`) or move them to another folder")
         out[protocol] = sorted(recs.values(), key=lambda r: (r["config"]["method"], int(r["config"]["seed"])))
     return out
 
