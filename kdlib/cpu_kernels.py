@@ -29,6 +29,8 @@ PINS: dict[str, dict[str, str]] = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
 }
 CAPABILITY: dict[str, str] = {"avx2": "AVX2"}
+# the native torch capabilities of a host that offers each pin
+OFFERED_BY: dict[str, tuple[str, ...]] = {"avx2": ("AVX2", "AVX512")}
 CHOICES = (NATIVE, *PINS)
 
 
@@ -77,6 +79,13 @@ def needs_restart(name: str) -> bool:
     return any(os.environ.get(k) != v for k, v in pin_environment(name).items())
 
 
+def host_offers(name: str) -> bool:
+    """Whether this host can compute under pin ``name`` (from the capability torch reports in this process)."""
+    if check_name(name) == NATIVE:
+        return True
+    return str(torch.backends.cpu.get_cpu_capability()) in OFFERED_BY[name]
+
+
 def in_effect() -> str:
     """The pin this process computes under: ``"native"``, or a pin whose variables were all set when the process
     started and whose capability torch reports. Raises :class:`PinError` when ``$KDLIB_CPU_KERNELS`` asks for a
@@ -107,5 +116,5 @@ def of_record(record: Mapping[str, object]) -> tuple[str, str | None]:
     return str(prov.get("cpu_kernels", NATIVE)), None if cap is None else str(cap)
 
 
-__all__ = ["ENV", "NATIVE", "PINS", "CAPABILITY", "CHOICES", "PinError", "check_name", "pin_environment",
-           "environment_for", "requested", "needs_restart", "in_effect", "of_record"]
+__all__ = ["ENV", "NATIVE", "PINS", "CAPABILITY", "OFFERED_BY", "CHOICES", "PinError", "check_name", "pin_environment",
+           "environment_for", "requested", "needs_restart", "host_offers", "in_effect", "of_record"]

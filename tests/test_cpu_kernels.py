@@ -143,3 +143,15 @@ def test_cli_pin_from_the_environment_and_bad_names(module_cache, tmp_path):
         assert proc.returncode == 0, proc.stderr
         (path,) = (tmp_path / "p" / "runs").glob("*.json")
         assert json.loads(path.read_text())["provenance"]["cpu_kernels"] == "avx2"
+
+
+def test_a_host_without_the_pinned_set_refuses_before_any_compute(pinned_record, monkeypatch):
+    import torch
+
+    from kdlib.experiments.recheck import rerun
+
+    _, rec = pinned_record
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert not cpu_kernels.host_offers("avx2") and cpu_kernels.host_offers("native")
+    with pytest.raises(cpu_kernels.PinError, match="pin 'avx2', which this host does not offer.*DEFAULT"):
+        rerun(rec, first_rows=1)

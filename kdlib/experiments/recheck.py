@@ -89,6 +89,10 @@ def rerun(record: dict[str, Any], first_rows: int | None = None,
     resolved = resolve_config(dataset, method, profile, seed, **cfg)
     pin, _ = cpu_kernels.of_record(record)
     if pin != cpu_kernels.NATIVE and pin != cpu_kernels.in_effect():
+        if not cpu_kernels.host_offers(pin):
+            raise cpu_kernels.PinError(f"the record was made under CPU-kernel pin {pin!r}, which this host does not "
+                                       f"offer (its kernels: {cpu_capability()}); fix: re-check it on an x86-64 "
+                                       f"host with {cpu_kernels.CAPABILITY[pin]}")
         load_bundle(resolved)  # missing data: FileNotFoundError here, before a child is started
         return rerun_pinned(record, pin, first_rows, data_root)
     return run_one(resolved)
