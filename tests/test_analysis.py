@@ -191,6 +191,7 @@ def test_archive_table2_column_excludes_diverged(tiny):
     assert "diverged" not in t["defaults"].columns
     prov = A.provenance_table(arch).set_index("protocol")
     assert prov.loc["authors' protocol", "records"] == 4 and prov.loc["authors' protocol", "commit"] == "abc1234"
+    assert prov.loc["authors' protocol", "CPU kernels"] == "native, not recorded"
     curves = A.archive_curves(arch)
     assert len(curves) == 10 and set(curves.protocol) == {"authors", "defaults"}
 
@@ -239,6 +240,7 @@ def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_
     rec["provenance"]["cpu_kernels"] = "avx2"  # one pin throughout: read
     (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
     assert len(A.load_archive(root=tmp_path)["authors"]) == 2
+    assert A.provenance_table(A.load_archive(root=tmp_path))["CPU kernels"].tolist() == ["AVX2 pin"]
 
 
 def test_benchmark_targets_table_says_which_goals_are_met():

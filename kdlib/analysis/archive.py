@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from kdlib import cpu_kernels
 from kdlib.analysis import authors_logs
 from kdlib.analysis.final import record_final, records_final
 from kdlib.analysis.labels import METHODS, PROTOCOL_LABELS
@@ -249,9 +250,14 @@ def archive_table2(archive: dict[str, list[dict[str, Any]]], dataset: str = "cif
     return out
 
 
+def _kernels_label(pin: str, capability: str | None) -> str:
+    return (f"{pin.upper()} pin" if pin != cpu_kernels.NATIVE
+            else f"native, {capability}" if capability else "native, not recorded")
+
+
 def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
-    """Per protocol: records, and the distinct kdlib versions, commits, torch versions, thread counts and
-    machines of their ``provenance``, with the total wall time of the runs."""
+    """Per protocol: records, and the distinct kdlib versions, commits, torch versions, thread counts, CPU
+    kernels (a pin, or the host's own and which) and machines of their ``provenance``, with the total wall time of the runs."""
     rows = []
     for protocol, recs in archive.items():
         if not recs:
@@ -265,7 +271,9 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
         wall = sum(float(r["summary"].get("wall_time") or 0.0) for r in recs)
         rows.append({"protocol": PROTOCOL_LABELS.get(protocol, protocol), "records": len(recs),
                      "kdlib": distinct("kdlib_version"), "commit": distinct("commit"), "torch": distinct("torch"),
-                     "threads": distinct("threads"), "machine": distinct("machine"),
+                     "threads": distinct("threads"), "CPU kernels": ", ".join(sorted(
+                         {_kernels_label(*cpu_kernels.of_record(r)) for r in recs})),
+                     "machine": distinct("machine"),
                      "total wall time (h)": round(wall / 3600, 2)})
     return pd.DataFrame(rows)
 
