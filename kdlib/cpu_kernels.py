@@ -71,12 +71,17 @@ def requested() -> str:
         raise PinError(f"${ENV}: {err}; fix: unset it or set one of {', '.join(CHOICES)}") from None
 
 
+def _unset(name: str) -> dict[str, str]:
+    """The variables of pin ``name`` (with their values) that this process's environment does not carry."""
+    return {k: v for k, v in pin_environment(name).items() if os.environ.get(k) != v}
+
+
 def needs_restart(name: str) -> bool:
     """Whether this process must be re-started to compute under pin ``name``: its environment does not carry the
     pin's variables (or, for ``"native"``, carries a pin)."""
     if check_name(name) == NATIVE:
         return requested() != NATIVE
-    return any(os.environ.get(k) != v for k, v in pin_environment(name).items())
+    return bool(_unset(name))
 
 
 def host_offers(name: str) -> bool:
@@ -94,7 +99,7 @@ def in_effect() -> str:
     name = requested()
     if name == NATIVE:
         return NATIVE
-    missing = {k: v for k, v in PINS[name].items() if os.environ.get(k) != v}
+    missing = _unset(name)  # $KDLIB_CPU_KERNELS itself is set: requested() read it
     if missing:
         raise PinError(f"${ENV}={name} but {', '.join(f'{k}={v}' for k, v in missing.items())} not set in this "
                        f"process; the libraries read them at start-up; fix: start it with all of "

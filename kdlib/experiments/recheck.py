@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdlib import cpu_kernels
 from kdlib.analysis.archive import branch_of, validate_record
 from kdlib.analysis.final import record_final
 from kdlib.experiments.problem import load_bundle
 from kdlib.experiments.profiles import resolve_config
 from kdlib.experiments.runner import run_one
-from kdlib import cpu_kernels
 from kdlib.experiments.store import cpu_capability
 
 # a logged point must come back within these on a CPU with the record's kernels (the accuracy within the issue's
