@@ -313,7 +313,24 @@ def test_column_timing_spans_first_start_to_last_end():
                          rec("2026-01-01T10:30:00+00:00", 600.0)])
     assert t["runs"] == 3 and t["span_s"] == 1800.0 and t["summed_run_s"] == 2100.0
     assert t["parallelism"] == pytest.approx(2100 / 1800, abs=0.01) and t["span_h"] == 0.5
+    assert t["sittings"] == 1 and t["busy_s"] == 1800.0
     assert A.column_timing([]) == {"runs": 0}
+
+
+def test_column_timing_counts_a_resumed_column_in_sittings():
+    def rec(created, wall):
+        return dict(summary=dict(wall_time=wall), provenance=dict(created=created))
+
+    # a day apart: 10:00-10:10 and 10:05-10:20, then (resumed) 10:00-10:30 the next day, 10:25-10:35 after it
+    recs = [rec("2026-01-01T10:10:00+00:00", 600.0), rec("2026-01-01T10:20:00+00:00", 900.0),
+            rec("2026-01-02T10:30:00+00:00", 1800.0), rec("2026-01-02T10:35:00+00:00", 600.0)]
+    t = A.column_timing(recs)
+    assert t["sittings"] == 2 and t["busy_s"] == 20 * 60 + 35 * 60
+    assert t["span_s"] == 24 * 3600 + 35 * 60 and t["summed_run_s"] == 3900.0
+    assert t["parallelism"] == pytest.approx(3900 / 3300, abs=0.01)
+    # a pause shorter than gap_s is one sitting
+    assert A.column_timing(recs[:2] + [rec("2026-01-01T10:35:00+00:00", 600.0)])["sittings"] == 1
+    assert A.column_timing(recs[:2] + [rec("2026-01-01T10:35:00+00:00", 600.0)], gap_s=60.0)["sittings"] == 2
 
 
 def test_branch_summary_counts_runs_per_branch(tiny):

@@ -288,27 +288,39 @@ def protocol_differences(dataset: str = "cifar10_reduced", method: str = "gradie
                          for f, v in AUTHORS_PROTOCOL.items() if default.get(f) != v])
 
 
-def column_timing(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> dict[str, Any]:
     """Wall-clock facts of a set of run records from their provenance: the number of runs, the summed run time
-    (CPU-side work, one process per run) and the span from the first run's start (its ``created`` time minus
-    its wall time) to the last run's end, i.e. the end-to-end wall time of the command that produced them,
-    provided it produced them all in one go."""
+    (CPU-side work, one process per run), the span from the first run's start (its ``created`` time minus its
+    wall time) to the last run's end, and the busy wall time: the span less every stretch longer than ``gap_s``
+    in which no run was going. ``sittings`` counts the busy stretches: 1 when one command produced them all in
+    one go (then ``busy_s`` is its end-to-end wall time); a column resumed later has more, and only ``busy_s``
+    (not ``span_s``) is its compute wall time."""
     from datetime import datetime
 
     if not records:
         return {"runs": 0}
-    ends, starts, total = [], [], 0.0
+    intervals, total = [], 0.0
     for r in records:
         wall = float(r["summary"].get("wall_time") or 0.0)
         end = datetime.fromisoformat(r["provenance"]["created"]).timestamp()
-        ends.append(end)
-        starts.append(end - wall)
+        intervals.append((end - wall, end))
         total += wall
-    span = max(ends) - min(starts)
+    intervals.sort()
+    busy, sittings = 0.0, 1
+    lo, hi = intervals[0]
+    for a, b in intervals[1:]:
+        if a > hi + gap_s:
+            busy, sittings, lo, hi = busy + (hi - lo), sittings + 1, a, b
+        else:
+            hi = max(hi, b)
+    busy += hi - lo
+    start, end = intervals[0][0], max(b for _, b in intervals)
+    span = end - start
     return {"runs": len(records), "summed_run_s": round(total, 1), "span_s": round(span, 1),
-            "span_h": round(span / 3600, 3), "parallelism": round(total / span, 2) if span > 0 else None,
-            "first_start": datetime.fromtimestamp(min(starts)).astimezone().isoformat(timespec="seconds"),
-            "last_end": datetime.fromtimestamp(max(ends)).astimezone().isoformat(timespec="seconds")}
+            "span_h": round(span / 3600, 3), "sittings": sittings, "busy_s": round(busy, 1),
+            "busy_h": round(busy / 3600, 3), "parallelism": round(total / busy, 2) if busy > 0 else None,
+            "first_start": datetime.fromtimestamp(start).astimezone().isoformat(timespec="seconds"),
+            "last_end": datetime.fromtimestamp(end).astimezone().isoformat(timespec="seconds")}
 
 
 def branch_summary(runs: pd.DataFrame) -> pd.DataFrame:
