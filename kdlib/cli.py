@@ -86,7 +86,8 @@ def _build_parser() -> argparse.ArgumentParser:
     agg = sub.add_parser("aggregate", help="rewrite DIR/results.csv and DIR/config.json from DIR/runs/")
     agg.add_argument("--out", required=True, help="output directory of a run")
     chk = sub.add_parser("recheck", help="re-run stored run records with this code and compare (exit 1 if one "
-                                         "did not come back)")
+                                         "did not come back); a pinned record is re-run under its pin, a native "
+                                         "one natively, or under $KDLIB_CPU_KERNELS when that is set")
     chk.add_argument("records", nargs="+", help="run record files (e.g. archive/cifar10_reduced/authors/runs/*.json)")
     chk.add_argument("--rows", type=int, default=None,
                      help="re-run only the epochs of the first N logged points and compare those (default: the "
@@ -181,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(export_main(argv[1:]) or 0)
         args = _build_parser().parse_args(argv)
         pin = getattr(args, "cpu_kernels", None) or cpu_kernels.requested()
-        if args.command == "run" and cpu_kernels.needs_restart(pin):  # before any compute; the child checks it
+        if args.command in ("run", "recheck") and cpu_kernels.needs_restart(pin):  # before any compute; the
+            # child checks that the pin took effect
             return _relaunch_pinned(pin, argv)
         cpu_kernels.in_effect()  # a pin asked for by the environment must have taken effect
         return {"run": _run, "aggregate": _aggregate, "recheck": _recheck}[args.command](args)

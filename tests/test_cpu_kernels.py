@@ -143,6 +143,18 @@ def test_cli_pin_from_the_environment_and_bad_names(module_cache, tmp_path):
         assert proc.returncode == 0, proc.stderr
         (path,) = (tmp_path / "p" / "runs").glob("*.json")
         assert json.loads(path.read_text())["provenance"]["cpu_kernels"] == "avx2"
+        # `kdlib recheck` too: a native record re-run under the pin the environment names (its first point)
+        native = cpu_kernels.environment_for("native")
+        native.update(KDLIB_CACHE=str(module_cache))
+        proc = _kdlib("run", "--dataset", "synthetic", "--methods", "gradient", "--seeds", "1", "--profile",
+                      "smoke", "--out", str(tmp_path / "n"), "--no-progress", env=native)
+        assert proc.returncode == 0, proc.stderr
+        (path,) = (tmp_path / "n" / "runs").glob("*.json")
+        assert json.loads(path.read_text())["provenance"]["cpu_kernels"] == "native"
+        proc = _kdlib("recheck", str(path), "--rows", "1", env=env)
+        assert proc.returncode in (0, 1), proc.stderr  # across kernels a verdict, either way
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["cpu_kernels"][0][0] == "native" and out["cpu_kernels"][1] == ["avx2", "AVX2"]
 
 
 def test_a_host_without_the_pinned_set_refuses_before_any_compute(pinned_record, monkeypatch):
