@@ -314,7 +314,7 @@ def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> di
         else:
             hi = max(hi, b)
     busy += hi - lo
-    start, end = intervals[0][0], max(b for _, b in intervals)
+    start, end = intervals[0][0], hi  # a sitting starts after every earlier end, so the last hi is the last end
     span = end - start
     return {"runs": len(records), "summed_run_s": round(total, 1), "span_s": round(span, 1),
             "span_h": round(span / 3600, 3), "sittings": sittings, "busy_s": round(busy, 1),
