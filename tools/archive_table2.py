@@ -1,0 +1,119 @@
+"""Make (or resume) the paper-protocol archive of Table 2's Fashion-MNIST and CIFAR-10 columns.
+
+One command for every sitting (the runs take about 20 hours of a 2-core machine): each (dataset, method) of
+:data:`QUEUE` is one ``python -m kdlib run`` of 10 seeds under the authors' protocol
+(:data:`kdlib.analysis.archive.AUTHORS_PROTOCOL`) and the AVX2 pin, written to
+``<out-root>/<dataset>/authors/``. ``--lanes`` processes (one thread each) take the queue's entries in order,
+one entry per lane at a time, so that a partial archive already answers the main question (gradient-based
+against no distillation first). The runner skips every record already stored, so an interrupted sitting resumes
+with the same command; a finished entry costs a second.
+
+Run it from a clean checkout at a fixed commit (``git worktree add ../kd-archive <commit>``), so that work on the
+code beside it cannot change a record::
+
+    python tools/archive_table2.py --out-root /path/to/main/archive/pending   # resume; --dry-run lists the commands
+
+When a column holds all its records, move ``archive/pending/<dataset>/authors/runs`` to
+``archive/<dataset>/authors/runs`` (archive/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kdlib.analysis.archive import AUTHORS_PROTOCOL
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = 10
+# (dataset, method, extra overrides), in the order of issue 19: the headline comparison first
+QUEUE: list[tuple[str, str, dict[str, object]]] = [
+    ("cifar10", "gradient", {}),
+    ("cifar10", "no_distillation", {}),
+    ("fashion_mnist", "gradient", {}),
+    ("fashion_mnist", "no_distillation", {}),
+    ("cifar10", "proposed", {}),
+    ("fashion_mnist", "proposed", {}),
+    ("cifar10", "naive", {}),
+    ("fashion_mnist", "naive", {}),
+    ("cifar10", "random", {}),
+    ("fashion_mnist", "random", {}),
+    # the only Fashion-MNIST hyperopt log (exp3_full_fmnist__hyperopt) came from 40-epoch runs
+    ("fashion_mnist", "hyperopt", {"epochs": 40}),
+]
+
+
+def command(dataset: str, method: str, extra: dict[str, object], out_root: Path) -> list[str]:
+    """The ``kdlib run`` command of one queue entry."""
+    sets = [f"--set={k}={v}" for k, v in {**AUTHORS_PROTOCOL, **extra}.items()]
+    return [sys.executable, "-m", "kdlib", "run", "--dataset", dataset, "--methods", method, "--profile", "paper",
+            "--seeds", str(SEEDS), "--no-progress", "--workers", "1", "--threads", "1", "--cpu-kernels", "avx2",
+            *sets, "--out", str(out_root / dataset / "authors")]
+
+
+def done(dataset: str, method: str, out_root: Path) -> int:
+    """Records of this entry already stored (any config; the runner checks the config itself)."""
+    return len(list((out_root / dataset / "authors" / "runs").glob(f"{dataset}__{method}__seed*__*.json")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out-root", default=str(REPO / "archive" / "pending"))
+    ap.add_argument("--lanes", type=int, default=2, help="processes running at once (one thread each)")
+    ap.add_argument("--only", default=None, help="comma-separated dataset:method entries to run (default: all)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands and what is stored; run nothing")
+    args = ap.parse_args(argv)
+    out_root = Path(args.out_root).resolve()
+    queue = [q for q in QUEUE if args.only is None or f"{q[0]}:{q[1]}" in args.only.split(",")]
+    if args.dry_run:
+        for ds, m, extra in queue:
+            print(f"# {ds} {m}: {done(ds, m, out_root)}/{SEEDS} stored")
+            print(" ".join(command(ds, m, extra, out_root)))
+        return 0
+    out_root.mkdir(parents=True, exist_ok=True)
+    lock = open(out_root / ".archive_table2.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another archive_table2 is running into {out_root}; stop it first", file=sys.stderr)
+        return 2
+    todo = [q for q in queue if done(q[0], q[1], out_root) < SEEDS]
+    take = threading.Lock()
+    failed: list[str] = []
+
+    def lane(k: int) -> None:
+        while True:
+            with take:
+                if not todo:
+                    return
+                ds, m, extra = todo.pop(0)
+            log = out_root / ds / "authors" / f"{m}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.time()
+            print(f"[lane {k}] {time.strftime('%H:%M:%S')} {ds} {m}: start ({done(ds, m, out_root)}/{SEEDS} stored)",
+                  flush=True)
+            with open(log, "a") as fh:
+                rc = subprocess.call(command(ds, m, extra, out_root), cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+            print(f"[lane {k}] {time.strftime('%H:%M:%S')} {ds} {m}: exit {rc} after {time.time() - t0:.0f} s "
+                  f"({done(ds, m, out_root)}/{SEEDS} stored)", flush=True)
+            if rc != 0:
+                failed.append(f"{ds} {m} (exit {rc}, log {log})")
+
+    threads = [threading.Thread(target=lane, args=(k,)) for k in range(args.lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for f in failed:
+        print(f"failed: {f}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
