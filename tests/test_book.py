@@ -98,6 +98,20 @@ def test_toc_resolves_to_the_notebook_sources():
         assert page.path.resolve() == nb.resolve()
 
 
+def test_top_level_config_is_the_book_config():
+    """The companion's layout has `_config.yml` at the repository's top level: one file, reachable from both places."""
+    top = REPO / "_config.yml"
+    assert top.is_symlink() and os.readlink(top) == "book/_config.yml"
+    assert top.resolve() == (BOOK / "_config.yml").resolve()
+
+
+def test_page_titles_read_as_text():
+    """A page's title is also the browser tab's and the sidebar's, where math is not rendered: no LaTeX in it."""
+    for p in NOTEBOOKS:
+        title = next(line for line in p.read_text().splitlines() if line.startswith("# "))
+        assert "$" not in title and "\\" not in title, (p.name, title)
+
+
 def test_config_profile_is_the_notebooks_default():
     """`jupyter-book build book/` executes at kdbook_profile; the notebooks fall back to the same profile."""
     cfg = yaml.safe_load((BOOK / "_config.yml").read_text())
