@@ -7,7 +7,8 @@ a :class:`kdlib.train.Problem` into a logged run and the trained model. Methods 
 - ``no_distillation``: lambda1 = 1 (plain cross-entropy);
 - ``naive``: (lambda1, T) = (0.5, 1);
 - ``random``: lambda1 ~ U(0,1), T ~ U(0.1,10) (``random_law="uniform"``, the paper's text) or
-  log10 T ~ U(-1,1) (``"loguniform"``, the authors' code), fixed for the run;
+  log10 T ~ U(-1,1) (``"loguniform"``), drawn from the run's seed, or the authors' draw of the run
+  (``"authors"``: the start of their tuned run of the same index), fixed for the run;
 - ``gradient``: the Tuner's ``"gradient"`` schedule (eq. 3 every iteration, clipping, NaN skip, projection);
 - ``hyperopt``: TPE with ``hyperopt_evals`` fixed-metaparameter runs scored by best validation accuracy,
   then one run with the best values;
@@ -26,7 +27,7 @@ import torch
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from torch import Tensor, nn
 
-from kdlib.metaparams import initial_metaparams, project, sample_random_baseline
+from kdlib.metaparams import initial_metaparams, project, random_baseline
 from kdlib.train import Problem, Settings, TunerFactory, make_tuner, train_student
 from kdlib.tuner import NonFiniteHypergradient
 
@@ -96,7 +97,7 @@ class Random(Method):
 
     def initial(self, settings):
         st = Settings.of(settings)
-        return project(sample_random_baseline(np.random.default_rng(st.seed), st.random_law))
+        return project(random_baseline(st.random_law, st.seed))
 
 
 def _tuned_initial(settings: Any) -> Tensor:

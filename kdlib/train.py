@@ -73,7 +73,7 @@ class Settings:
     init_law: str = "uniform"
     init_lambda1: float | None = None
     init_temperature: float | None = None
-    random_law: str = "uniform"
+    random_law: str = "uniform"  # "uniform" | "loguniform" | "authors" (kdlib.metaparams.random_baseline)
     hyperopt_evals: int = 5
     loss_form: str = "ce"
     t2_scaling: bool = False

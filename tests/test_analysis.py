@@ -109,7 +109,7 @@ def _record(method, seed, lam_authors, temps, accs, status="ok"):
     history = [dict(step=e, epoch=e, test_accuracy=a, lambda1=1.0 - la, temperature=t, phase="gradient")
                for e, (la, t, a) in enumerate(zip(lam_authors, temps, accs))]
     final = accs[-1] if status == "ok" else None
-    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, **A.AUTHORS_PROTOCOL),
+    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, **A.authors_protocol(method)),
                 history=history, summary=dict(status=status, final_accuracy=final, wall_time=100.0),
                 provenance=dict(kdlib_version="0.1.0", commit="abc1234", torch="2.x", threads=1, machine="test",
                                 created="2026-01-01T00:00:00"))
@@ -213,6 +213,24 @@ def test_archive_rejects_bad_records_naming_the_file(tiny):
         A.load_archive("cifar10_reduced")
     with pytest.raises(ValueError, match="protocol"):
         A.archive_dir("cifar10_reduced", "mine")
+
+
+def test_archive_random_baseline_takes_the_authors_draws(tmp_path):
+    """Under the authors' protocol the random baseline's law is the authors' sequence ("authors"); random_law
+    does not act on the other methods, whose records keep "loguniform" (the archived reduced CIFAR-10 column)."""
+    runs = tmp_path / "cifar10_reduced" / "authors" / "runs"
+    runs.mkdir(parents=True)
+    grad = _record("gradient", 0, [0.5, 1.0], [8.0, 10.0], [0.3, 0.6])
+    assert grad["config"]["random_law"] == "loguniform"
+    rnd = _record("random", 0, [0.37, 0.37], [7.97, 7.97], [0.3, 0.5])
+    assert rnd["config"]["random_law"] == "authors"
+    (runs / "cifar10_reduced__gradient__seed0__aaaa.json").write_text(json.dumps(grad))
+    (runs / "cifar10_reduced__random__seed0__aaaa.json").write_text(json.dumps(rnd))
+    assert len(A.load_archive(root=tmp_path)["authors"]) == 2
+    rnd["config"]["random_law"] = "loguniform"  # each run's own draw: not the authors' baseline
+    (runs / "cifar10_reduced__random__seed0__aaaa.json").write_text(json.dumps(rnd))
+    with pytest.raises(ValueError, match="not the authors' protocol.*random_law"):
+        A.load_archive(root=tmp_path)
 
 
 def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_path):

@@ -103,6 +103,23 @@ def test_fixed_methods_keep_their_values():
     assert len({(r["lambda1"], r["temperature"]) for r in rnd}) == 1
 
 
+def test_random_law_authors_is_the_authors_sequence_shared_with_the_tuned_starts():
+    """The authors' random run i is fixed at their i-th draw of np.random.seed(42), the start of their tuned run i:
+    run 0 of their logs is lambda1_a = 0.37454, T = 10 ** (2 * 0.95071 - 1) = 7.96945 (kdlib lambda1 = 1 - lambda1_a)."""
+    state = np.random.RandomState(42)
+    for seed in range(4):
+        la, t = state.uniform(0, 1), 10.0 ** state.uniform(-1, 1)
+        rnd = methods.get_method("random").initial(_cfg("random", seed=seed, random_law="authors"))
+        tuned = methods.get_method("gradient").initial(_cfg("gradient", seed=seed, init_law="authors"))
+        assert torch.equal(rnd, tuned)
+        assert rnd.tolist() == pytest.approx([1.0 - la, t], rel=1e-6)
+    assert methods.get_method("random").initial(_cfg("random", seed=0, random_law="authors"))[1].item() == \
+        pytest.approx(7.969455, rel=1e-6)
+    # the seed's own draw is another number
+    own = methods.get_method("random").initial(_cfg("random", seed=0, random_law="loguniform"))
+    assert abs(own[1].item() - 7.969455) > 1.0
+
+
 def test_random_law_uniform_vs_loguniform():
     from kdlib.metaparams import sample_random_baseline
 

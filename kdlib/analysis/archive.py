@@ -38,12 +38,23 @@ AUTHORS_PROTOCOL: dict[str, object] = dict(init_law="authors", fd_virtual_lr="in
                                            loss_form="kl", t2_scaling=False, clamp_extrapolation=False,
                                            random_law="loguniform", shuffle=False, optimizer="sgd",
                                            momentum=0.0, weight_decay=0.0, eval_every=5)
+# Per-method departures from AUTHORS_PROTOCOL. The authors' random baseline fixed run i at their i-th draw, the
+# start of their tuned run i (kdlib.metaparams.random_baseline; found by the epoch-0 check of issue 19).
+# ``random_law`` acts on the random baseline only: the other methods keep "loguniform", which does not act on
+# them, so that their archived records (and the sweeps' configs) keep their keys.
+AUTHORS_METHOD_PROTOCOL: dict[str, dict[str, object]] = {"random": dict(random_law="authors")}
 DISTILLATION_MIN = 0.9
 PURE_CE_MAX = 0.1
 TUNED_METHODS: tuple[str, ...] = ("gradient", "proposed")
 RUN_COLUMNS = ["source", "method", "run", "lambda1_authors_0", "temperature_0", "lambda1_authors_final",
                "temperature_final", "final_accuracy", "diverged", "branch"]
 _HISTORY_FIELDS = ("epoch", "test_accuracy", "lambda1", "temperature")
+
+
+def authors_protocol(method: str) -> dict[str, object]:
+    """The config overrides of ``method`` under the authors' protocol: :data:`AUTHORS_PROTOCOL` and the method's
+    own departures (:data:`AUTHORS_METHOD_PROTOCOL`)."""
+    return {**AUTHORS_PROTOCOL, **AUTHORS_METHOD_PROTOCOL.get(method, {})}
 
 
 def archive_root() -> Path:
@@ -110,10 +121,11 @@ def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | Non
             if rec["config"]["dataset"] != dataset:
                 raise ValueError(f"{where}/{name}: config.dataset is {rec['config']['dataset']!r}, not {dataset!r}")
             if protocol == "authors":
-                off = {k: rec["config"].get(k) for k, v in AUTHORS_PROTOCOL.items() if rec["config"].get(k) != v}
+                expected = authors_protocol(rec["config"]["method"])
+                off = {k: rec["config"].get(k) for k, v in expected.items() if rec["config"].get(k) != v}
                 if off:
                     raise ValueError(f"{where}/{name}: not the authors' protocol: {off} (expected "
-                                     f"{AUTHORS_PROTOCOL}); fix: move it to another protocol folder")
+                                     f"{expected}); fix: move it to another protocol folder")
             cell = (rec["config"]["method"], int(rec["config"]["seed"]))
             if cell in seen:
                 raise ValueError(f"{where}: {seen[cell]} and {name} are the same cell {cell} under two configs; "
@@ -279,13 +291,13 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 
 
 def protocol_differences(dataset: str = "cifar10_reduced", method: str = "gradient") -> pd.DataFrame:
-    """The fields where :data:`AUTHORS_PROTOCOL` departs from kdlib's defaults at the paper profile of
+    """The fields where the authors' protocol of ``method`` (:func:`authors_protocol`) departs from kdlib's defaults at the paper profile of
     ``dataset`` (read from :func:`kdlib.experiments.profiles.resolve_config`): field, authors' protocol, default."""
     from kdlib.experiments.profiles import resolve_config
 
     default = resolve_config(dataset, method, "paper", 0).to_dict()
     return pd.DataFrame([{"field": f, "authors' protocol": v, "kdlib default": default[f]}
-                         for f, v in AUTHORS_PROTOCOL.items() if default.get(f) != v])
+                         for f, v in authors_protocol(method).items() if default.get(f) != v])
 
 
 def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> dict[str, Any]:

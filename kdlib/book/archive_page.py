@@ -134,7 +134,8 @@ DEFAULT_REASONS: dict[str, str] = {
                  "training loss differs",
     "clamp_extrapolation": "an extrapolated value is projected into the box (λ1 in [0, 1], T in [0.1, 10]) like "
                            "a tuned one; unprojected, the authors' logs show λ1 = 1.087 and T < 0",
-    "random_law": "the paper's text: T ~ U(0.1, 10); the authors' code drew log10 T ~ U(-1, 1)",
+    "random_law": "the paper's text: T ~ U(0.1, 10), drawn from the run's own seed; the authors' code drew "
+                  "log10 T ~ U(-1, 1), and their run i took their i-th draw, the start of their tuned run i",
     "eval_every": "test and validation accuracy at every epoch (50 points per curve instead of 11); "
                   "training is unchanged",
 }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from kdlib.errors import ConfigError
-from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE
+from kdlib.metaparams import LAMBDA1_RANGE, RANDOM_LAWS, TEMPERATURE_RANGE
 from kdlib.names import DATASETS, ESTIMATORS, METHOD_NAMES, OPTIMIZERS, PROFILES, TEACHER_KINDS
 
 
@@ -70,7 +70,10 @@ class ExperimentConfig:
     e2: int = 10
     proposed_reset: str = "global"  # "global" (our default) or "epoch" (authors' per-epoch reset)
     clamp_extrapolation: bool = True
-    random_law: str = "uniform"  # random baseline T law: "uniform" (paper text) or "loguniform" (authors' code)
+    # random baseline: "uniform" (paper text: T ~ U(0.1, 10)), "loguniform" (log10 T ~ U(-1, 1)), each drawn from
+    # default_rng(seed), or "authors" (the authors' image runs: run i fixed at their i-th draw, the start of their
+    # tuned run i; kdlib.metaparams.random_baseline)
+    random_law: str = "uniform"
     hyperopt_evals: int = 5
     init_lambda1: float | None = None  # None: draw lambda1 ~ U(0,1)
     init_temperature: float | None = None  # None: draw log10 T ~ U(-1,1)
@@ -129,7 +132,7 @@ _POSITIVE_FLOATS = ("lr", "lr_gamma", "t_val", "meta_lr", "meta_clip")
 _BOOLS = ("holdout", "shuffle", "download", "nesterov", "clamp_extrapolation", "t2_scaling")
 _CHOICES: dict[str, tuple[str, ...]] = dict(
     dataset=DATASETS, profile=PROFILES, estimator=ESTIMATORS, optimizer=OPTIMIZERS,
-    variant=("paper", "authors"), random_law=("uniform", "loguniform"), loss_form=("ce", "kl"),
+    variant=("paper", "authors"), random_law=RANDOM_LAWS, loss_form=("ce", "kl"),
     proposed_reset=("global", "epoch"), init_law=("uniform", "authors"), fd_virtual_lr=("current", "initial"),
     temperature_param=("linear", "log"), engine=("one", "stacked"))
 _OPTIONAL = {"n_train", "n_test", "split_seed", "teacher_epochs", "iterations", "epochs", "batch_size",
