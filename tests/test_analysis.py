@@ -233,6 +233,49 @@ def test_archive_random_baseline_takes_the_authors_draws(tmp_path):
         A.load_archive(root=tmp_path)
 
 
+def test_pending_column_is_read_only_when_asked_and_only_while_nothing_is_archived(tmp_path):
+    """A column being computed (archive/pending/<dataset>/<protocol>/runs) is read with pending=True, under the
+    same checks, until the protocol folder holds records; the default readers never look there."""
+    pend = A.pending_dir("cifar10", "authors", tmp_path)
+    pend.mkdir(parents=True)
+    rec = _record("gradient", 0, [0.66, 1.0], [8.2, 10.0], [0.4, 0.716])
+    rec["config"]["dataset"] = "cifar10"
+    (pend / "cifar10__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
+    assert A.column_states("cifar10", tmp_path) == {"authors": "in progress", "defaults": "empty"}
+    assert A.archive_is_empty(A.load_archive("cifar10", root=tmp_path))
+    got = A.load_archive("cifar10", root=tmp_path, pending=True)
+    assert len(got["authors"]) == 1 and got["defaults"] == []
+    bad = json.loads(json.dumps(rec))
+    bad["config"]["fd_virtual_lr"] = "current"
+    (pend / "cifar10__gradient__seed1__bbbb.json").write_text(json.dumps(dict(bad, config=dict(bad["config"], seed=1))))
+    with pytest.raises(ValueError, match="pending/cifar10/authors/runs/.*not the authors' protocol"):
+        A.load_archive("cifar10", root=tmp_path, pending=True)
+    (pend / "cifar10__gradient__seed1__bbbb.json").unlink()
+    done = A.archive_dir("cifar10", "authors", tmp_path)
+    done.mkdir(parents=True)
+    (done / "cifar10__gradient__seed0__cccc.json").write_text(json.dumps(dict(rec, summary=dict(rec["summary"],
+                                                                                             final_accuracy=0.7))))
+    assert A.column_states("cifar10", tmp_path)["authors"] == "archived"
+    assert A.load_archive("cifar10", root=tmp_path, pending=True)["authors"][0]["summary"]["final_accuracy"] == 0.7
+
+
+def test_against_authors_and_the_per_dataset_protocol(tmp_path, tiny):
+    logs, _ = tiny
+    # the authors' table for the fabricated logs: gradient 0.607, 0.535, 0.55 -> mean 0.564
+    _authors_log(logs / "exp33_nodistil.jsonl", [(1.0, 0.0, 1.0, 0.0, 0.53), (1.0, 0.0, 1.0, 0.0, 0.55)])
+    arch = {"authors": [_record("gradient", s, [0.5, 1.0], [8.0, 10.0], [0.3, a]) for s, a in enumerate((0.57, 0.58))]
+            + [_record("no_distillation", 0, [0.0, 0.0], [1.0, 1.0], [0.3, 0.50])]}
+    t = A.against_authors(arch, logs, "cifar10_reduced").set_index("method")
+    assert t.loc["gradient", "runs"] == 2 and t.loc["gradient", "ours"] == pytest.approx(0.575)
+    assert t.loc["gradient", "authors"] == pytest.approx((0.607 + 0.535 + 0.55) / 3)
+    assert t.loc["gradient", "within"]  # 0.575 - 0.564 = 0.011 <= 0.015
+    assert t.loc["no_distillation", "difference"] == pytest.approx(0.50 - 0.54) and not t.loc["no_distillation", "within"]
+    assert A.MEAN_TOLERANCE["fashion_mnist"] == 0.01 and A.MEAN_TOLERANCE["cifar10"] == 0.015
+    # Fashion-MNIST hyperopt trials run 40 epochs, as the authors' only log of it; nothing else departs
+    assert A.authors_protocol("hyperopt", "fashion_mnist")["epochs"] == 40
+    assert "epochs" not in A.authors_protocol("hyperopt", "cifar10") and "epochs" not in A.authors_protocol("gradient", "fashion_mnist")
+
+
 def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_path):
     runs = tmp_path / "cifar10_reduced" / "authors" / "runs"
     runs.mkdir(parents=True)

@@ -99,6 +99,12 @@ def test_table2_on_fabricated_root(tmp_path):
     assert t.loc["hyperopt", "cifar10"] == "—"
     c = al.curves(root)
     assert set(c.method) == set(al.METHODS) and len(c) == 23 * 3 * 3
+    # every run behind the table, one row each: its means are the table's
+    runs = al.final_table(root)
+    assert len(runs) == 23 * 3 and not ((runs.dataset == "cifar10") & (runs.method == "hyperopt")).any()
+    means = runs.groupby(["dataset", "method"]).test_accuracy.mean()
+    for _, r in num.dropna(subset=["mean"]).iterrows():
+        assert means[(r.dataset, r.method)] == pytest.approx(r["mean"])
 
 
 def test_missing_logs_message(tmp_path, monkeypatch):

@@ -172,6 +172,53 @@ def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypat
     assert runs["gradient"] == 2 and runs["proposed"] == 1 and runs["naive"] == 0
 
 
+def test_a_column_in_progress_is_shown_as_such_with_its_verdict(tmp_path, monkeypatch):
+    """A column still being computed (archive/pending/...) is shown at every profile, labelled in progress with
+    the runs it holds; the page's generated verdict sets each method's mean beside the authors' and counts the
+    runs on the authors' branch; the summary's paper-protocol Table 2 reads it too."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from test_analysis import _authors_log, _record
+
+    from kdlib.analysis import archive as A
+    from kdlib.book import archive_page, image_page, summary_page
+
+    logs = tmp_path / "data" / "authors" / "logs"
+    logs.mkdir(parents=True)
+    _authors_log(logs / "exp33_opt.jsonl", [(8.06, 0.57, 10.0, 1.0, 0.607), (0.36, 0.0, 0.43, 0.0, 0.535)])
+    _authors_log(logs / "exp33_splines.jsonl", [(8.0, 0.6, 9.0, 1.087, 0.60), (0.4, 0.0, 0.6, 0.0, 0.53)])
+    for name in ("nodistil", "distil", "random", "hyperopt"):
+        _authors_log(logs / f"exp33_{name}.jsonl", [(1.0, 0.5, 1.0, 0.5, 0.55)])
+    monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "data"))
+    root = tmp_path / "archive"
+    d = A.pending_dir("cifar10_reduced", "authors", root)
+    d.mkdir(parents=True)
+    for r in (_record("gradient", 0, [0.56, 1.0], [8.07, 10.0], [0.38, 0.595]),
+              _record("gradient", 1, [0.0, 0.0], [0.37, 0.43], [0.30, 0.532]),
+              _record("no_distillation", 0, [0.0, 0.0], [1.0, 1.0], [0.3, 0.50])):
+        (d / f"cifar10_reduced__{r['config']['method']}__seed{r['config']['seed']}.json").write_text(json.dumps(r))
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(root))
+    shown = []
+    for mod in (archive_page, image_page, summary_page):
+        monkeypatch.setattr(mod, "show_markdown", lambda text: shown.append(text))
+        monkeypatch.setattr(mod, "show_table", lambda df, **kw: shown.append(df))
+    out = archive_page.show_archive("cifar10_reduced")
+    assert any(isinstance(s, str) and s.startswith("**In progress.**") and "3 of its runs" in s for s in shown)
+    assert list(archive_page.archive_columns("cifar10_reduced"))[0] == \
+        "paper protocol, authors' protocol (archive, in progress)"
+    page = image_page.ImagePage("cifar10_reduced", "smoke", seeds=[0])
+    lines = page.paper_verdict(out)
+    assert "Gradient-based 0.5635 over 2 run(s) against the authors' 0.5710 (-0.0075, within 0.015)" in lines[0]
+    assert lines[1].startswith("- Gradient-based minus no distillation, authors' protocol: +0.0635 (2 and 1 runs)")
+    assert "2 of 2 runs end on the branch of the authors' run" in lines[-1]
+    finals = summary_page.SummaryPage("smoke").paper_protocol_finals()
+    red = finals[finals.dataset == "cifar10_reduced"]
+    assert len(red) == 3 and set(red.source) == {"archive, in progress"}
+
+
 def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():
     """The build-time guard: re-running the first logged points of a stored record gives the same values; a record
     whose accuracy was changed by 0.05 is caught."""

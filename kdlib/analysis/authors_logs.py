@@ -275,6 +275,22 @@ def final_accuracies(path: str | os.PathLike) -> np.ndarray:
     return np.array([last(run) for run in read_jsonl(path) if run.results], dtype=float)
 
 
+def final_table(root: str | os.PathLike | None = None, datasets: Iterable[str] = DATASETS,
+                methods: Iterable[str] = METHODS, download: bool = False) -> pd.DataFrame:
+    """The final accuracy of every run behind Table 2: columns dataset, method, run (line of the log),
+    test_accuracy (NaN for a run that logged a non-number)."""
+    d = logs_dir(root, download=download)
+    rows = []
+    for ds in datasets:
+        for m in methods:
+            name = TABLE2_FILES[ds][m]
+            if name is None:
+                continue
+            rows += [dict(dataset=ds, method=m, run=i, test_accuracy=float(a))
+                     for i, a in enumerate(final_accuracies(d / name))]
+    return pd.DataFrame(rows, columns=["dataset", "method", "run", "test_accuracy"])
+
+
 def curves(root: str | os.PathLike | None = None, datasets: Iterable[str] = DATASETS,
            methods: Iterable[str] = METHODS, download: bool = False) -> pd.DataFrame:
     """Per-step curves of every Table 2 log as one tidy DataFrame (see :func:`parse_log`)."""

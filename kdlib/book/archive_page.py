@@ -10,22 +10,31 @@ import pandas as pd
 
 from kdlib.analysis import archive as A
 from kdlib.analysis import authors_logs
-from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
+from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS, teacher_label
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
 from kdlib import cpu_kernels
+from kdlib.experiments.profiles import PAPER_IMAGES, resolve_config
 from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, compare_rows, rerun, same_kernels
 from kdlib.experiments.store import cpu_capability
 
 
+def column_name(dataset: str, protocol: str) -> str:
+    """``"paper protocol, <protocol label> (archive)"``, or ``"(archive, in progress)"`` for a column still being
+    computed (:func:`kdlib.analysis.archive.column_states`)."""
+    state = A.column_states(dataset, protocols=(protocol,))[protocol]
+    return (f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} "
+            f"({'archive, in progress' if state == 'in progress' else 'archive'})")
+
+
 def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
-    """``"paper protocol, <protocol label> (archive)"`` -> the formatted Table 2 column of the archived runs of
-    ``dataset`` (empty when the archive holds none), ``"...: runs"`` (finished runs per method) beside it, and
-    ``"...: diverged runs"`` when some run of that protocol diverged: the extra columns of a Table 2 slice."""
+    """:func:`column_name` -> the formatted Table 2 column of the archived runs of ``dataset`` (a column in
+    progress included; empty when the archive holds none), ``"...: runs"`` (finished runs per method) beside it,
+    and ``"...: diverged runs"`` when some run of that protocol diverged: the extra columns of a Table 2 slice."""
     cols = {}
-    for protocol, t in A.archive_table2(A.load_archive(dataset)).items():
-        name = f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} (archive)"
+    for protocol, t in A.archive_table2(A.load_archive(dataset, pending=True), dataset).items():
+        name = column_name(dataset, protocol)
         cols[name] = t[dataset]
         cols[f"{name}: runs"] = t["runs"]
         if "diverged" in t:
@@ -38,19 +47,29 @@ def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
     empty), its provenance, the authors' initial sequence and branches, the run-by-run branch table, final
     accuracy against initial T, and the λ1 / T trajectories. Returns the frames it showed."""
     label = DATASET_LABELS.get(dataset, dataset)
-    archive = A.load_archive(dataset)
+    archive = A.load_archive(dataset, pending=True)
+    states = A.column_states(dataset)
     where = display_path(A.archive_root() / dataset)
     logs = authors_logs.find_logs_dir()
     out: dict[str, object] = {"archive": archive}
     if A.archive_is_empty(archive):
-        show_markdown(f"**The archive is empty.** `{where}/{{authors,defaults}}/runs/` holds no run record yet, "
+        show_markdown(f"**The archive is empty.** Neither `{where}/{{authors,defaults}}/runs/` nor "
+                      f"`{display_path(A.archive_root() / 'pending' / dataset)}` holds a run record yet, "
                       f"so this section shows the authors' {label} runs alone. Once the paper-protocol runs are "
                       "archived there, this section shows them beside the authors' run by run, at every profile.")
     else:
-        n = {PROTOCOL_LABELS.get(p, p): len(r) for p, r in archive.items()}
+        n = {PROTOCOL_LABELS.get(p, p): len(r) for p, r in archive.items() if r}
         show_markdown(f"Archived paper-protocol runs in `{where}` (full scale, run by the project's CLI and stored "
                       "with their provenance; not re-run by this build): "
                       + ", ".join(f"{k}: {v} records" for k, v in n.items()) + ".")
+        for p, state in states.items():
+            if state == "in progress":
+                show_markdown(f"**In progress.** The {PROTOCOL_LABELS.get(p, p)} column is still being computed "
+                              f"(`{display_path(A.pending_dir(dataset, p))}`, committed as its runs finish): it holds "
+                              f"{len(archive[p])} of its runs so far, " + ", ".join(
+                                  f"{METHOD_LABELS.get(m, m)} {k}" for m, k in
+                                  pd.Series([r['config']['method'] for r in archive[p]]).value_counts(sort=False)
+                                  .items()) + ". Every number below from this column is over those runs only.")
         out["provenance"] = A.provenance_table(archive)
         show_table(out["provenance"], index=False)
     if logs is None:
@@ -141,6 +160,32 @@ DEFAULT_REASONS: dict[str, str] = {
 }
 
 
+def protocol_table(datasets: tuple[str, ...] = ("fashion_mnist", "cifar10_reduced", "cifar10")) -> pd.DataFrame:
+    """The authors' protocol of each image dataset, field by field (rows) and dataset (columns), read from the
+    configs the archive's runs are made with (:func:`kdlib.analysis.archive.authors_protocol` at the paper
+    profile), with the authors' log files each column is compared with."""
+    cols = {}
+    for ds in datasets:
+        cfg = resolve_config(ds, "gradient", "paper", 0, **A.authors_protocol("gradient", ds))
+        hyp = resolve_config(ds, "hyperopt", "paper", 0, **A.authors_protocol("hyperopt", ds))
+        n = PAPER_IMAGES[ds]
+        files = authors_logs.TABLE2_FILES[ds]
+        cols[DATASET_LABELS.get(ds, ds)] = {
+            "epochs (hyperopt trials)": f"{cfg.epochs} ({hyp.epochs})",
+            "training images: baselines / tuned methods + validation": f"{n:,} / {n - n // 10:,} + {n // 10:,}",
+            "batch, student lr (StepLR)": f"{cfg.batch_size}, {cfg.lr:g} × {cfg.lr_gamma:g} every "
+                                          f"{cfg.lr_step_epochs} epochs",
+            "meta lr × clip (largest meta step)": f"{cfg.meta_lr:g} × {cfg.meta_clip:g} = {cfg.meta_lr * cfg.meta_clip:g}",
+            "metaparameter steps per epoch": f"{-(-(n - n // 10) // cfg.batch_size)}",
+            "T_val, hypergradient": f"{cfg.t_val:g}, {cfg.estimator.replace('_', ' ')}",
+            "proposed: e1, e2 (reset)": f"{cfg.e1}, {cfg.e2} ({cfg.proposed_reset})",
+            "test accuracy logged": f"epoch 0 and every {cfg.eval_every}th",
+            "teacher": teacher_label(cfg.teacher),
+            "authors' logs": ", ".join(f"`{f}`" for f in dict.fromkeys(v for v in files.values() if v)),
+        }
+    return pd.DataFrame(cols)
+
+
 def show_protocols(dataset: str = "cifar10_reduced") -> dict[str, pd.DataFrame]:
     """The archive's two protocols side by side: the fields that differ (read from code) with the reason for
     kdlib's default, and for the tuned methods the runs per branch with their mean initial T and final accuracy
@@ -150,7 +195,7 @@ def show_protocols(dataset: str = "cifar10_reduced") -> dict[str, pd.DataFrame]:
                         **{"why kdlib's default": diff.field.map(lambda f: DEFAULT_REASONS.get(f, ""))})
     show_table(shown.astype(str), index=False)
     out: dict[str, pd.DataFrame] = {"differences": diff}
-    archive = A.load_archive(dataset)
+    archive = A.load_archive(dataset, pending=True)
     runs = [A.run_table(archive)]
     logs = authors_logs.find_logs_dir()
     if logs is not None:
@@ -171,28 +216,40 @@ def show_protocols(dataset: str = "cifar10_reduced") -> dict[str, pd.DataFrame]:
 
 
 def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.DataFrame | None:
-    """The book's guard against a stale archive: re-run the first epoch(s) of one archived record (the
-    gradient-based run with seed 0 under the authors' protocol, else the first record) and show the comparison;
-    raise ``AssertionError`` when a value moved beyond its tolerance (:func:`kdlib.experiments.recheck.tolerance_for`:
-    strict with the record's CPU kernels; across kernels the metaparameters only). Says so when the archive is
-    empty or the data are missing."""
-    archive = A.load_archive(dataset)
-    recs = [r for p in A.PROTOCOLS for r in archive.get(p, [])]
-    if not recs:
+    """The book's guard against a stale archive: for every archived column of ``dataset`` (a column in progress
+    included), re-run the first epoch(s) of one of its records (its gradient-based run with seed 0, else its first
+    record) and show the comparison; raise ``AssertionError`` when a value moved beyond its tolerance
+    (:func:`kdlib.experiments.recheck.tolerance_for`: strict with the record's CPU kernels; across kernels the
+    metaparameters only). Says so when the archive is empty or the data are missing. Returns the comparisons, one
+    block per column (``protocol`` column), or None when nothing was re-run."""
+    archive = A.load_archive(dataset, pending=True)
+    if A.archive_is_empty(archive):
         show_markdown("Nothing to re-check: the archive holds no record yet.")
         return None
-    pick = next((r for r in archive.get("authors", []) if r["config"]["method"] == "gradient"
-                 and int(r["config"]["seed"]) == 0), recs[0])
+    tables = []
+    for protocol, recs in archive.items():
+        if not recs:
+            continue
+        pick = next((r for r in recs if r["config"]["method"] == "gradient" and int(r["config"]["seed"]) == 0),
+                    recs[0])
+        table = _recheck_one(pick, first_rows, column_name(dataset, protocol))
+        if table is not None:
+            tables.append(table.assign(protocol=protocol))
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
+def _recheck_one(pick: dict, first_rows: int, column: str) -> pd.DataFrame | None:
+    """Re-run and show one record of :func:`show_recheck` (``column`` names its archive column)."""
     c = pick["config"]
+    what = f"{METHOD_LABELS.get(c['method'], c['method'])} run, seed {c['seed']}, of the column *{column}*"
     try:
         new = rerun(pick, first_rows)
     except FileNotFoundError as err:  # the data or the authors' logits are not on this machine: say so
-        show_markdown(f"Not re-checked in this build: the archived {METHOD_LABELS.get(c['method'], c['method'])} "
-                      f"run, seed {c['seed']}, needs data this machine does not have "
+        show_markdown(f"Not re-checked in this build: the archived {what} needs data this machine does not have "
                       f"({error_line(err, c['dataset'])}).")
         return None
     except cpu_kernels.PinError as err:  # a pinned record on a host without that instruction set
-        show_markdown(f"Not re-checked in this build: {err}.")
+        show_markdown(f"Not re-checked in this build ({what}): {err}.")
         return None
     table = compare_rows(pick, new, first_rows)
     pin, made = cpu_kernels.of_record(pick)
@@ -212,9 +269,8 @@ def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.Da
                f"compared; λ1 and T must come back within {tol['lambda1']} and {tol['temperature']}, i.e. "
                f"{tol['lambda1'] / step:.0f} and {tol['temperature'] / step:.0f} of the largest meta steps of this "
                f"run (meta_lr × clip = {step:g})")
-    show_markdown(f"Re-run at build time of the first {first_rows} logged epoch(s) of the archived "
-                  f"{METHOD_LABELS.get(c['method'], c['method'])} run, seed {c['seed']}, against its record, "
-                  f"{how}:")
+    show_markdown(f"Re-run at build time of the first {first_rows} logged epoch(s) of the archived {what}, against "
+                  f"its record, {how}:")
     field_names = {"test_accuracy": "test accuracy", "lambda1": "λ1", "temperature": "T"}
     show_table(table.drop(columns=["step"]).assign(field=table.field.map(lambda f: field_names.get(f, f))),
                index=False, floatfmt=".4f")

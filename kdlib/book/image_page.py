@@ -17,9 +17,11 @@ from kdlib.analysis import authors_logs
 from kdlib.analysis.costs import cost_table, run_summaries
 from kdlib.analysis.final import final_accuracy
 from kdlib.analysis.separation import paired_difference, separation_text
-from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, teacher_label
+from kdlib.analysis import archive as A
+from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS, teacher_label
 from kdlib.analysis.table2 import table2, table2_numeric
 from kdlib.book import plots
+from kdlib.book.archive_page import archive_columns, show_archive, show_recheck
 from kdlib.book.page import (PAGE_WORKERS, PageBanner, error_line, page_configs, resolve_seeds, results_dir,
                              scale_text, show_markdown, show_table, source_text, teacher_table, travel_text)
 from kdlib.names import METHOD_NAMES
@@ -50,6 +52,66 @@ class ImagePage:
             profile, device, self.seed_list, scale_text(profile, dataset), "checking ...")
 
     # ------------------------------------------------------------------------------------------ sections
+    def paper_protocol(self) -> dict[str, Any]:
+        """The archived paper-protocol runs of this dataset, the same at every profile (they are read, not run):
+        the archive beside the authors' logs run by run (:func:`~kdlib.book.archive_page.show_archive`), the
+        build-time re-check of one record per column (:func:`~kdlib.book.archive_page.show_recheck`), and this
+        dataset's Table 2 column at the paper's protocol beside the paper's. Returns what it showed."""
+        out = show_archive(self.dataset)
+        out["recheck"] = show_recheck(self.dataset)
+        out["table"] = self.paper_column()
+        out["verdict"] = self.paper_verdict(out)
+        return out
+
+    def paper_verdict(self, shown: dict[str, Any]) -> list[str]:
+        """Generated lines on the archived columns: per method, our mean against the authors' log mean (within
+        :data:`kdlib.analysis.archive.MEAN_TOLERANCE`?), gradient-based minus no distillation, and the tuned runs
+        on the authors' branch; each over the runs archived so far."""
+        archive = shown.get("archive") or {}
+        if self.logs is None or not any(archive.values()):
+            return []
+        from_archive = A.against_authors(archive, self.logs, self.dataset)
+        lines = []
+        for protocol, d in from_archive.groupby("protocol", sort=False):
+            label = PROTOCOL_LABELS.get(protocol, protocol)
+            parts = []
+            for _, r in d.iterrows():
+                if np.isfinite(r.authors):
+                    parts.append(f"{METHOD_LABELS[r.method]} {r.ours:.4f} over {r.runs} run(s) against the authors' "
+                                 f"{r.authors:.4f} ({r.difference:+.4f}, "
+                                 f"{'within' if r.within else 'outside'} {r.tolerance:g})")
+                else:
+                    parts.append(f"{METHOD_LABELS[r.method]} {r.ours:.4f} over {r.runs} run(s) (no log of the authors')")
+            lines.append(f"- Paper protocol, {label}: " + "; ".join(parts) + ".")
+            g = d.set_index("method")
+            if {"gradient", "no_distillation"} <= set(g.index):
+                lines.append(f"- Gradient-based minus no distillation, {label}: "
+                             f"{g.loc['gradient', 'ours'] - g.loc['no_distillation', 'ours']:+.4f} "
+                             f"({g.loc['gradient', 'runs']} and {g.loc['no_distillation', 'runs']} runs); in the "
+                             f"authors' logs {g.loc['gradient', 'authors'] - g.loc['no_distillation', 'authors']:+.4f}.")
+            if d.diverged.sum():
+                lines.append(f"- {int(d.diverged.sum())} archived run(s) diverged; they are counted apart.")
+        comp = shown.get("comparison")
+        if comp is not None and len(comp):
+            for (source, method), c in comp.groupby(["source", "method"], sort=True):
+                lines.append(f"- {source}, {METHOD_LABELS[method]}: {int(c.same_branch.sum())} of {len(c)} runs "
+                             "end on the branch of the authors' run with the same index.")
+        show_markdown("\n".join(lines))
+        return lines
+
+    def paper_column(self) -> pd.DataFrame:
+        """This dataset's Table 2 column at the paper's protocol: the archive's columns and the paper's (the
+        authors' logs), mean (max) ± std over runs, with the runs per method."""
+        out = pd.DataFrame(index=list(METHOD_NAMES))
+        for name, col in archive_columns(self.dataset).items():
+            out[name] = col
+        if self.logs is not None:
+            out["paper (authors' logs)"] = authors_logs.table2(self.logs)[self.dataset]
+        out.index = [METHOD_LABELS[m] for m in out.index]
+        if out.shape[1]:
+            show_table(out.fillna("—"))
+        return out
+
     def data(self) -> bool:
         """Load the dataset (prints its split sizes and source) or say that it is missing."""
         try:

@@ -7,6 +7,7 @@
 * :func:`fig5_scatter` - Fig. 5: the three parts of the synthetic data.
 * :func:`sweep_curves` / :func:`sweep_final` - Fig. 6: the e1 / e2 sweeps.
 * :func:`loss_surface`, :func:`toy_gap`, :func:`extrapolation_error` - the pages on the problem and Theorem 1.
+* :func:`table2_points` - Table 2 at a glance: every run of ours and of the authors as a dot, with the means.
 * :func:`final_vs_initial_temperature`, :func:`run_trajectories` - the archived paper-protocol runs against the
   authors' logs, run by run.
 
@@ -315,3 +316,35 @@ def run_trajectories(curves: pd.DataFrame, value: str, by: str = "run", x: str =
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def table2_points(ours: pd.DataFrame, theirs: pd.DataFrame, datasets: Sequence[str],
+                  methods: Sequence[str] = METHODS, dataset_labels: dict[str, str] | None = None,
+                  ours_label: str = "ours", theirs_label: str = "authors' logs"):
+    """Table 2 at a glance: one panel per dataset, per method our runs' final accuracies (filled dots, left) and
+    the authors' (open dots, right), each with its mean as a bar. ``ours`` / ``theirs``: per-run frames with
+    columns dataset, method, test_accuracy (NaN rows, diverged runs, are not drawn)."""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.8), squeeze=False)
+    rng = np.random.default_rng(0)  # horizontal jitter only
+    for ax, ds in zip(axes[0], datasets):
+        for i, m in enumerate(methods):
+            for off, frame, filled in ((-0.18, ours, True), (0.18, theirs, False)):
+                acc = frame[(frame.dataset == ds) & (frame.method == m)]["test_accuracy"].to_numpy(dtype=float)
+                acc = acc[np.isfinite(acc)]
+                if not acc.size:
+                    continue
+                x = i + off + rng.uniform(-0.06, 0.06, acc.size)
+                ax.scatter(x, acc, s=14, color=PALETTE.get(m) if filled else "none",
+                           edgecolors=PALETTE.get(m), linewidths=0.9, zorder=3)
+                ax.hlines(acc.mean(), i + off - 0.13, i + off + 0.13, color="black", lw=1.6, zorder=4)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([LABELS.get(m, m) for m in methods], rotation=45, ha="right", fontsize=8)
+        ax.set_title((dataset_labels or {}).get(ds, ds), fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("final test accuracy (one dot per run)")
+    handles = [plt.Line2D([], [], marker="o", ls="", color="gray", label=ours_label),
+               plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", color="gray", label=theirs_label),
+               plt.Line2D([], [], color="black", lw=1.6, label="mean")]
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig

@@ -7,21 +7,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from kdlib.analysis import archive, authors_logs, benchmarks
 from kdlib.analysis.costs import cost_table, cost_table_display, run_summaries
-from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS
+from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS
 from kdlib.analysis.provenance import display_path
-from kdlib.analysis.table2 import side_by_side, table2, table2_numeric
+from kdlib.analysis.final import final_accuracy, records_final
+from kdlib.analysis.table2 import format_numeric, side_by_side, table2, table2_from_final, table2_numeric
+from kdlib.book import plots
 from kdlib.book.archive_page import archive_columns
 from kdlib.book.page import PageBanner, page_configs, resolve_seeds, results_dir, scale_text, show_markdown, show_table
-from kdlib.experiments.profiles import resolve_config
+from kdlib.experiments.profiles import PAPER_PROTOCOL, resolve_config
 from kdlib.experiments.store import load_records, load_results
 from kdlib.names import DATASETS, METHOD_NAMES
 
-ARCHIVED_DATASET = "cifar10_reduced"
+# the image datasets whose paper-protocol columns are archived runs (archive/<dataset>/authors)
+ARCHIVE_DATASETS: tuple[str, ...] = ("fashion_mnist", "cifar10_reduced", "cifar10")
 
 
 class SummaryPage:
@@ -37,6 +41,8 @@ class SummaryPage:
         self.results = pd.DataFrame(columns=["dataset", "method", "seed", "step", "test_accuracy"])
         self.records: list[dict[str, Any]] = []
         self.costs = pd.DataFrame()
+        self.paper = pd.DataFrame()
+        self._missing: list[str] | None = None
 
     def authors_table(self) -> pd.DataFrame:
         """The paper's Table 2 rebuilt from the authors' logs, checked against the printed values (a mismatch
@@ -57,28 +63,86 @@ class SummaryPage:
         show_table(show)
         return self.authors
 
+    def _load_results(self) -> list[str]:
+        """Read the runs the dataset pages wrote at this profile (exactly their configs), once; return the
+        datasets with none."""
+        if self._missing is None:
+            frames, self._missing = [], []
+            for ds in DATASETS:
+                configs = page_configs(ds, self.profile, self.seeds, self.device)
+                df = load_results(results_dir(self.profile, ds), configs=configs)
+                if len(df):
+                    frames.append(df)
+                    self.records += load_records(results_dir(self.profile, ds), configs=configs)
+                else:
+                    self._missing.append(ds)
+            if frames:
+                self.results = pd.concat(frames, ignore_index=True)
+        return self._missing
+
+    def paper_protocol_finals(self) -> pd.DataFrame:
+        """Our runs at the paper's protocol, one row per run (dataset, method, seed, test_accuracy, diverged,
+        source): the synthetic column from this build's runs when its profile runs synthetic at the paper's
+        scale, every image column from the archive under the authors' protocol (a column in progress
+        included)."""
+        self._load_results()
+        frames = []
+        syn = resolve_config("synthetic", "gradient", self.profile, 0)
+        if syn.iterations == PAPER_PROTOCOL["synthetic"]["iterations"] and len(self.results):
+            f = final_accuracy(self.results[self.results.dataset == "synthetic"])
+            frames.append(f.assign(source=f"this build ({self.profile})"))
+        for ds in ARCHIVE_DATASETS:
+            recs = archive.load_archive(ds, pending=True, protocols=("authors",))["authors"]
+            if recs:
+                state = archive.column_states(ds, protocols=("authors",))["authors"]
+                frames.append(records_final(recs).assign(
+                    source="archive" + (", in progress" if state == "in progress" else "")))
+        cols = ["dataset", "method", "seed", "test_accuracy", "diverged", "source"]
+        return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+    def paper_table2(self) -> pd.DataFrame:
+        """Table 2 at the paper's protocol for all four datasets (:meth:`paper_protocol_finals`; the image columns
+        under the authors' protocol) beside the paper's (the authors' logs), mean (max) ± std with the runs, and
+        the figure of every run as a dot (:func:`kdlib.book.plots.table2_points`)."""
+        finals = self.paper_protocol_finals()
+        num = table2_from_final(finals, list(DATASETS), list(METHOD_NAMES))
+        ours = format_numeric(num, list(DATASETS), list(METHOD_NAMES))
+        runs = num.pivot(index="method", columns="dataset", values="n").reindex(list(METHOD_NAMES))
+        cols = {}
+        for ds in DATASETS:
+            label = DATASET_LABELS[ds]
+            src = sorted(set(finals[finals.dataset == ds].source))
+            cols[(label, "ours, paper protocol")] = ours[ds].where(runs[ds] > 0, "—")
+            cols[(label, "runs")] = runs[ds].fillna(0).astype(int)
+            cols[(label, "paper (authors' logs)")] = self.authors[ds] if ds in self.authors else "—"
+            if src:
+                show_markdown(f"- {label}: ours from {', '.join(src)}.")
+        table = pd.DataFrame(cols).reindex(list(METHOD_NAMES)).fillna("—")
+        table.index = [METHOD_LABELS[m] for m in table.index]
+        for ds in DATASETS:
+            part = table[[c for c in table.columns if c[0] == DATASET_LABELS[ds]]]
+            part.columns = [c[1] for c in part.columns]
+            show_markdown(f"**{DATASET_LABELS[ds]}**")
+            show_table(part)
+        if self.logs is not None and len(finals):
+            theirs = authors_logs.final_table(self.logs)
+            plots.table2_points(finals, theirs, list(DATASETS), dataset_labels=DATASET_LABELS,
+                                ours_label="ours, paper protocol", theirs_label="authors' logs")
+            plt.show()
+        self.paper = num
+        return table
+
     def ours_beside_paper(self) -> pd.DataFrame:
         """Per dataset: our runs at this profile (exactly the configs its page ran), the archived paper-protocol
         columns where the archive holds them, and the paper's column."""
-        frames, missing = [], []
-        for ds in DATASETS:
-            configs = page_configs(ds, self.profile, self.seeds, self.device)
-            df = load_results(results_dir(self.profile, ds), configs=configs)
-            if len(df):
-                frames.append(df)
-                self.records += load_records(results_dir(self.profile, ds), configs=configs)
-            else:
-                missing.append(ds)
-        if frames:
-            self.results = pd.concat(frames, ignore_index=True)
-        archived = {(ARCHIVED_DATASET, name): col for name, col in archive_columns(ARCHIVED_DATASET).items()}
+        missing = self._load_results()
+        archived = {(ds, name): col for ds in ARCHIVE_DATASETS for name, col in archive_columns(ds).items()}
         side = side_by_side(table2(self.results), self.authors, extra=archived)
         if missing:
             show_markdown("No runs at this profile for: " + ", ".join(DATASET_LABELS[d] for d in missing)
                           + " (dataset unavailable, or its page was not executed).")
         if not archived:
-            show_markdown(f"The archive of paper-protocol runs (`archive/{ARCHIVED_DATASET}/`) is empty: no "
-                          "paper-protocol column yet.")
+            show_markdown("The archive of paper-protocol runs (`archive/`) is empty: no paper-protocol column yet.")
         for ds in DATASETS:
             part = side[[c for c in side.columns if c[0] == DATASET_LABELS[ds]]]
             part.columns = [c[1] for c in part.columns]
@@ -131,11 +195,17 @@ class SummaryPage:
                 lines.append(f"- {DATASET_LABELS[r.dataset]}: the proposed method used {abs(ev):.0%} "
                              f"{'fewer' if ev >= 0 else 'more'} hypergradient evaluations than gradient-based "
                              f"tuning, and {abs(wt):.0%} {'less' if wt >= 0 else 'more'} wall time.")
-        for protocol, t in archive.archive_table2(archive.load_archive(ARCHIVED_DATASET)).items():
-            lines.append(f"- Reduced CIFAR-10 at the paper's protocol ({PROTOCOL_LABELS[protocol]}, archived runs): "
-                         f"gradient-based {t.loc['gradient', ARCHIVED_DATASET]} ({t.loc['gradient', 'runs']} runs), "
-                         f"without distillation {t.loc['no_distillation', ARCHIVED_DATASET]} "
-                         f"({t.loc['no_distillation', 'runs']} runs); the paper's columns have 10 runs each.")
+        if len(self.paper) and self.logs is not None:
+            ref = authors_logs.table2_numeric(self.logs).set_index(["dataset", "method"])["mean"]
+            for ds in DATASETS:
+                n = self.paper[self.paper.dataset == ds].set_index("method")
+                if not {"gradient", "no_distillation"} <= set(n.index[n["n"] > 0]):
+                    continue
+                gain = n.loc["gradient", "mean"] - n.loc["no_distillation", "mean"]
+                paper_gain = ref[(ds, "gradient")] - ref[(ds, "no_distillation")]
+                lines.append(f"- {DATASET_LABELS[ds]} at the paper's protocol: gradient-based minus no distillation "
+                             f"{gain:+.4f} ({int(n.loc['gradient', 'n'])} and {int(n.loc['no_distillation', 'n'])} "
+                             f"runs); in the authors' logs {paper_gain:+.4f} (10 runs each).")
         if self.logs is not None:
             lines.append("- The paper's column is regenerated from the authors' logs and matches the printed "
                          "Table 2 to every printed digit.")
