@@ -227,10 +227,11 @@ def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():
     from kdlib.experiments.recheck import recheck_record
     from kdlib.experiments.profiles import resolve_config
     from kdlib.experiments.runner import run_one
-    from kdlib.experiments.store import cpu_capability
+    from kdlib.experiments.store import cpu_capability, cpu_model
 
     rec = run_one(resolve_config("synthetic", "gradient", "smoke", 0, variant="authors"))
-    rec["provenance"] = dict(kdlib_version="test", cpu_capability=cpu_capability())  # this machine's kernels: strict
+    # this machine's kernels and CPU model: strict
+    rec["provenance"] = dict(kdlib_version="test", cpu_capability=cpu_capability(), cpu_model=cpu_model())
     assert len(rec["history"]) >= 3
     table = recheck_record(rec, first_rows=2)
     assert set(table.step) == {rec["history"][0]["step"], rec["history"][1]["step"]}

@@ -411,7 +411,7 @@ def test_threads_are_recorded_and_keyed(fmnist, tmp_path):
                            overrides={**FAST, "teacher": f"file:{user}"}, threads=2)
     (rec,) = store.load_records(tmp_path / "o")
     assert rec["provenance"]["threads"] == 2 and set(rec["provenance"]) == {
-        "kdlib_version", "commit", "torch", "cpu_capability", "cpu_kernels", "threads", "machine", "created"}
+        "kdlib_version", "commit", "torch", "cpu_capability", "cpu_kernels", "cpu_model", "threads", "machine", "created"}
     assert rec["provenance"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert rec["provenance"]["cpu_kernels"] == "native"  # no pin asked for in this process
 

@@ -253,15 +253,24 @@ def _recheck_one(pick: dict, first_rows: int, column: str) -> pd.DataFrame | Non
         return None
     table = compare_rows(pick, new, first_rows)
     pin, made = cpu_kernels.of_record(pick)
-    if pin != cpu_kernels.NATIVE and same_kernels(pick, new):
-        how = (f"made under the {pin.upper()} kernel pin (`kdlib run --cpu-kernels {pin}`) and re-run under it on "
-               f"this machine (its own kernels: {cpu_capability()}), which computes what the archive's machine "
-               "computed, so every value must come back within the tolerance shown")
-    elif same_kernels(pick, new):
-        how = (f"made with this machine's CPU kernels ({made}), so every value must come back within "
+    model = (pick.get("provenance") or {}).get("cpu_model")
+    same = same_kernels(pick, new)
+    if pin != cpu_kernels.NATIVE and same:
+        how = (f"made under the {pin.upper()} kernel pin (`kdlib run --cpu-kernels {pin}`) on this machine's CPU "
+               f"model and re-run under it here (its own kernels: {cpu_capability()}), which computes what the "
+               "archive's machine computed, so every value must come back within the tolerance shown")
+    elif same:
+        how = (f"made with this machine's CPU kernels ({made}) and CPU model, so every value must come back within "
                "the tolerance shown")
     else:
-        made_txt = f"other CPU kernels ({made})" if made else "CPU kernels its provenance does not record"
+        if same is None and made:
+            made_txt = (f"the {pin.upper() + ' pin' if pin != cpu_kernels.NATIVE else made + ' kernels'} on a CPU "
+                        "its provenance does not name (a pin caps the instruction set, but another vendor's CPU "
+                        "still rounds differently)")
+        elif made and model and (pin, made) == (cpu_kernels.in_effect(), cpu_capability()):
+            made_txt = f"the same kernels on another CPU ({model})"
+        else:
+            made_txt = f"other CPU kernels ({made})" if made else "CPU kernels its provenance does not record"
         tol = CROSS_CPU_TOLERANCE
         step = float(c["meta_lr"]) * float(c["meta_clip"])
         how = (f"made with {made_txt}; this machine's are {cpu_capability()}. Float rounding then differs from the "
