@@ -131,8 +131,25 @@ def test_same_seed_same_history(method):
     for ra, rb in zip(a, b):
         assert _strip(ra["history"]) == _strip(rb["history"])
         assert ra["summary"]["extra"] == rb["summary"]["extra"]
-    assert _strip(alone[0]["history"]) == _strip(a[1]["history"])
+    # a seed alone and in a batch of three: the same run up to float32 rounding. Bit for bit on some CPUs, not on
+    # all (on an Intel Xeon the batched GEMM of another batch size rounds val_loss in its 7th digit)
+    _assert_same_run(alone[0]["history"], a[1]["history"])
     assert _strip(a[0]["history"]) != _strip(a[1]["history"])
+
+
+def _assert_same_run(h1, h2, n_test=200):
+    """Same logged steps, phases and counters; metaparameters and losses within float32 rounding; accuracies
+    within one test point."""
+    assert len(h1) == len(h2)
+    for r1, r2 in zip(_strip(h1), _strip(h2)):
+        assert r1.keys() == r2.keys()
+        for k, v in r1.items():
+            if isinstance(v, float) and "accuracy" in k:
+                assert abs(v - r2[k]) <= 1.0 / n_test + 1e-12, (k, r1, r2)
+            elif isinstance(v, float):
+                assert v == pytest.approx(r2[k], rel=1e-5, abs=1e-6), (k, r1, r2)
+            else:
+                assert v == r2[k], (k, r1, r2)
 
 
 def test_supports_and_batch_checks():
