@@ -58,7 +58,8 @@ class Tuner:
     """Online tuning of (lambda1, T) for one student and its optimizer.
 
     Args:
-        optimizer: the ``torch.optim`` optimizer of the student (SGD, Adam, AdamW); the hypergradient is taken
+        optimizer: the ``torch.optim`` optimizer of the student (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam;
+            :data:`kdlib.hypergrad.SUPPORTED`); the hypergradient is taken
             through one step of it. ``None`` with ``lr=`` means a plain-SGD virtual step at ``lr``.
         init: initial (lambda1, T), inside the box lambda1 in [0, 1], T in [0.1, 10].
         schedule: ``"gradient"`` (eq. 3 every step), ``"proposed"`` (Algorithm 1) or ``"fixed"``.

@@ -250,9 +250,7 @@ def test_optimizer_errors():
     model = bn_mlp(0)
     batch, val = batches(0)
     with pytest.raises(NotImplementedError, match=r"torch\.optim\.SGD, torch\.optim\.Adam, torch\.optim\.AdamW"):
-        hypergradient(model, batch, val, LAM, optimizer=torch.optim.RMSprop(model.parameters(), lr=0.01))
-    with pytest.raises(NotImplementedError, match="amsgrad"):
-        hypergradient(model, batch, val, LAM, optimizer=torch.optim.Adam(model.parameters(), amsgrad=True))
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.Rprop(model.parameters(), lr=0.01))
     with pytest.raises(NotImplementedError, match="maximize"):
         hypergradient(model, batch, val, LAM, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, maximize=True))
     with pytest.raises(ValueError, match="not both"):
@@ -339,3 +337,110 @@ def test_fd_virtual_lr_with_optimizer():
     assert torch.equal(hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference",
                                      fd_virtual_lr=0.5),
                        hypergradient(model, batch, val, LAM, lr=0.1, method="finite_difference", fd_virtual_lr=0.5))
+
+
+# --- every other torch.optim optimizer through the same generic path (kdlib.hypergrad.rules.RULES) -------------
+GENERIC = {
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, weight_decay=1e-3),
+    "rmsprop_centered_momentum": lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.8, centered=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.05, lr_decay=1e-3, weight_decay=1e-3,
+                                             initial_accumulator_value=0.1),
+    "nadam": lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=1e-3),
+    "nadam_decoupled": lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=5e-2, decoupled_weight_decay=True),
+    "radam": lambda p: torch.optim.RAdam(p, lr=1e-2, weight_decay=1e-3),
+    "radam_decoupled": lambda p: torch.optim.RAdam(p, lr=1e-2, weight_decay=5e-2, decoupled_weight_decay=True),
+    "adam_amsgrad": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3, amsgrad=True),
+    "adamw_amsgrad": lambda p: torch.optim.AdamW(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=5e-2, amsgrad=True),
+}
+
+
+def trained_generic(opt_name: str, steps: int = 30, seed: int = 0):
+    model = bn_mlp(seed)
+    opt = GENERIC[opt_name](model.parameters())
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.7)
+    for i in range(steps):
+        (x, y, t), _ = batches(100 + i)
+        opt.zero_grad()
+        distillation_loss(model(x), t, y, 0.5, 2.0).backward()
+        opt.step()
+        sched.step()
+    return model, opt
+
+
+@pytest.fixture(scope="module", params=list(GENERIC))
+def generic_setup(request):
+    model, opt = trained_generic(request.param)
+    batch, val = batches(7)
+    ref = central_difference(model, opt, batch, val, LAM)
+    return request.param, model, opt, batch, val, ref
+
+
+@pytest.mark.parametrize("name,method,opts", EXACT, ids=[e[0] for e in EXACT])
+def test_any_optimizer_exact_against_real_step_central_differences(generic_setup, name, method, opts):
+    """RMSprop (plain, centered with momentum), Adagrad, NAdam, RAdam (both weight decays) and Adam/AdamW with
+    amsgrad: each exact estimator against the float64 central difference through one REAL step."""
+    opt_name, model, opt, batch, val, ref = generic_setup
+    snap = opt_state_snapshot(opt)
+    sd = copy.deepcopy(model.state_dict())
+    got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts)
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, name, got, ref)
+    assert_opt_unchanged(opt, snap)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in sd.items())
+
+
+def test_any_optimizer_finite_difference_converges_to_the_exact_value(generic_setup):
+    opt_name, model, opt, batch, val, ref = generic_setup
+    un = hypergradient(model, batch, val, LAM, optimizer=opt)
+    fd_small = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_eps_scale=1e-6)
+    assert ((fd_small - un).norm() / un.norm()).item() < 1e-5, (opt_name, fd_small, un)
+    plain = hypergradient(model, batch, val, LAM, lr=opt.param_groups[0]["lr"])
+    cos, ratio = agreement(plain, ref)
+    assert cos < 0.999 or abs(ratio - 1) > 0.05, (opt_name, cos, ratio)  # the check above can fail
+
+
+@pytest.mark.parametrize("opt_name", ["rmsprop_centered_momentum", "adagrad", "nadam", "radam", "adam_amsgrad"])
+def test_any_optimizer_first_step_and_two_steps(opt_name):
+    """From the optimizer's initial state (RAdam's first steps are its un-rectified branch), and steps=2 against
+    the central difference through two REAL steps (the state threaded through the virtual steps)."""
+    model = bn_mlp(3)
+    opt = GENERIC[opt_name](model.parameters())
+    batch, val = batches(4)
+    ref = central_difference(model, opt, batch, val, LAM)
+    for method in ("unrolled", "forward"):
+        cos, ratio = agreement(hypergradient(model, batch, val, LAM, optimizer=opt, method=method), ref)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, cos, ratio)
+    model, opt = trained_generic(opt_name, steps=8)
+    b1, val = batches(8)
+    b2, _ = batches(9)
+
+    def two_real_steps(lam):
+        m, o = copy.deepcopy((model, opt))
+        for x, y, t in (b1, b2):
+            o.zero_grad()
+            distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+            o.step()
+        with torch.no_grad():
+            return validation_loss(m(val[0]), val[1], 1.0).item()
+
+    h = 1e-5
+    ref2 = torch.tensor([(two_real_steps(LAM + h * e) - two_real_steps(LAM - h * e)) / (2 * h)
+                         for e in torch.eye(2, dtype=torch.float64)], dtype=torch.float64)
+    for method in ("unrolled", "forward"):
+        got = hypergradient(model, [b1, b2], val, LAM, optimizer=opt, steps=2, method=method)
+        cos, ratio = agreement(got, ref2)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, got, ref2)
+
+
+def test_unsupported_optimizers_keep_a_clear_error():
+    model = bn_mlp(0)
+    batch, val = batches(0)
+    for opt in (torch.optim.Rprop(model.parameters()), torch.optim.Adamax(model.parameters()),
+                torch.optim.ASGD(model.parameters())):
+        with pytest.raises(NotImplementedError, match=type(opt).__name__ + r".*supported optimizers: .*RAdam"):
+            hypergradient(model, batch, val, LAM, optimizer=opt)
+    with pytest.raises(NotImplementedError, match="maximize"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.RMSprop(model.parameters(), maximize=True))
+    with pytest.raises(NotImplementedError, match="higher reference"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.NAdam(model.parameters()),
+                      unrolled_impl="higher")

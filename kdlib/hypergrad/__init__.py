@@ -8,8 +8,9 @@ where L_train is :func:`kdlib.losses.distillation_loss`, L_val is :func:`kdlib.l
 explicit lambda dependence, so only the path through w' = U(w, lambda) contributes), and U is ONE step of
 the inner optimizer: the paper's plain SGD ``w - lr g`` (``lr=``), or the real update rule of the
 ``optimizer=`` that trains the model (``torch.optim.SGD`` with momentum/dampening/nesterov/weight decay,
-``Adam``, ``AdamW``; :mod:`kdlib.hypergrad.rules`, :mod:`~kdlib.hypergrad.sgd`, :mod:`~kdlib.hypergrad.adam`)
-with its current state and current ``param_groups`` (lr included, so schedulers just work).
+``Adam``/``AdamW`` (amsgrad too), ``RMSprop``, ``Adagrad``, ``NAdam``, ``RAdam``; one table of rules,
+:mod:`kdlib.hypergrad.rules`) with its current state and current ``param_groups`` (lr included, so schedulers
+just work).
 
 Estimators (``method=``), one file each:
 
@@ -58,8 +59,8 @@ def _rule(model: nn.Module, names: list[str], lr: Any, optimizer: Optional[torch
         raise ValueError("pass either lr= (the paper's plain-SGD step) or optimizer= (that optimizer's real "
                          "step, lr read from its param_groups), not both")
     if optimizer is None and lr is None:
-        raise ValueError("hypergradient needs the inner step: lr= (plain SGD) or optimizer= (torch.optim.SGD, "
-                         "Adam or AdamW)")
+        raise ValueError("hypergradient needs the inner step: lr= (plain SGD) or optimizer= (one of "
+                         f"{', '.join(SUPPORTED)})")
     if optimizer is None:
         return plain_sgd(lr)
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -160,9 +161,9 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
         t_val: T_val of L_val.
         method: ``"unrolled"`` | ``"finite_difference"`` | ``"neumann"`` | ``"forward"``.
         steps: inner steps (``unrolled`` and ``forward`` only).
-        optimizer: the ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` that trains ``model``: differentiate through
-            its real update rule with its current state and param groups (read only). Others:
-            ``NotImplementedError``. ``neumann`` accepts only a plain SGD (no step is taken; see there).
+        optimizer: the torch optimizer that trains ``model`` (:data:`SUPPORTED`: SGD, Adam, AdamW, RMSprop,
+            Adagrad, NAdam, RAdam): differentiate through its real update rule with its current state and param
+            groups (read only). Others: ``NotImplementedError``. ``neumann`` accepts only a plain SGD (no step is taken; see there).
         forward: ``(model, inputs) -> logits`` for models with keyword arguments, dict inputs or dict
             outputs; default ``model(inputs)``, which must return a tensor.
         generator: a CPU ``torch.Generator`` owned by the caller; one seed is drawn from it per call (fresh
