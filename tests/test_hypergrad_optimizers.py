@@ -444,3 +444,123 @@ def test_unsupported_optimizers_keep_a_clear_error():
     with pytest.raises(NotImplementedError, match="higher reference"):
         hypergradient(model, batch, val, LAM, optimizer=torch.optim.NAdam(model.parameters()),
                       unrolled_impl="higher")
+
+
+# --- the loop's gradient clipping (clip_grad_norm=) ------------------------------------------------------------
+def clipped_step_val_loss(model, opt, batch, val, lam, max_norm, drop=()) -> float:
+    """L_val after one REAL step taken as a loop with clipping takes it: backward, clip_grad_norm_, step (the
+    parameters named in ``drop`` get no gradient, so the optimizer skips them)."""
+    m, o = copy.deepcopy((model, opt))
+    x, y, t = batch
+    o.zero_grad()
+    distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+    for n, p in m.named_parameters():
+        if n in drop:
+            p.grad = None
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm)
+    o.step()
+    with torch.no_grad():
+        return validation_loss(m(val[0]), val[1], 1.0).item()
+
+
+def clipped_central_difference(model, opt, batch, val, lam, max_norm, drop=(), h=1e-5) -> torch.Tensor:
+    return torch.tensor([(clipped_step_val_loss(model, opt, batch, val, lam + h * e, max_norm, drop)
+                          - clipped_step_val_loss(model, opt, batch, val, lam - h * e, max_norm, drop)) / (2 * h)
+                         for e in torch.eye(2, dtype=torch.float64)], dtype=torch.float64)
+
+
+def grad_norm(model, batch, lam) -> float:
+    m = copy.deepcopy(model)
+    x, y, t = batch
+    distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()])).item()
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "sgd_momentum_nesterov_wd", "adam", "rmsprop"])
+def test_clip_grad_norm_is_modelled_exactly(opt_name):
+    model, opt = trained(opt_name, steps=5) if opt_name in OPTIMIZERS else trained_generic(opt_name, steps=5)
+    batch, val = batches(14)
+    max_norm = 0.5 * grad_norm(model, batch, LAM)  # the clip is active: the gradient is halved
+    ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
+    for _, method, opts in EXACT:
+        got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, clip_grad_norm=max_norm, **opts)
+        cos, ratio = agreement(got, ref)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, opts, got, ref)
+    un = hypergradient(model, batch, val, LAM, optimizer=opt, clip_grad_norm=max_norm)
+    fd = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_eps_scale=1e-6,
+                       clip_grad_norm=max_norm)
+    assert ((fd - un).norm() / un.norm()).item() < 1e-5
+    unclipped = hypergradient(model, batch, val, LAM, optimizer=opt)  # what a clipping loop would get without it
+    cos, ratio = agreement(unclipped, ref)
+    assert cos < 0.9999 or abs(ratio - 1) > 1e-2, (opt_name, cos, ratio)
+    # an inactive clip is the unclipped step
+    loose = hypergradient(model, batch, val, LAM, optimizer=opt, clip_grad_norm=10 * max_norm)
+    torch.testing.assert_close(loose, unclipped, rtol=1e-9, atol=0)
+    assert agreement(unclipped, central_difference(model, opt, batch, val, LAM))[0] >= 0.9999
+
+
+def test_clip_grad_norm_with_plain_sgd_lr_form_and_bad_values():
+    model, opt = trained("sgd", steps=3)
+    batch, val = batches(15)
+    max_norm = 0.3 * grad_norm(model, batch, LAM)
+    ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
+    got = hypergradient(model, batch, val, LAM, 0.1, clip_grad_norm=max_norm)
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (got, ref)
+    for bad in (0.0, -1.0, float("inf"), "1"):
+        with pytest.raises(ValueError, match="clip_grad_norm"):
+            hypergradient(model, batch, val, LAM, 0.1, clip_grad_norm=bad)
+    with pytest.raises(ValueError, match="neumann"):
+        hypergradient(model, batch, val, LAM, 0.1, method="neumann", clip_grad_norm=1.0)
+
+
+# --- train_grad=: the gradient the loop's backward already left in .grad (Tuner placement="after_backward") -----
+def loop_grads(model, batch, lam) -> dict:
+    m = copy.deepcopy(model)  # the loop's own forward would update BatchNorm's running statistics
+    x, y, t = batch
+    distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+    return {n: p.grad for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("opt_name", ["sgd", "sgd_momentum_nesterov_wd", "adam", "nadam"])
+def test_train_grad_from_the_loops_backward_is_exact(opt_name, clip):
+    model, opt = trained(opt_name, steps=5) if opt_name in OPTIMIZERS else trained_generic(opt_name, steps=5)
+    batch, val = batches(16)
+    max_norm = 0.5 * grad_norm(model, batch, LAM) if clip else None
+    ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
+    g = loop_grads(model, batch, LAM)
+    for method in ("unrolled", "finite_difference"):
+        opts = {"fd_eps_scale": 1e-6} if method == "finite_difference" else {}
+        own = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, clip_grad_norm=max_norm, **opts)
+        got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, clip_grad_norm=max_norm,
+                            train_grad=g, **opts)
+        torch.testing.assert_close(got, own, rtol=1e-6, atol=0)
+        cos, ratio = agreement(got, ref)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, got, ref)
+    # the paper's finite difference (eps scale 0.01) from .grad: the same value as from its own backward
+    torch.testing.assert_close(
+        hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", train_grad=g),
+        hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference"), rtol=1e-9, atol=0)
+
+
+def test_train_grad_none_is_not_stepped_and_bad_train_grad():
+    model, opt = trained("adam", steps=5)
+    batch, val = batches(17)
+    g = loop_grads(model, batch, LAM)
+    drop = ("6.bias", "3.weight")
+    ref = clipped_central_difference(model, opt, batch, val, LAM, None, drop=drop)
+    got = hypergradient(model, batch, val, LAM, optimizer=opt, train_grad={**g, **{n: None for n in drop}})
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (got, ref)
+    full = hypergradient(model, batch, val, LAM, optimizer=opt, train_grad=g)
+    assert agreement(full, ref)[0] < 0.9999 or abs(agreement(full, ref)[1] - 1) > 1e-3
+    with pytest.raises(ValueError, match="one-step"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, method="forward", train_grad=g)
+    with pytest.raises(ValueError, match="one-step"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, unrolled_impl="reverse", train_grad=g)
+    with pytest.raises(ValueError, match="not parameters"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, train_grad={**g, "nope": g["6.bias"]})
+    with pytest.raises(ValueError, match="no gradient"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, train_grad={n: None for n in g})
