@@ -188,7 +188,8 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
         steps: inner steps (``unrolled`` and ``forward`` only).
         optimizer: the torch optimizer that trains ``model`` (:data:`SUPPORTED`: SGD, Adam, AdamW, RMSprop,
             Adagrad, NAdam, RAdam): differentiate through its real update rule with its current state and param
-            groups (read only). Others: ``NotImplementedError``. ``neumann`` accepts only a plain SGD (no step is taken; see there).
+            groups (read only). Others: ``NotImplementedError``. ``neumann`` accepts only a plain SGD (no step
+            is taken; see there).
         forward: ``(model, inputs) -> logits`` for models with keyword arguments, dict inputs or dict
             outputs; default ``model(inputs)``, which must return a tensor.
         generator: a CPU ``torch.Generator`` owned by the caller; one seed is drawn from it per call (fresh
