@@ -16,7 +16,8 @@ read on a shared CPU; absolute seconds are only meaningful on an idle machine or
 * ``stacked_runs``: S fixed-metaparameter runs (and S gradient-schedule runs) as one stacked (vmapped) model vs
   one by one, on CPU (the GPU figures are still to be taken);
 * ``tuner_step_s[sgd|adam]``: a :class:`kdlib.Tuner` iteration (fixed; gradient schedule with the unrolled
-  and finite-difference estimators through that optimizer) against a plain step, on the CIFAR-10 student;
+  and finite-difference estimators through that optimizer; ``*_after_backward``: the same estimators placed after
+  the loop's backward, ``placement="after_backward"``) against a plain step, on the CIFAR-10 student;
 * ``profile``: where the time of one unrolled iteration goes on the CIFAR-10 student (top ops);
 * ``run_s[method]``: a short whole run per method (CIFAR-10 student, same epochs), ratios
   ``proposed/gradient`` and ``gradient/no_distillation``; hyperopt counted in full trainings;
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -189,6 +191,16 @@ def _tuner_loop_iteration(model, opt, tuner, s) -> None:
     opt.step()
 
 
+def _tuner_after_iteration(model, opt, tuner, s) -> None:
+    """One iteration of the after-backward loop: loss, backward, ``tuner.step`` from ``.grad``, optimizer step."""
+    x, y, t = s["train"]
+    loss = tuner.loss(model(x), t, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    tuner.step(model, s["train"], s["val"])
+    opt.step()
+
+
 def _tuner_iteration(model, opt, tuner, s) -> None:
     """One iteration of :func:`kdlib.train.train_student`: ``tuner.train_step`` (one forward shared by the
     estimator and the real step)."""
@@ -276,25 +288,35 @@ def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
         torch.manual_seed(0)
         model = s["make"]()
         model.train()
-        opt = (torch.optim.SGD(model.parameters(), lr=0.1) if opt_name == "sgd"
-               else torch.optim.Adam(model.parameters(), lr=1e-3))
+        make_opt = ((lambda p: torch.optim.SGD(p, lr=0.1)) if opt_name == "sgd"
+                    else (lambda p: torch.optim.Adam(p, lr=1e-3)))
+        opt = make_opt(model.parameters())
         lam = torch.tensor([0.5, 2.0], device=s["train"][0].device)
         fns: dict[str, Callable[[], Any]] = {"plain": lambda: _plain_step(model, opt, s["train"], lam)}
         for est in ("fixed", "unrolled", "finite_difference"):
             tuner = Tuner(opt, init=(0.5, 2.0), schedule="fixed" if est == "fixed" else "gradient",
                           estimator="unrolled" if est == "fixed" else est, t_val=s["t_val"])
             fns[est] = lambda tuner=tuner: _tuner_iteration(model, opt, tuner, s)
+        for est in ("unrolled", "finite_difference"):  # own copies: their .grad checks count every backward
+            m2 = copy.deepcopy(model)
+            o2 = make_opt(m2.parameters())
+            tuner = Tuner(o2, init=(0.5, 2.0), schedule="gradient", estimator=est, t_val=s["t_val"],
+                          placement="after_backward")
+            fns[f"{est}_after_backward"] = lambda tuner=tuner, m2=m2, o2=o2: _tuner_after_iteration(m2, o2, tuner, s)
         with _quiet():
             med = timer.interleaved(fns, reps, warmup=2, stat=min)
         row: dict[str, Any] = {"plain_s": _r(med["plain"])}
-        for est in ("fixed", "unrolled", "finite_difference"):
+        for est in ("fixed", "unrolled", "finite_difference", "unrolled_after_backward",
+                    "finite_difference_after_backward"):
             row[f"tuner_{est}_s"] = _r(med[est])
             row[f"tuner_{est}_over_plain"] = _r(med[est] / med["plain"], 4)
         out[opt_name] = row
     out["setup"] = ("CIFAR-10 student (Cifar_Very_Tiny), batch 128, lr 0.1 (SGD) / 1e-3 (Adam); tuner_*: "
                     "tuner.step + loss + backward + optimizer step (gradient schedule: one hypergradient through "
-                    "that optimizer's update every step); plain: the same without tuner.step; fastest of the "
-                    "interleaved rounds (the least-loaded estimate on a shared machine)")
+                    "that optimizer's update every step); *_after_backward: loss + backward + tuner.step from "
+                    ".grad + optimizer step (placement='after_backward'); plain: the same without tuner.step; "
+                    "fastest of the interleaved rounds (the least-loaded estimate on a shared machine)")
+    out["target_after_backward"] = "<= 2.6 (issue 22: both estimators, tuner_*_after_backward_over_plain)"
     return out
 
 

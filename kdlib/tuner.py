@@ -17,6 +17,20 @@ Or, with one forward per iteration shared by the estimator and the real step (wh
     for (x, y), val in ...:
         tuner.train_step(student, (x, y, t), val)   # step + zero_grad + loss + backward + optimizer.step
 
+Or, at the cost floor, after the loop's own backward (``placement="after_backward"``): the hypergradient steps
+from the gradient already in ``.grad`` (one forward and backward fewer), and the new values act one step late,
+from the next iteration's :meth:`Tuner.loss` on::
+
+    tuner = kdlib.Tuner(optimizer, ..., placement="after_backward")
+    for (x, y), val in ...:
+        loss = tuner.loss(student(x), t, y)         # L_train at the current (lambda1, T)
+        optimizer.zero_grad(); loss.backward()
+        tuner.step(student, (x, y, t), val)         # reads .grad: eq. (3) through the step about to be taken
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)   # optional; then Tuner(clip_grad_norm=1.0)
+        optimizer.step()
+
+Under ``torch.distributed`` (DistributedDataParallel) every rank holds the same (lambda1, T): see :class:`Tuner`.
+
 :meth:`Tuner.step` takes the hypergradient of eq. (3) through one step of the optimizer the loop really uses
 (:func:`kdlib.hypergrad.hypergradient` with ``optimizer=``, its state and current lr), then moves the values by
 the schedule (:class:`kdlib.schedules.Schedule`: clipping, NaN/inf skip with counts, metaparameter SGD,
@@ -33,12 +47,15 @@ import torch
 from torch import Tensor, nn
 
 from kdlib.hypergrad import hypergradient, reuses_train_logits
+from kdlib.hypergrad.distributed import rank_mean_of
+from kdlib.hypergrad.rules import check_clip
 from kdlib.losses import LOSS_FORMS, distillation_loss
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE, in_box
 from kdlib.schedules import NonFiniteHypergradient, Schedule, check_schedule
 
 ESTIMATORS = ("unrolled", "finite_difference", "neumann", "forward")
 FD_VIRTUAL_LRS = ("current", "initial")
+PLACEMENTS = ("before_backward", "after_backward")
 ValBatch = Union[Sequence[Tensor], Callable[[], Sequence[Tensor]]]
 
 
@@ -54,11 +71,69 @@ def cycle(loader: Iterable) -> Iterator:
             raise ValueError("kdlib.cycle: the loader yielded no batch")
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (the estimators evaluate it
+    functionally; the wrapper's forward would start a gradient synchronisation)."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    return model
+
+
+class _GradWatch:
+    """``placement="after_backward"``: how many gradients were accumulated into each parameter's ``.grad`` since
+    the last :meth:`Tuner.step` (post-accumulate-grad hooks), so that a step placed before the backward, or after
+    several backwards into the same ``.grad``, is refused instead of tuning on a stale gradient."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.handles: list[Any] = []
+        self.armed = False
+
+    def watch(self, params: Iterable[Tensor]) -> None:
+        for p in params:
+            if p.requires_grad and id(p) not in self.counts:
+                self.counts[id(p)] = 0
+                self.handles.append(p.register_post_accumulate_grad_hook(self._count))
+
+    def _count(self, p: Tensor) -> None:
+        self.counts[id(p)] = self.counts.get(id(p), 0) + 1
+
+    def read(self, model: nn.Module) -> dict[str, Tensor | None]:
+        """``{name: p.grad}`` of the trainable parameters, checked fresh: one backward since the last step."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        grads = {n: p.grad for n, p in named}
+        if all(g is None for g in grads.values()):
+            raise RuntimeError(
+                "Tuner(placement='after_backward').step found no gradient in .grad: call loss.backward() before "
+                "tuner.step(...) (it reuses that gradient), or build the Tuner with placement='before_backward' "
+                "to place tuner.step before the forward")
+        if self.armed:
+            counts = {n: self.counts.get(id(p), 0) for n, p in named}
+            if not any(counts.values()):
+                raise RuntimeError(
+                    "Tuner(placement='after_backward').step: no gradient was accumulated into .grad since the "
+                    "previous tuner.step, so .grad is stale; call loss.backward() between two tuner.step calls "
+                    "(tuner.step goes after loss.backward(), before optimizer.step())")
+            many = sorted(n for n, c in counts.items() if c > 1)
+            if many:
+                raise RuntimeError(
+                    f"Tuner(placement='after_backward').step: {many[:3]} received {max(counts.values())} "
+                    f"gradients since the previous tuner.step (a missing optimizer.zero_grad(), or gradient "
+                    f"accumulation over several batches, which this placement does not model); zero the "
+                    f"gradients every iteration or use placement='before_backward'")
+        self.watch(p for _, p in named)
+        for k in self.counts:
+            self.counts[k] = 0
+        self.armed = True
+        return grads
+
+
 class Tuner:
     """Online tuning of (lambda1, T) for one student and its optimizer.
 
     Args:
-        optimizer: the ``torch.optim`` optimizer of the student (SGD, Adam, AdamW); the hypergradient is taken
+        optimizer: the ``torch.optim`` optimizer of the student (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam;
+            :data:`kdlib.hypergrad.SUPPORTED`); the hypergradient is taken
             through one step of it. ``None`` with ``lr=`` means a plain-SGD virtual step at ``lr``.
         init: initial (lambda1, T), inside the box lambda1 in [0, 1], T in [0.1, 10].
         schedule: ``"gradient"`` (eq. 3 every step), ``"proposed"`` (Algorithm 1) or ``"fixed"``.
@@ -78,6 +153,36 @@ class Tuner:
         temperature_param: ``"linear"`` (the paper: eq. 3's step on T) or ``"log"`` (the step on log T, with
             dL_val/d(log T) = T * dL_val/dT, the same clip and meta_lr; :func:`kdlib.schedules.meta_update`).
         seed: seeds the tuner's own generator (the estimators' dropout masks).
+        placement: where :meth:`step` sits in the loop. ``"before_backward"`` (default): before the forward; the
+            estimator takes its own train gradient at the current values and the new values act on this very
+            step. ``"after_backward"``: after the loop's ``loss.backward()`` of :meth:`loss` (at the current
+            values) and before ``optimizer.step()``; the estimator steps from the gradient in ``.grad`` (one
+            forward and backward fewer; one-step ``"unrolled"`` and ``"finite_difference"`` only), and the new
+            values act one step late, from the next :meth:`loss`. A ``.grad`` that is missing, or that no backward
+            refreshed since the previous step (or that two backwards accumulated into), raises ``RuntimeError``.
+            Put :meth:`step` before any gradient clipping (it needs the unclipped gradient) and pass the clip as
+            ``clip_grad_norm``. With dropout, the estimator's own forward has other masks than the loop's.
+        clip_grad_norm: the ``max_norm`` of the loop's ``torch.nn.utils.clip_grad_norm_(model.parameters(),
+            max_norm)`` between backward and ``optimizer.step()``: the look-ahead step clips exactly as the loop
+            does, and :meth:`train_step` clips its real step. Without it the hypergradient assumes an unclipped
+            step (wrong for a loop that clips).
+        distributed, process_group: data parallelism. ``distributed=None`` (default) is on when
+            ``torch.distributed`` is initialised with more than one rank (``False``: each rank tunes alone;
+            ``True``: required). Then every rank holds the same (lambda1, T) at every step: the hypergradient is
+            averaged over the ranks of ``process_group`` (default: the world) and every rank applies the same
+            schedule to it. What it equals:
+
+            * ``"before_backward"``: the mean over ranks r of the single-process hypergradient of rank r's own
+              train and validation batches (one all-reduce of two numbers per hypergradient);
+            * ``"after_backward"``: ``.grad`` holds DDP's rank-averaged gradient, and the validation gradient is
+              averaged too (one model-sized all-reduce, plus two numbers): the hypergradient of
+              (1/R) sum_r L_val(w'; val_r) through the real DDP step w' = U(w, (1/R) sum_r grad L_train(w; x_r)),
+              each rank's losses on its own forward -- for a model without batch-coupled layers (BatchNorm in
+              train mode is per rank under DDP) and equal per-rank batches, exactly the single-process
+              ``"after_backward"`` hypergradient of the ranks' batches concatenated.
+
+            Pass the DDP-wrapped model (or its ``.module``); the estimators evaluate the module itself. The
+            ranks must call :meth:`step` together (each rank the same number of times).
         **options: passed to :func:`kdlib.hypergrad.hypergradient` (e.g. ``fd_eps_scale``, ``neumann_terms``).
     """
 
@@ -88,7 +193,8 @@ class Tuner:
                  lr: float | None = None, steps: int = 1, proposed_reset: str = "global",
                  clamp_extrapolation: bool = True, form: str = "ce", t2_scaling: bool = False,
                  fd_virtual_lr: str = "current", temperature_param: str = "linear", seed: int = 0,
-                 **options: Any) -> None:
+                 placement: str = "before_backward", clip_grad_norm: float | None = None,
+                 distributed: bool | None = None, process_group: Any = None, **options: Any) -> None:
         if optimizer is None and lr is None:
             raise ValueError("Tuner needs the student's optimizer (Tuner(optimizer, ...)) or, for a plain-SGD "
                              "virtual step, lr=")
@@ -107,6 +213,19 @@ class Tuner:
             raise ValueError(f"t_val must be > 0, got {t_val}")
         if int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}; choose one of: {', '.join(PLACEMENTS)} (where "
+                             f"tuner.step sits: before the forward, or after loss.backward())")
+        if placement == "after_backward" and not reuses_train_logits(estimator, int(steps),
+                                                                     options.get("unrolled_impl", "auto")):
+            raise ValueError(f"placement='after_backward' reuses the gradient in .grad: it takes the one-step "
+                             f"'unrolled' or 'finite_difference' estimator (steps=1), not estimator={estimator!r} "
+                             f"steps={steps} unrolled_impl={options.get('unrolled_impl', 'auto')!r}")
+        clip = check_clip(clip_grad_norm)
+        if clip is not None and (estimator == "neumann" or options.get("unrolled_impl") == "higher"):
+            raise ValueError("clip_grad_norm= is modelled by the 'unrolled', 'finite_difference' and 'forward' "
+                             "estimators (not 'neumann', which takes no step, nor unrolled_impl='higher')")
+        rank_mean = rank_mean_of(distributed, process_group)
         check_schedule(schedule, e1, e2, meta_lr, meta_clip, every, proposed_reset, temperature_param)
         init_t = torch.as_tensor(init, dtype=torch.float32).detach().clone()
         if init_t.shape != (2,) or not torch.isfinite(init_t).all() or not in_box(init_t):
@@ -132,6 +251,15 @@ class Tuner:
         self.in_epoch = 0
         self.generator = torch.Generator().manual_seed(int(seed))
         self._trace: list[tuple[int, str, Tensor]] = []
+        self.placement = placement
+        self.clip_grad_norm = clip
+        self.rank_mean = rank_mean
+        self._watch: _GradWatch | None = None
+        if placement == "after_backward":
+            self._watch = _GradWatch()
+            if optimizer is not None:  # armed from the first step: the optimizer's parameters are the stepped ones
+                self._watch.watch(p for g in optimizer.param_groups for p in g["params"])
+                self._watch.armed = True
 
     # ------------------------------------------------------------------------------------------ reading
     @property
@@ -176,10 +304,17 @@ class Tuner:
         self.in_epoch = 0
 
     def _hypergradient(self, model: nn.Module, batch: Sequence[Tensor], val: ValBatch, value: Tensor,
-                       train_logits: Tensor | None = None) -> Tensor:
+                       train_logits: Tensor | None = None, train_grad: dict[str, Tensor | None] | None = None
+                       ) -> Tensor:
         val_batch = val() if callable(val) else val
         kwargs: dict[str, Any] = dict(t_val=self.t_val, method=self.estimator, steps=self.steps, form=self.form,
                                       t2_scaling=self.t2_scaling, **self.options)
+        if self.clip_grad_norm is not None:
+            kwargs["clip_grad_norm"] = self.clip_grad_norm
+        if self.rank_mean is not None:
+            kwargs["rank_mean"] = self.rank_mean
+        if train_grad is not None:
+            kwargs["train_grad"] = train_grad
         if self.estimator == "finite_difference" and self.fd_virtual_lr == "initial":
             kwargs["fd_virtual_lr"] = self.initial_lr
         if self.forward is not None:
@@ -200,14 +335,19 @@ class Tuner:
                              f"under torch.no_grad() and pass them with the inputs and labels")
 
     def _advance(self, model: nn.Module, batch: Sequence[Any], val: ValBatch, train_logits: Tensor | None,
-                 who: str) -> Tensor:
+                 who: str, train_grad: dict[str, Tensor | None] | None = None) -> Tensor:
         self._check_batch(batch, who)
+        model = _unwrap(model)
+        if self._watch is not None:
+            train_grad = self._watch.read(model)
         y = batch[1]
         if isinstance(y, Tensor) and y.device != self.schedule.value.device:
             self.schedule.to(y.device)
+        trained_at = self.schedule.value
         value = self.schedule.step(self.iteration, self.in_epoch,
-                                   lambda lam: self._hypergradient(model, batch, val, lam, train_logits))
-        self._trace.append((self.iteration, self.schedule.phase, value))
+                                   lambda lam: self._hypergradient(model, batch, val, lam, train_logits, train_grad))
+        # the values this iteration trains at: the new ones before the backward, the previous ones after it
+        self._trace.append((self.iteration, self.schedule.phase, value if self._watch is None else trained_at))
         self.iteration += 1
         self.in_epoch += 1
         return value
@@ -216,7 +356,10 @@ class Tuner:
         """One iteration of the schedule at the model's current weights; returns ``(lambda1, T)`` (0-d tensors).
 
         ``batch`` is ``(x, y, teacher_logits)``; ``val`` a ``(x, y)`` batch of D_val, or a zero-argument callable
-        returning one (then a batch is drawn only when a hypergradient is taken).
+        returning one (then a batch is drawn only when a hypergradient is taken). ``"before_backward"``: call it
+        before the forward; the values returned are the ones this iteration trains at. ``"after_backward"``: call
+        it after ``loss.backward()`` (``.grad`` holds the gradient at the current values) and before
+        ``optimizer.step()``; the values returned act from the next :meth:`loss` on.
         """
         value = self._advance(model, batch, val, None, "step")
         return value[0], value[1]
@@ -231,7 +374,9 @@ class Tuner:
         own (:func:`kdlib.hypergrad.hypergradient`'s ``train_logits``), and the real step backpropagates
         L_train at the new values through the same graph. For a dropout-free model the values and the student
         are bit-identical to :meth:`step` + the loop (``tests/test_fused.py``); with dropout the estimator sees
-        the real step's train masks. Returns the (detached) train loss.
+        the real step's train masks. With ``placement="after_backward"``: forward, L_train at the current values,
+        backward, :meth:`step` from ``.grad``, then the optimizer's step. ``clip_grad_norm`` clips the real step
+        (``torch.nn.utils.clip_grad_norm_``) before ``optimizer.step()``. Returns the (detached) train loss.
         """
         if self.optimizer is None:
             raise ValueError("Tuner.train_step takes the optimizer's step: build the Tuner with the optimizer "
@@ -239,10 +384,15 @@ class Tuner:
         self._check_batch(batch, "train_step")
         x, y, t = batch
         z = model(x) if self.forward is None else self.forward(model, x)
-        self._advance(model, batch, val, z, "train_step")
+        if self._watch is None:
+            self._advance(model, batch, val, z, "train_step")
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(z, t, y)
         loss.backward()
+        if self._watch is not None:  # after_backward: the step reads the gradient just taken
+            self._advance(model, batch, val, None, "train_step")
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
         self.optimizer.step()
         return loss.detach()
 
@@ -279,4 +429,4 @@ class Tuner:
             (int(i), str(p), values[k]) for k, (i, p) in enumerate(zip(state["trace_steps"], state["trace_phases"]))]
 
 
-__all__ = ["Tuner", "cycle", "NonFiniteHypergradient", "ESTIMATORS"]
+__all__ = ["Tuner", "cycle", "NonFiniteHypergradient", "ESTIMATORS", "PLACEMENTS"]

@@ -250,9 +250,7 @@ def test_optimizer_errors():
     model = bn_mlp(0)
     batch, val = batches(0)
     with pytest.raises(NotImplementedError, match=r"torch\.optim\.SGD, torch\.optim\.Adam, torch\.optim\.AdamW"):
-        hypergradient(model, batch, val, LAM, optimizer=torch.optim.RMSprop(model.parameters(), lr=0.01))
-    with pytest.raises(NotImplementedError, match="amsgrad"):
-        hypergradient(model, batch, val, LAM, optimizer=torch.optim.Adam(model.parameters(), amsgrad=True))
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.Rprop(model.parameters(), lr=0.01))
     with pytest.raises(NotImplementedError, match="maximize"):
         hypergradient(model, batch, val, LAM, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, maximize=True))
     with pytest.raises(ValueError, match="not both"):
@@ -339,3 +337,230 @@ def test_fd_virtual_lr_with_optimizer():
     assert torch.equal(hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference",
                                      fd_virtual_lr=0.5),
                        hypergradient(model, batch, val, LAM, lr=0.1, method="finite_difference", fd_virtual_lr=0.5))
+
+
+# --- every other torch.optim optimizer through the same generic path (kdlib.hypergrad.rules.RULES) -------------
+GENERIC = {
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, weight_decay=1e-3),
+    "rmsprop_centered_momentum": lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.8, centered=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.05, lr_decay=1e-3, weight_decay=1e-3,
+                                             initial_accumulator_value=0.1),
+    "nadam": lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=1e-3),
+    "nadam_decoupled": lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=5e-2, decoupled_weight_decay=True),
+    "radam": lambda p: torch.optim.RAdam(p, lr=1e-2, weight_decay=1e-3),
+    "radam_decoupled": lambda p: torch.optim.RAdam(p, lr=1e-2, weight_decay=5e-2, decoupled_weight_decay=True),
+    "adam_amsgrad": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3, amsgrad=True),
+    "adamw_amsgrad": lambda p: torch.optim.AdamW(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=5e-2, amsgrad=True),
+}
+
+
+def trained_generic(opt_name: str, steps: int = 30, seed: int = 0):
+    model = bn_mlp(seed)
+    opt = GENERIC[opt_name](model.parameters())
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.7)
+    for i in range(steps):
+        (x, y, t), _ = batches(100 + i)
+        opt.zero_grad()
+        distillation_loss(model(x), t, y, 0.5, 2.0).backward()
+        opt.step()
+        sched.step()
+    return model, opt
+
+
+@pytest.fixture(scope="module", params=list(GENERIC))
+def generic_setup(request):
+    model, opt = trained_generic(request.param)
+    batch, val = batches(7)
+    ref = central_difference(model, opt, batch, val, LAM)
+    return request.param, model, opt, batch, val, ref
+
+
+@pytest.mark.parametrize("name,method,opts", EXACT, ids=[e[0] for e in EXACT])
+def test_any_optimizer_exact_against_real_step_central_differences(generic_setup, name, method, opts):
+    """RMSprop (plain, centered with momentum), Adagrad, NAdam, RAdam (both weight decays) and Adam/AdamW with
+    amsgrad: each exact estimator against the float64 central difference through one REAL step."""
+    opt_name, model, opt, batch, val, ref = generic_setup
+    snap = opt_state_snapshot(opt)
+    sd = copy.deepcopy(model.state_dict())
+    got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts)
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, name, got, ref)
+    assert_opt_unchanged(opt, snap)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in sd.items())
+
+
+def test_any_optimizer_finite_difference_converges_to_the_exact_value(generic_setup):
+    opt_name, model, opt, batch, val, ref = generic_setup
+    un = hypergradient(model, batch, val, LAM, optimizer=opt)
+    fd_small = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_eps_scale=1e-6)
+    assert ((fd_small - un).norm() / un.norm()).item() < 1e-5, (opt_name, fd_small, un)
+    plain = hypergradient(model, batch, val, LAM, lr=opt.param_groups[0]["lr"])
+    cos, ratio = agreement(plain, ref)
+    assert cos < 0.999 or abs(ratio - 1) > 0.05, (opt_name, cos, ratio)  # the check above can fail
+
+
+@pytest.mark.parametrize("opt_name", ["rmsprop_centered_momentum", "adagrad", "nadam", "radam", "adam_amsgrad"])
+def test_any_optimizer_first_step_and_two_steps(opt_name):
+    """From the optimizer's initial state (RAdam's first steps are its un-rectified branch), and steps=2 against
+    the central difference through two REAL steps (the state threaded through the virtual steps)."""
+    model = bn_mlp(3)
+    opt = GENERIC[opt_name](model.parameters())
+    batch, val = batches(4)
+    ref = central_difference(model, opt, batch, val, LAM)
+    for method in ("unrolled", "forward"):
+        cos, ratio = agreement(hypergradient(model, batch, val, LAM, optimizer=opt, method=method), ref)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, cos, ratio)
+    model, opt = trained_generic(opt_name, steps=8)
+    b1, val = batches(8)
+    b2, _ = batches(9)
+
+    def two_real_steps(lam):
+        m, o = copy.deepcopy((model, opt))
+        for x, y, t in (b1, b2):
+            o.zero_grad()
+            distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+            o.step()
+        with torch.no_grad():
+            return validation_loss(m(val[0]), val[1], 1.0).item()
+
+    h = 1e-5
+    ref2 = torch.tensor([(two_real_steps(LAM + h * e) - two_real_steps(LAM - h * e)) / (2 * h)
+                         for e in torch.eye(2, dtype=torch.float64)], dtype=torch.float64)
+    for method in ("unrolled", "forward"):
+        got = hypergradient(model, [b1, b2], val, LAM, optimizer=opt, steps=2, method=method)
+        cos, ratio = agreement(got, ref2)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, got, ref2)
+
+
+def test_unsupported_optimizers_keep_a_clear_error():
+    model = bn_mlp(0)
+    batch, val = batches(0)
+    for opt in (torch.optim.Rprop(model.parameters()), torch.optim.Adamax(model.parameters()),
+                torch.optim.ASGD(model.parameters())):
+        with pytest.raises(NotImplementedError, match=type(opt).__name__ + r".*supported optimizers: .*RAdam"):
+            hypergradient(model, batch, val, LAM, optimizer=opt)
+    with pytest.raises(NotImplementedError, match="maximize"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.RMSprop(model.parameters(), maximize=True))
+    with pytest.raises(NotImplementedError, match="higher reference"):
+        hypergradient(model, batch, val, LAM, optimizer=torch.optim.NAdam(model.parameters()),
+                      unrolled_impl="higher")
+
+
+# --- the loop's gradient clipping (clip_grad_norm=) ------------------------------------------------------------
+def clipped_step_val_loss(model, opt, batch, val, lam, max_norm, drop=()) -> float:
+    """L_val after one REAL step taken as a loop with clipping takes it: backward, clip_grad_norm_, step (the
+    parameters named in ``drop`` get no gradient, so the optimizer skips them)."""
+    m, o = copy.deepcopy((model, opt))
+    x, y, t = batch
+    o.zero_grad()
+    distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+    for n, p in m.named_parameters():
+        if n in drop:
+            p.grad = None
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm)
+    o.step()
+    with torch.no_grad():
+        return validation_loss(m(val[0]), val[1], 1.0).item()
+
+
+def clipped_central_difference(model, opt, batch, val, lam, max_norm, drop=(), h=1e-5) -> torch.Tensor:
+    return torch.tensor([(clipped_step_val_loss(model, opt, batch, val, lam + h * e, max_norm, drop)
+                          - clipped_step_val_loss(model, opt, batch, val, lam - h * e, max_norm, drop)) / (2 * h)
+                         for e in torch.eye(2, dtype=torch.float64)], dtype=torch.float64)
+
+
+def grad_norm(model, batch, lam) -> float:
+    m = copy.deepcopy(model)
+    x, y, t = batch
+    distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()])).item()
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "sgd_momentum_nesterov_wd", "adam", "rmsprop"])
+def test_clip_grad_norm_is_modelled_exactly(opt_name):
+    model, opt = trained(opt_name, steps=5) if opt_name in OPTIMIZERS else trained_generic(opt_name, steps=5)
+    batch, val = batches(14)
+    max_norm = 0.5 * grad_norm(model, batch, LAM)  # the clip is active: the gradient is halved
+    ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
+    for _, method, opts in EXACT:
+        got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, clip_grad_norm=max_norm, **opts)
+        cos, ratio = agreement(got, ref)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, opts, got, ref)
+    un = hypergradient(model, batch, val, LAM, optimizer=opt, clip_grad_norm=max_norm)
+    fd = hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", fd_eps_scale=1e-6,
+                       clip_grad_norm=max_norm)
+    assert ((fd - un).norm() / un.norm()).item() < 1e-5
+    unclipped = hypergradient(model, batch, val, LAM, optimizer=opt)  # what a clipping loop would get without it
+    cos, ratio = agreement(unclipped, ref)
+    assert cos < 0.9999 or abs(ratio - 1) > 1e-2, (opt_name, cos, ratio)
+    # an inactive clip is the unclipped step
+    loose = hypergradient(model, batch, val, LAM, optimizer=opt, clip_grad_norm=10 * max_norm)
+    torch.testing.assert_close(loose, unclipped, rtol=1e-9, atol=0)
+    assert agreement(unclipped, central_difference(model, opt, batch, val, LAM))[0] >= 0.9999
+
+
+def test_clip_grad_norm_with_plain_sgd_lr_form_and_bad_values():
+    model, opt = trained("sgd", steps=3)
+    batch, val = batches(15)
+    max_norm = 0.3 * grad_norm(model, batch, LAM)
+    ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
+    got = hypergradient(model, batch, val, LAM, 0.1, clip_grad_norm=max_norm)
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (got, ref)
+    for bad in (0.0, -1.0, float("inf"), "1"):
+        with pytest.raises(ValueError, match="clip_grad_norm"):
+            hypergradient(model, batch, val, LAM, 0.1, clip_grad_norm=bad)
+    with pytest.raises(ValueError, match="neumann"):
+        hypergradient(model, batch, val, LAM, 0.1, method="neumann", clip_grad_norm=1.0)
+
+
+# --- train_grad=: the gradient the loop's backward already left in .grad (Tuner placement="after_backward") -----
+def loop_grads(model, batch, lam) -> dict:
+    m = copy.deepcopy(model)  # the loop's own forward would update BatchNorm's running statistics
+    x, y, t = batch
+    distillation_loss(m(x), t, y, lam[0], lam[1]).backward()
+    return {n: p.grad for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("opt_name", ["sgd", "sgd_momentum_nesterov_wd", "adam", "nadam"])
+def test_train_grad_from_the_loops_backward_is_exact(opt_name, clip):
+    model, opt = trained(opt_name, steps=5) if opt_name in OPTIMIZERS else trained_generic(opt_name, steps=5)
+    batch, val = batches(16)
+    max_norm = 0.5 * grad_norm(model, batch, LAM) if clip else None
+    ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
+    g = loop_grads(model, batch, LAM)
+    for method in ("unrolled", "finite_difference"):
+        opts = {"fd_eps_scale": 1e-6} if method == "finite_difference" else {}
+        own = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, clip_grad_norm=max_norm, **opts)
+        got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, clip_grad_norm=max_norm,
+                            train_grad=g, **opts)
+        torch.testing.assert_close(got, own, rtol=1e-6, atol=0)
+        cos, ratio = agreement(got, ref)
+        assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, got, ref)
+    # the paper's finite difference (eps scale 0.01) from .grad: the same value as from its own backward
+    torch.testing.assert_close(
+        hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference", train_grad=g),
+        hypergradient(model, batch, val, LAM, optimizer=opt, method="finite_difference"), rtol=1e-9, atol=0)
+
+
+def test_train_grad_none_is_not_stepped_and_bad_train_grad():
+    model, opt = trained("adam", steps=5)
+    batch, val = batches(17)
+    g = loop_grads(model, batch, LAM)
+    drop = ("6.bias", "3.weight")
+    ref = clipped_central_difference(model, opt, batch, val, LAM, None, drop=drop)
+    got = hypergradient(model, batch, val, LAM, optimizer=opt, train_grad={**g, **{n: None for n in drop}})
+    cos, ratio = agreement(got, ref)
+    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (got, ref)
+    full = hypergradient(model, batch, val, LAM, optimizer=opt, train_grad=g)
+    assert agreement(full, ref)[0] < 0.9999 or abs(agreement(full, ref)[1] - 1) > 1e-3
+    with pytest.raises(ValueError, match="one-step"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, method="forward", train_grad=g)
+    with pytest.raises(ValueError, match="one-step"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, unrolled_impl="reverse", train_grad=g)
+    with pytest.raises(ValueError, match="not parameters"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, train_grad={**g, "nope": g["6.bias"]})
+    with pytest.raises(ValueError, match="no gradient"):
+        hypergradient(model, batch, val, LAM, optimizer=opt, train_grad={n: None for n in g})

@@ -301,7 +301,7 @@ def test_tuner_passes_the_users_optimizer_and_generator(monkeypatch):
 
 def test_unsupported_optimizer_is_never_a_silent_plain_sgd_answer():
     student = _student()
-    opt = torch.optim.RMSprop(student.parameters(), lr=0.1)
+    opt = torch.optim.Rprop(student.parameters(), lr=0.1)  # sign-based: no hypergradient through it
     tuner = kdlib.Tuner(opt, schedule="gradient")
     x, y = _data(16)
     with pytest.raises(NotImplementedError, match="SGD"):
@@ -367,3 +367,196 @@ def test_first_log_temperature_step_is_the_chain_rule_on_the_real_hypergradient(
     assert temp.item() == pytest.approx(0.3 * math.exp(-0.5 * clip(0.3 * g[1])), rel=1e-6)
     with pytest.raises(ValueError, match="temperature_param"):
         kdlib.Tuner(opt, init=init, temperature_param="exp")
+
+
+# --- placement="after_backward": tuner.step after loss.backward(), from the gradient in .grad ------------------
+def _after_loop(student, opt, tuner, batches, val):
+    """The after-backward loop: loss at the current values, backward, tuner.step (reads .grad), optimizer step."""
+    for b in batches:
+        x, y, t = b
+        loss = tuner.loss(student(x), t, y)
+        opt.zero_grad()
+        loss.backward()
+        tuner.step(student, b, val)
+        opt.step()
+
+
+def test_after_backward_first_step_is_eq3_at_the_same_state():
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
+    init = torch.tensor([0.5, 2.0])
+    for estimator in ("unrolled", "finite_difference"):
+        s, o = copy.deepcopy((student, opt))
+        g = hypergradient(s, (x, y, t), (xv, yv), init, optimizer=o, method=estimator)
+        tuner = kdlib.Tuner(o, init=init, schedule="gradient", estimator=estimator, meta_lr=0.5, meta_clip=1.0,
+                            placement="after_backward")
+        _after_loop(s, o, tuner, [(x, y, t)], (xv, yv))
+        torch.testing.assert_close(tuner.metaparams, project(init - 0.5 * g), rtol=1e-5, atol=1e-7)
+        assert tuner.history[0]["lambda1"] == 0.5 and tuner.history[0]["temperature"] == 2.0  # trained at init
+
+
+@pytest.mark.parametrize("estimator", ["unrolled", "finite_difference"])
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_after_backward_run_is_the_one_step_late_recursion(estimator, optimizer):
+    """A whole after-backward run equals the recursion written by hand: the hypergradient at (w_k, lambda_k) from
+    the model's own gradient, lambda_{k+1} = meta_update(lambda_k, h_k), and the real step at lambda_k."""
+    from kdlib.schedules import meta_update
+
+    student, _, x, y, t, xv, yv = _eval_student_problem()
+    make = {"sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+            "adam": lambda p: torch.optim.Adam(p, lr=1e-2)}[optimizer]
+    batches = [(x[i:i + 8], y[i:i + 8], t[i:i + 8]) for i in range(0, 32, 8)] * 2
+    ref_model = copy.deepcopy(student)
+    ref_opt = make(ref_model.parameters())
+    lam = torch.tensor([0.5, 2.0])
+    ref = []
+    for b in batches:
+        h = hypergradient(ref_model, b, (xv, yv), lam, optimizer=ref_opt, method=estimator)
+        new, _ = meta_update(lam, h, 1.0, 1.0)
+        ref_opt.zero_grad()
+        distillation_loss(ref_model(b[0]), b[2], b[1], lam[0], lam[1]).backward()
+        ref_opt.step()
+        ref.append(lam)
+        lam = new
+    opt = make(student.parameters())
+    tuner = kdlib.Tuner(opt, init=(0.5, 2.0), schedule="gradient", estimator=estimator, meta_lr=1.0, meta_clip=1.0,
+                        placement="after_backward")
+    _after_loop(student, opt, tuner, batches, (xv, yv))
+    got = torch.tensor([[r["lambda1"], r["temperature"]] for r in tuner.history])
+    torch.testing.assert_close(got, torch.stack(ref), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tuner.metaparams, lam, rtol=1e-5, atol=1e-6)
+    assert (got[-1] - got[0]).abs().max() > 1e-3  # the values did move
+    for a, b in zip(student.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["fixed", "gradient"])
+def test_after_backward_leaves_the_loops_rng_stream(schedule):
+    """The README after-backward loop (dropout, BatchNorm, shuffling loaders): the loop consumes exactly its own
+    random numbers; a "fixed" tuner trains the bit-identical student as no tuner."""
+    ref, _, rng_ref = _train(None)
+    teacher, student = _teacher(), _student(0)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    torch.manual_seed(100)
+    train, val = _loaders(16)
+    tuner = kdlib.Tuner(opt, init=(0.5, 2.0), schedule=schedule, meta_lr=1.0, meta_clip=1.0,
+                        placement="after_backward")
+    val_iter = kdlib.cycle(val)
+    for _ in range(2):
+        for (x, y), vb in zip(train, val_iter):
+            with torch.no_grad():
+                t = teacher(x)
+            loss = tuner.loss(student(x), t, y)
+            opt.zero_grad()
+            loss.backward()
+            tuner.step(student, (x, y, t), vb)
+            opt.step()
+    assert torch.equal(torch.get_rng_state(), rng_ref)
+    if schedule == "fixed":
+        for a, b in zip(ref.state_dict().values(), student.state_dict().values()):
+            assert torch.equal(a, b)
+    else:
+        assert tuner.hypergrad_evals == 8 and tuner.nan_skipped == 0
+        assert not torch.equal(tuner.metaparams, torch.tensor([0.5, 2.0]))
+
+
+def test_after_backward_train_step_and_dropout_loop():
+    """train_step in the after placement (forward, loss, backward, step from .grad, optimizer step) equals the
+    hand loop on a dropout-free student, and a loop with dropout/BatchNorm in train mode runs clean."""
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
+    batches = [(x[i:i + 8], y[i:i + 8], t[i:i + 8]) for i in range(0, 32, 8)]
+    s2, o2 = copy.deepcopy((student, opt))
+    kw = dict(init=(0.5, 2.0), schedule="gradient", meta_lr=1.0, meta_clip=1.0, placement="after_backward")
+    a, b = kdlib.Tuner(opt, **kw), kdlib.Tuner(o2, **kw)
+    _after_loop(student, opt, a, batches, (xv, yv))
+    for bt in batches:
+        b.train_step(s2, bt, (xv, yv))
+    assert a.history == b.history
+    for p, q in zip(student.parameters(), s2.parameters()):
+        assert torch.equal(p, q)
+    student = _student()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
+    tuner = kdlib.Tuner(opt, schedule="proposed", e1=2, e2=2, meta_lr=1.0, meta_clip=1.0,
+                        estimator="finite_difference", placement="after_backward")
+    x, y = _data(50)
+    tt = _teacher()(x).detach()
+    _after_loop(student, opt, tuner, [(x[i:i + 10], y[i:i + 10], tt[i:i + 10]) for i in range(0, 50, 10)], (x, y))
+    assert tuner.hypergrad_evals == 3 and tuner.nan_skipped == 0 and in_box(tuner.metaparams)
+
+
+def test_after_backward_refuses_a_missing_or_stale_gradient():
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
+    tuner = kdlib.Tuner(opt, schedule="gradient", placement="after_backward")
+    with pytest.raises(RuntimeError, match="no gradient in .grad: call loss.backward"):
+        tuner.step(student, (x, y, t), (xv, yv))  # placed before the backward (the before_backward loop)
+    loss = tuner.loss(student(x), t, y)
+    opt.zero_grad()
+    loss.backward()
+    tuner.step(student, (x, y, t), (xv, yv))
+    with pytest.raises(RuntimeError, match="stale"):
+        tuner.step(student, (x, y, t), (xv, yv))  # no backward since the last step
+    opt.step()
+    for _ in range(2):  # two backwards into the same .grad (no zero_grad between)
+        tuner.loss(student(x), t, y).backward()
+    with pytest.raises(RuntimeError, match="received 2 gradients"):
+        tuner.step(student, (x, y, t), (xv, yv))
+    lr_form = kdlib.Tuner(lr=0.1, schedule="gradient", placement="after_backward")  # no optimizer: hooked at step 1
+    model = copy.deepcopy(student)
+    model.zero_grad(set_to_none=True)
+    lr_form.loss(model(x), t, y).backward()
+    lr_form.step(model, (x, y, t), (xv, yv))
+    with pytest.raises(RuntimeError, match="stale"):
+        lr_form.step(model, (x, y, t), (xv, yv))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(placement="after"), "unknown placement"),
+    (dict(placement="after_backward", estimator="forward"), "one-step"),
+    (dict(placement="after_backward", steps=2), "one-step"),
+    (dict(placement="after_backward", unrolled_impl="reverse"), "one-step"),
+    (dict(clip_grad_norm=0.0), "clip_grad_norm"),
+    (dict(clip_grad_norm=1.0, estimator="neumann"), "neumann"),
+    (dict(distributed=True), "not initialised"),
+])
+def test_bad_placement_clip_and_distributed_settings(kwargs, match):
+    opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        kdlib.Tuner(opt, **kwargs)
+
+
+def test_after_backward_nan_skip_and_what_reaches_the_estimator(monkeypatch):
+    seen = []
+
+    def fake(model, train_batch, val_batch, metaparams, *args, **kwargs):
+        seen.append(kwargs)
+        return torch.tensor([float("nan") if len(seen) % 2 else 0.01, 0.0])
+
+    monkeypatch.setattr(tuner_mod, "hypergradient", fake)
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
+    tuner = kdlib.Tuner(opt, schedule="gradient", meta_lr=1.0, placement="after_backward", clip_grad_norm=2.0)
+    _after_loop(student, opt, tuner, [(x, y, t)] * 4, (xv, yv))
+    assert tuner.hypergrad_evals == 4 and tuner.nan_skipped == 2
+    grads = seen[0]["train_grad"]
+    assert set(grads) == {n for n, _ in student.named_parameters()} and seen[0]["clip_grad_norm"] == 2.0
+    assert "rank_mean" not in seen[0] and "train_logits" not in seen[0]
+
+
+# --- clip_grad_norm= in the Tuner ------------------------------------------------------------------------------
+def test_clip_grad_norm_first_step_and_train_step_clips_the_real_step():
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
+    init = torch.tensor([0.5, 2.0])
+    g = hypergradient(student, (x, y, t), (xv, yv), init, optimizer=opt, clip_grad_norm=0.05)
+    assert not torch.allclose(g, hypergradient(student, (x, y, t), (xv, yv), init, optimizer=opt), rtol=1e-2)
+    s1, o1 = copy.deepcopy((student, opt))
+    s2, o2 = copy.deepcopy((student, opt))
+    kw = dict(init=init, schedule="gradient", meta_lr=0.5, meta_clip=1.0, clip_grad_norm=0.05)
+    a, b = kdlib.Tuner(o1, **kw), kdlib.Tuner(o2, **kw)
+    lam1, temp = a.step(s1, (x, y, t), (xv, yv))
+    torch.testing.assert_close(torch.stack([lam1, temp]), project(init - 0.5 * g), rtol=0, atol=1e-7)
+    o1.zero_grad()
+    a.loss(s1(x), t, y).backward()
+    torch.nn.utils.clip_grad_norm_(s1.parameters(), 0.05)
+    o1.step()
+    b.train_step(s2, (x, y, t), (xv, yv))
+    assert torch.equal(a.metaparams, b.metaparams)
+    for p, q in zip(s1.parameters(), s2.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)

@@ -8,8 +8,9 @@ where L_train is :func:`kdlib.losses.distillation_loss`, L_val is :func:`kdlib.l
 explicit lambda dependence, so only the path through w' = U(w, lambda) contributes), and U is ONE step of
 the inner optimizer: the paper's plain SGD ``w - lr g`` (``lr=``), or the real update rule of the
 ``optimizer=`` that trains the model (``torch.optim.SGD`` with momentum/dampening/nesterov/weight decay,
-``Adam``, ``AdamW``; :mod:`kdlib.hypergrad.rules`, :mod:`~kdlib.hypergrad.sgd`, :mod:`~kdlib.hypergrad.adam`)
-with its current state and current ``param_groups`` (lr included, so schedulers just work).
+``Adam``/``AdamW`` (amsgrad too), ``RMSprop``, ``Adagrad``, ``NAdam``, ``RAdam``; one table of rules,
+:mod:`kdlib.hypergrad.rules`) with its current state and current ``param_groups`` (lr included, so schedulers
+just work).
 
 Estimators (``method=``), one file each:
 
@@ -39,12 +40,14 @@ from torch import Tensor, nn
 
 from kdlib.hypergrad import finite_difference, forward, neumann, unrolled
 from kdlib.hypergrad.reference import unrolled_higher
-from kdlib.hypergrad.rules import SUPPORTED, UpdateRule, plain_sgd, resolve
+from kdlib.hypergrad.distributed import RankMean
+from kdlib.hypergrad.rules import SUPPORTED, UpdateRule, check_clip, plain_sgd, resolve
 from kdlib.hypergrad.state import (DEFAULT_SEED, Forward, ForwardFn, as_batches, check_val_batch, draw_seed,
                                    inner_buffers, reseed, rng_scope, split_params)
 
 METHODS = ("unrolled", "finite_difference", "neumann", "forward")
 _LOSS_OPTIONS = ("form", "t2_scaling")
+_STEP_OPTIONS = ("clip_grad_norm",)
 _METHOD_OPTIONS = {
     "unrolled": ("unrolled_impl",),
     "finite_difference": ("fd_eps_scale", "fd_virtual_lr"),
@@ -53,27 +56,32 @@ _METHOD_OPTIONS = {
 }
 
 
-def _rule(model: nn.Module, names: list[str], lr: Any, optimizer: Optional[torch.optim.Optimizer]) -> UpdateRule:
+def _rule(model: nn.Module, names: list[str], lr: Any, optimizer: Optional[torch.optim.Optimizer],
+          clip: Optional[float] = None) -> UpdateRule:
     if optimizer is not None and lr is not None:
         raise ValueError("pass either lr= (the paper's plain-SGD step) or optimizer= (that optimizer's real "
                          "step, lr read from its param_groups), not both")
     if optimizer is None and lr is None:
-        raise ValueError("hypergradient needs the inner step: lr= (plain SGD) or optimizer= (torch.optim.SGD, "
-                         "Adam or AdamW)")
+        raise ValueError("hypergradient needs the inner step: lr= (plain SGD) or optimizer= (one of "
+                         f"{', '.join(SUPPORTED)})")
     if optimizer is None:
-        return plain_sgd(lr)
+        return plain_sgd(lr, names, clip)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer= must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    return resolve(optimizer, model, names)
+    return resolve(optimizer, model, names, clip)
 
 
 def _check(method: str, steps: int, metaparams: Tensor, options: Mapping[str, Any]) -> dict[str, Any]:
     if method not in METHODS:
         raise ValueError(f"unknown hypergradient method {method!r}; choose one of: {', '.join(METHODS)}")
-    unknown = set(options) - set(_METHOD_OPTIONS[method]) - set(_LOSS_OPTIONS)
+    unknown = set(options) - set(_METHOD_OPTIONS[method]) - set(_LOSS_OPTIONS) - set(_STEP_OPTIONS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; valid: "
-                         f"{sorted(_METHOD_OPTIONS[method] + _LOSS_OPTIONS)}")
+                         f"{sorted(_METHOD_OPTIONS[method] + _LOSS_OPTIONS + _STEP_OPTIONS)}")
+    if check_clip(options.get("clip_grad_norm")) is not None and (
+            method == "neumann" or options.get("unrolled_impl") == "higher"):
+        raise ValueError("clip_grad_norm= models the clipped step of 'unrolled' (not unrolled_impl='higher'), "
+                         "'finite_difference' and 'forward'; method='neumann' takes no step")
     if not isinstance(metaparams, Tensor) or metaparams.shape != (2,):
         shape = tuple(metaparams.shape) if isinstance(metaparams, Tensor) else type(metaparams).__name__
         raise ValueError(f"metaparams must be the tensor (lambda1, T) of shape (2,), got {shape}")
@@ -97,21 +105,22 @@ def reuses_train_logits(method: str, steps: int = 1, unrolled_impl: str = "auto"
 
 
 def _dispatch(fwd: Forward, params, batches, val_batch, metaparams, rule, t_val, method, steps, loss_opts,
-              options, shared=None) -> Tensor:
+              options, shared=None, train_grad=None, val_mean=None) -> Tensor:
     """Route to the estimator (arguments already validated, host-side only)."""
     args = (fwd, params)
     if method == "unrolled":
         impl = options.get("unrolled_impl", "auto")
         if steps == 1 and impl in ("auto", "cotangent"):
             return unrolled.unrolled_one_step(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts,
-                                              shared=shared)
+                                              shared=shared, train_grad=train_grad, val_mean=val_mean)
         return unrolled.unrolled_reverse(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
     if method == "forward":
         return forward.forward_mode(*args, batches, val_batch, metaparams, rule, t_val, loss_opts)
     method_opts = {k: options[k] for k in _METHOD_OPTIONS[method] if k in options}
     if method == "finite_difference":
         return finite_difference.finite_difference(*args, batches[0], val_batch, metaparams, rule, t_val,
-                                                   loss_opts, shared=shared, **method_opts)
+                                                   loss_opts, shared=shared, train_grad=train_grad,
+                                                   val_mean=val_mean, **method_opts)
     return neumann.neumann(*args, batches[0], val_batch, metaparams, rule, t_val, loss_opts, **method_opts)
 
 
@@ -120,26 +129,42 @@ def hypergradient_functional(model: nn.Module, params: Mapping[str, Tensor], sta
                              method: str = "unrolled", steps: int = 1,
                              optimizer: Optional[torch.optim.Optimizer] = None, forward: Optional[ForwardFn] = None,
                              generator: Optional[torch.Generator] = None,
-                             shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None, **options: Any) -> Tensor:
+                             shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None,
+                             train_grad: Optional[Mapping[str, Tensor]] = None, rank_mean: Optional[RankMean] = None,
+                             **options: Any) -> Tensor:
     """:func:`hypergradient` on explicit state: ``params`` (trainable, stepped; names as in
     ``model.named_parameters()``) and ``state`` (frozen parameters and buffers, used as given -- see
     :func:`inner_buffers` for safe BN buffers). ``shared=(z, w)``: the real step's train logits and the
     trainable tensors they were computed from (same names as ``params``), see :func:`hypergradient`'s
-    ``train_logits``."""
+    ``train_logits``; ``train_grad``: the train gradient of every parameter of ``params`` (see there)."""
     loss_opts = _check(method, steps, metaparams, options)
-    if shared is not None and not reuses_train_logits(method, steps, options.get("unrolled_impl", "auto")):
+    impl = options.get("unrolled_impl", "auto")
+    if shared is not None and not reuses_train_logits(method, steps, impl):
         raise ValueError(f"train_logits= is used only by the one-step 'unrolled' and 'finite_difference' "
                          f"estimators, not method={method!r} steps={steps}; leave it out")
+    if train_grad is not None:
+        if not reuses_train_logits(method, steps, impl):
+            raise ValueError(f"train_grad= (the gradient already in .grad) is taken by the one-step 'unrolled' and "
+                             f"'finite_difference' estimators, not method={method!r} steps={steps} "
+                             f"unrolled_impl={impl!r}")
+        if shared is not None:
+            raise ValueError("pass train_grad= or train_logits=, not both")
+        missing = [n for n in params if n not in train_grad]
+        if missing:
+            raise ValueError(f"train_grad= lacks the gradient of {missing[:3]}; give one for every stepped parameter")
     if options.get("unrolled_impl") == "higher":
         raise ValueError("unrolled_impl='higher' works on the model itself: use hypergradient()")
-    rule = _rule(model, list(params), lr, optimizer)
+    rule = _rule(model, list(params), lr, optimizer, check_clip(options.get("clip_grad_norm")))
     batches = as_batches(train_batch, steps)
     val = check_val_batch(val_batch)
     seed = draw_seed(generator)
     with torch.enable_grad(), rng_scope(model) as devices:
         fwd = Forward(model, state, forward, seed, devices)
+        grads = None if train_grad is None else {n: train_grad[n].detach() for n in params}
         out = _dispatch(fwd, params, batches, val, metaparams, rule, t_val, method, steps, loss_opts, options,
-                        shared)
+                        shared, grads, rank_mean if train_grad is not None else None)
+    if rank_mean is not None:
+        (out,) = rank_mean([out])
     return out.to(metaparams.dtype)
 
 
@@ -147,6 +172,7 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
                   t_val: Any = 1.0, method: str = "unrolled", steps: int = 1,
                   optimizer: Optional[torch.optim.Optimizer] = None, forward: Optional[ForwardFn] = None,
                   generator: Optional[torch.Generator] = None, train_logits: Optional[Tensor] = None,
+                  train_grad: Optional[Mapping[str, Optional[Tensor]]] = None, rank_mean: Optional[RankMean] = None,
                   **options: Any) -> Tensor:
     """Gradient w.r.t. lambda = (lambda1, T) of L_val(U(w, lambda)) after one inner step U, eq. (3).
 
@@ -160,9 +186,10 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
         t_val: T_val of L_val.
         method: ``"unrolled"`` | ``"finite_difference"`` | ``"neumann"`` | ``"forward"``.
         steps: inner steps (``unrolled`` and ``forward`` only).
-        optimizer: the ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` that trains ``model``: differentiate through
-            its real update rule with its current state and param groups (read only). Others:
-            ``NotImplementedError``. ``neumann`` accepts only a plain SGD (no step is taken; see there).
+        optimizer: the torch optimizer that trains ``model`` (:data:`SUPPORTED`: SGD, Adam, AdamW, RMSprop,
+            Adagrad, NAdam, RAdam): differentiate through its real update rule with its current state and param
+            groups (read only). Others: ``NotImplementedError``. ``neumann`` accepts only a plain SGD (no step
+            is taken; see there).
         forward: ``(model, inputs) -> logits`` for models with keyword arguments, dict inputs or dict
             outputs; default ``model(inputs)``, which must return a tensor.
         generator: a CPU ``torch.Generator`` owned by the caller; one seed is drawn from it per call (fresh
@@ -172,7 +199,23 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
             estimators (:func:`reuses_train_logits`) then skip their own train forward and retain the graph for
             the real step's backward. Those logits carry the real step's dropout masks (the validation forward
             keeps the call's seed) and BatchNorm batch statistics, identical to the estimator's own forward.
-        **options: loss options ``form`` ("ce"/"kl"), ``t2_scaling`` (see :func:`distillation_loss`), and
+        train_grad: the gradient of L_train at (w, metaparams) on ``train_batch`` already taken by the loop's own
+            ``loss.backward()`` (``{name: p.grad}`` over ``model.named_parameters()``; :class:`kdlib.Tuner`'s
+            ``placement="after_backward"``). The one-step ``unrolled`` and ``finite_difference`` estimators then
+            step from it instead of taking it again: ``unrolled`` needs only J^T c_i (one forward, two backwards),
+            ``finite_difference`` only its two perturbed no-grad forwards. A parameter whose entry is ``None`` is
+            not stepped (``optimizer.step()`` skips it). Exact for a model without dropout; with dropout the
+            estimator's own forward has other masks than the loop's.
+        rank_mean: data parallelism (:func:`kdlib.hypergrad.distributed.rank_mean`, averaging tensors over the
+            ranks). Without ``train_grad``: the result is the mean over ranks of each rank's hypergradient on its
+            own batches (one two-number all-reduce). With ``train_grad`` (then DDP's rank-averaged gradient): the
+            validation gradient is averaged too (one model-sized all-reduce), and the result is the hypergradient
+            of (1/R) sum_r L_val(w'; val_r) through w' = U(w, (1/R) sum_r grad L_train(w; batch_r)): for a model
+            without batch-coupled layers and equal per-rank batches, the single-process hypergradient of the
+            ranks' batches concatenated.
+        **options: loss options ``form`` ("ce"/"kl"), ``t2_scaling`` (see :func:`distillation_loss`);
+            ``clip_grad_norm`` (the max_norm of the loop's ``torch.nn.utils.clip_grad_norm_(model.parameters(),
+            max_norm)`` between backward and step, modelled exactly; without it the step is unclipped); and
             per method: ``unrolled_impl`` ("auto"/"cotangent"/"reverse"/"higher"), ``fd_eps_scale`` (0.01),
             ``fd_virtual_lr`` (None = lr), ``neumann_terms`` (5), ``neumann_alpha`` (None = lr).
 
@@ -180,8 +223,8 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
         Tensor of shape (2,): (dL_val/dlambda1, dL_val/dT). Raw: may hold NaN/inf, never synced.
     """
     if method == "unrolled" and options.get("unrolled_impl") == "higher":
-        if train_logits is not None:
-            raise ValueError("train_logits= is not used by unrolled_impl='higher'; leave it out")
+        if train_logits is not None or train_grad is not None:
+            raise ValueError("train_logits= and train_grad= are not used by unrolled_impl='higher'; leave them out")
         loss_opts = _check(method, steps, metaparams, options)
         params, _ = split_params(model)
         _rule(model, list(params), lr, optimizer)  # same argument checks and optimizer support
@@ -194,9 +237,18 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
                 reseed(seed, devices)
                 return call(m, x)
 
-            return unrolled_higher(model, batches, val, metaparams, lr, t_val, loss_opts, optimizer=optimizer,
-                                   forward=seeded)
+            out = unrolled_higher(model, batches, val, metaparams, lr, t_val, loss_opts, optimizer=optimizer,
+                                  forward=seeded)
+        return out if rank_mean is None else rank_mean([out])[0]
     params, frozen = split_params(model)
+    if train_grad is not None:  # parameters without a gradient are held, as optimizer.step() skips them
+        unknown = sorted(set(train_grad) - set(params) - set(frozen))
+        if unknown:
+            raise ValueError(f"train_grad= names {unknown[:3]}, not parameters of the model")
+        frozen.update({n: p for n, p in params.items() if train_grad.get(n) is None})
+        params = {n: p for n, p in params.items() if train_grad.get(n) is not None}
+        if not params:
+            raise ValueError("train_grad= holds no gradient: call loss.backward() first")
     state = {**inner_buffers(model), **frozen}
     shared = None
     if train_logits is not None:
@@ -206,7 +258,8 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
         shared = (train_logits, {n: p for n, p in model.named_parameters() if p.requires_grad})
     return hypergradient_functional(model, params, state, train_batch, val_batch, metaparams, lr, t_val,
                                     method=method, steps=steps, optimizer=optimizer, forward=forward,
-                                    generator=generator, shared=shared, **options)
+                                    generator=generator, shared=shared, train_grad=train_grad, rank_mean=rank_mean,
+                                    **options)
 
 
 __all__ = ["hypergradient", "hypergradient_functional", "reuses_train_logits", "unrolled_higher", "split_params", "inner_buffers",

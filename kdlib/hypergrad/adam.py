@@ -1,17 +1,19 @@
 """``torch.optim.Adam`` / ``AdamW``'s update rule as a differentiable function (the inner step of eq. (3)).
 
-One step, per parameter, with the state's step count t (torch's ``_single_tensor_adam``; amsgrad and maximize
-are not supported):
+One step, per parameter, with the state's step count t (torch's ``_single_tensor_adam``; maximize is not
+supported):
 
     t = t + 1
     AdamW: w = w * (1 - lr * weight_decay)          Adam: g = g + weight_decay * w
     m = lerp(m, g, 1 - beta1),   v = beta2 * v + (1 - beta2) * g^2
+    amsgrad: v_max = max(v_max, v), used for v below
     w' = w - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
 Elementwise and nonlinear in g; the estimators differentiate it exactly (a vector-Jacobian product for the
 reverse estimators, forward-mode through it for ``"forward"``). ``sqrt(v)`` is taken with a zero derivative
 where ``v == 0`` (a parameter whose gradient has always been exactly zero: there m == 0 too, so the
 derivative of the update, ``(1 - beta1) / bc1 / eps``, is still exact; plain autograd would give 0 * inf = NaN).
+The amsgrad maximum passes its derivative to the new v where v >= v_max (to the old, constant maximum elsewhere).
 """
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ from torch import Tensor
 ParamState = dict[str, Tensor]
 
 
-def _safe_sqrt(v: Tensor) -> Tensor:
+def safe_sqrt(v: Tensor) -> Tensor:
+    """``sqrt(v)`` with a zero derivative where ``v <= 0`` (used by every adaptive rule)."""
     pos = v > 0
     return torch.where(pos, torch.sqrt(torch.where(pos, v, torch.ones_like(v))), torch.zeros_like(v))
 
 
-def _step_count(step: Any) -> Any:
-    """The state's step count as a Python float where that costs no device sync (torch reads it so too)."""
+def step_count(step: Any) -> Any:
+    """A 0-d state scalar (the step count, NAdam's mu_product) as a Python float where that costs no device sync
+    (torch reads it so too); a device tensor stays a tensor."""
     if step is None:
         return 0.0
     if isinstance(step, Tensor):
@@ -42,17 +46,18 @@ def step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], state: Mappi
          group: Mapping[str, Any], decoupled: bool = False) -> tuple[dict[str, Tensor], dict[str, ParamState]]:
     """One differentiable Adam (``decoupled=False``) or AdamW (``decoupled=True``) step of one param group.
 
-    ``state[name]`` is ``{"step", "exp_avg", "exp_avg_sq"}`` as in ``optimizer.state[p]`` (empty before the
-    first step: zeros); ``group`` holds ``lr, betas, eps, weight_decay``. Returns ``(new params, new state)``;
-    nothing is written in place.
+    ``state[name]`` is ``{"step", "exp_avg", "exp_avg_sq"}`` (and ``"max_exp_avg_sq"`` with amsgrad) as in
+    ``optimizer.state[p]`` (empty before the first step: zeros); ``group`` holds ``lr, betas, eps, weight_decay``
+    and optionally ``amsgrad``. Returns ``(new params, new state)``; nothing is written in place.
     """
+    amsgrad = bool(group.get("amsgrad", False))
     lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     new_params: dict[str, Tensor] = {}
     new_state: dict[str, ParamState] = {}
     for n, w in params.items():
         g = grads[n]
         st = state.get(n, {})
-        t = _step_count(st.get("step")) + 1
+        t = step_count(st.get("step")) + 1
         m = st.get("exp_avg")
         v = st.get("exp_avg_sq")
         m = torch.zeros_like(w) if m is None else m
@@ -68,7 +73,13 @@ def step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], state: Mappi
             bc1, bc2_sqrt = 1 - beta1 ** t, (1 - beta2 ** t).sqrt()
         else:
             bc1, bc2_sqrt = 1 - beta1 ** t, math.sqrt(1 - beta2 ** t)
-        denom = _safe_sqrt(v) / bc2_sqrt + eps
+        out = {"step": t if isinstance(t, Tensor) else torch.tensor(t), "exp_avg": m, "exp_avg_sq": v}
+        if amsgrad:
+            v_max = st.get("max_exp_avg_sq")
+            v_max = torch.zeros_like(w) if v_max is None else v_max
+            v = torch.where(v >= v_max, v, v_max)
+            out["max_exp_avg_sq"] = v
+        denom = safe_sqrt(v) / bc2_sqrt + eps
         new_params[n] = w - (lr / bc1) * m / denom
-        new_state[n] = {"step": t if isinstance(t, Tensor) else torch.tensor(t), "exp_avg": m, "exp_avg_sq": v}
+        new_state[n] = out
     return new_params, new_state

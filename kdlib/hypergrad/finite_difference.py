@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
+from kdlib.hypergrad.distributed import RankMean
 from kdlib.hypergrad.rules import UpdateRule
 from kdlib.hypergrad.state import Forward, grad, leaves, train_loss, val_loss
 from kdlib.losses import distillation_loss
@@ -32,15 +33,22 @@ def _norm(ts) -> Tensor:
 def finite_difference(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, val_batch: tuple,
                       metaparams: Tensor, rule: UpdateRule, t_val: Any, loss_opts: Mapping[str, Any],
                       fd_eps_scale: float = 0.01, fd_virtual_lr: Any = None,
-                      shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None) -> Tensor:
+                      shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None,
+                      train_grad: Optional[Mapping[str, Tensor]] = None, val_mean: Optional[RankMean] = None) -> Tensor:
     """Central difference of grad_lambda L_train along the step's pulled-back validation gradient.
 
     ``shared=(z, w)``: the real training step's train logits with their graph to the trainable parameters
     ``w`` (:meth:`kdlib.tuner.Tuner.train_step`): the train gradient is taken from them (graph retained for
-    the real step's backward) instead of a second forward."""
+    the real step's backward) instead of a second forward. ``train_grad``: the train gradient already taken by
+    the loop's backward (no train forward here but the two perturbed ones). ``val_mean``: the validation
+    gradient is averaged over the data-parallel ranks before it becomes the direction."""
     x, y, t = batch
     lam_c = metaparams.detach()
-    if shared is None:
+    if train_grad is not None:
+        w = {n: p.detach() for n, p in params.items()}
+        names = list(w)
+        gw = tuple(train_grad[n] for n in names)
+    elif shared is None:
         w = leaves(params)
         names = list(w)
         loss = train_loss(fwd, w, batch, lam_c, loss_opts)
@@ -56,6 +64,8 @@ def finite_difference(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
         w_new = {n: (w[n].detach() - virtual_lr * gi).requires_grad_(True) for n, gi in zip(names, gw)}
         lv = val_loss(fwd, w_new, val_batch, t_val)
         direction = grad(lv, [w_new[n] for n in names])
+        if val_mean is not None:
+            direction = tuple(val_mean(direction))
         scale = -lr
     else:
         g0 = dict(zip(names, gw))
@@ -64,7 +74,8 @@ def finite_difference(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
             stepped, _ = rule.with_lr(fd_virtual_lr).step({n: w[n].detach() for n in names}, g0)
         w_new = {n: stepped[n].detach().requires_grad_(True) for n in names}
         lv = val_loss(fwd, w_new, val_batch, t_val)
-        q = pullback(dict(zip(names, grad(lv, [w_new[n] for n in names]))))
+        v = grad(lv, [w_new[n] for n in names])
+        q = pullback(dict(zip(names, v if val_mean is None else val_mean(v))))
         # a coordinate with an exactly zero train gradient (a dead unit: its column of J is zero) has
         # dg/dlambda == 0, so it adds nothing to q . dg/dlambda; Adam's du/dg there is lr/eps (huge), which would
         # otherwise dominate ||q||, shrink eps for the live coordinates and push dead units across their kink

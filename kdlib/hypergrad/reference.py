@@ -59,9 +59,15 @@ class DifferentiableAdamW(TorchAdam):
     decoupled = True
 
 
+_REFERENCE = {torch.optim.SGD: higher.optim.DifferentiableSGD, torch.optim.Adam: TorchAdam,
+              torch.optim.AdamW: DifferentiableAdamW}
+
+
 def _diffopt(optimizer: torch.optim.Optimizer, model: nn.Module, fmodel: Any) -> Any:
-    kind = {torch.optim.SGD: higher.optim.DifferentiableSGD, torch.optim.Adam: TorchAdam,
-            torch.optim.AdamW: DifferentiableAdamW}[type(optimizer)]
+    if type(optimizer) not in _REFERENCE or any(g.get("amsgrad", False) for g in optimizer.param_groups):
+        raise NotImplementedError(f"the higher reference (unrolled_impl='higher') covers SGD, Adam and AdamW "
+                                  f"without amsgrad, not {type(optimizer).__name__}; use unrolled_impl='auto'")
+    kind = _REFERENCE[type(optimizer)]
     if kind is TorchAdam and optimizer.param_groups[0].get("decoupled_weight_decay", False):
         kind = DifferentiableAdamW
     return kind(optimizer, model.parameters(), fmodel=fmodel, track_higher_grads=True)

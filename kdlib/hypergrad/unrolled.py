@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
+from kdlib.hypergrad.distributed import RankMean
 from kdlib.hypergrad.rules import UpdateRule
 from kdlib.hypergrad.state import Forward, grad, leaves, train_loss, val_loss
 from kdlib.losses import distillation_loss
@@ -35,7 +36,8 @@ def unrolled_reverse(fwd: Forward, params: Mapping[str, Tensor], batches: Sequen
 
 def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, val_batch: tuple,
                       metaparams: Tensor, rule: UpdateRule, t_val: Any, loss_opts: Mapping[str, Any],
-                      shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None) -> Tensor:
+                      shared: Optional[tuple[Tensor, Mapping[str, Tensor]]] = None,
+                      train_grad: Optional[Mapping[str, Tensor]] = None, val_mean: Optional[RankMean] = None) -> Tensor:
     """Exact one-step hypergradient of eq. (3), evaluated without differentiating twice through the network.
 
     Let z = g(x, w) be the train logits (they do not depend on lambda), J = dz/dw, s(lambda) = dL_train/dz,
@@ -49,6 +51,9 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     ``shared=(z, w)``: the train logits z of the real training step with their graph to the trainable
     parameters ``w`` (the real step's own forward, :meth:`kdlib.tuner.Tuner.train_step`); z is then not
     recomputed and its graph is retained for the real step's backward.
+
+    ``train_grad``: J^T s already taken by the loop's backward (the gradient in ``.grad``): only J^T c_1, J^T c_2
+    are taken here. ``val_mean``: v is averaged over the data-parallel ranks before it is pulled back.
     """
     x, y, t = batch
     lam = metaparams.detach().clone().requires_grad_(True)
@@ -66,23 +71,30 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     r = torch.zeros_like(s, requires_grad=True)
     (s_vjp,) = grad(s, [lam], grad_outputs=r, create_graph=True)
     cots = [s.detach()] + [grad(s_vjp[i], [r], retain_graph=i + 1 < lam.numel())[0] for i in range(lam.numel())]
+    if train_grad is not None:
+        cots = cots[1:]
     # three backwards through the saved train graph (one per cotangent): faster on CPU than one
     # ``is_grads_batched`` (vmapped) backward, and the same products up to rounding
     last = len(cots) - 1
     per = [grad(z, wl, grad_outputs=c.to(z.dtype), retain_graph=shared is not None or i < last)
            for i, c in enumerate(cots)]
+    if train_grad is not None:
+        per = [tuple(train_grad[n] for n in names)] + per
     jt = [torch.stack(gs) for gs in zip(*per)]
     if rule.plain_lr is not None:
         lr = rule.plain_lr
         w_new = {n: (w[n].detach() - lr * g[0]).requires_grad_(True) for n, g in zip(names, jt)}
         lv = val_loss(fwd, w_new, val_batch, t_val)
         v = grad(lv, [w_new[n] for n in names])
+        if val_mean is not None:
+            v = val_mean(v)
         mixed = torch.stack([(g[1:].flatten(1) * vi.reshape(1, -1)).sum(1) for g, vi in zip(jt, v)]).sum(0)
         return (-lr * mixed).to(metaparams.dtype)
     g0 = {n: g[0] for n, g in zip(names, jt)}
     stepped, pullback = rule.linearize(w, g0)
     w_new = {n: stepped[n].requires_grad_(True) for n in names}
     lv = val_loss(fwd, w_new, val_batch, t_val)
-    q = pullback(dict(zip(names, grad(lv, [w_new[n] for n in names]))))
+    v = grad(lv, [w_new[n] for n in names])
+    q = pullback(dict(zip(names, v if val_mean is None else val_mean(v))))
     mixed = torch.stack([(g[1:].flatten(1) * q[n].reshape(1, -1)).sum(1) for n, g in zip(names, jt)]).sum(0)
     return mixed.to(metaparams.dtype)
