@@ -361,3 +361,104 @@ def test_image_student_runs_each_method_over_epochs():
     a = methods.get_method("ctkd").run(st, problem).history
     b = methods.get_method("ctkd").run(st, problem).history
     assert [(h["temperature"], h["test_accuracy"]) for h in a] == [(h["temperature"], h["test_accuracy"]) for h in b]
+
+
+# ------------------------------------------------------------------------------------------ the archive and the page
+def _rec(method: str, seed: int, acc: float, wall: float, temps=(2.0, 3.0), evals: int = 0, **config):
+    from kdlib.analysis.archive import AUTHORS_PROTOCOL
+
+    history = [dict(step=e, epoch=e, test_accuracy=acc, lambda1=0.1, temperature=t, phase="fixed",
+                    hypergrad_evals=evals) for e, t in enumerate(temps)]
+    return dict(config={**dict(dataset="cifar10_reduced", method=method, seed=seed, **AUTHORS_PROTOCOL), **config},
+                history=history, summary=dict(status="ok", final_accuracy=acc, wall_time=wall, full_trainings=1,
+                                              hypergrad_evals=evals),
+                provenance=dict(kdlib_version="0.1.0", commit="abc1234", torch="2.x", threads=1, machine="test",
+                                created="2026-01-01T00:00:00", cpu_kernels="avx2", cpu_capability="AVX2"))
+
+
+def _write(root, folder, recs):
+    d = root / "cifar10_reduced" / folder / "runs"
+    d.mkdir(parents=True, exist_ok=True)
+    for r in recs:
+        c = r["config"]
+        (d / f"cifar10_reduced__{c['method']}__seed{c['seed']}.json").write_text(json.dumps(r))
+
+
+def test_archived_comparison_reader_checks_and_numbers(tmp_path):
+    from kdlib.analysis import beyond as B
+
+    root = tmp_path / "archive"
+    assert B.load_beyond(root=root) == []
+    six = [_rec("gradient", s, a, 300.0 + s, evals=4500) for s, a in enumerate([0.55, 0.57, 0.56, 0.58])] + \
+          [_rec("no_distillation", s, a, 100.0) for s, a in enumerate([0.54, 0.545, 0.55, 0.548])]
+    new = [_rec("ctkd", s, a, 110.0 + 2 * s) for s, a in enumerate([0.58, 0.60, 0.59, 0.61])] + \
+          [_rec("logit_std", s, a, 90.0) for s, a in enumerate([0.50, 0.60, 0.55, 0.56])]
+    _write(root, "authors", six)
+    _write(root, "beyond", new)
+    comp = B.comparison_records(root=root)
+    assert len(comp["authors"]) == 8 and [r["config"]["method"] for r in comp["beyond"]] == ["ctkd"] * 4 + ["logit_std"] * 4
+    recs = comp["authors"] + comp["beyond"]
+    t = B.accuracy_cost_table(recs).set_index("method")
+    ctkd_acc = np.array([0.58, 0.60, 0.59, 0.61])
+    assert t.loc["ctkd", "mean"] == pytest.approx(ctkd_acc.mean()) and t.loc["ctkd", "std"] == pytest.approx(ctkd_acc.std())
+    assert t.loc["ctkd", "accuracy"] == f"{ctkd_acc.mean():.4f} ({ctkd_acc.max():.4f}) ± {ctkd_acc.std():.4f}"
+    assert t.loc["ctkd", "wall_time_s"] == pytest.approx(113.0) and t.loc["gradient", "hypergradients"] == 4500
+    assert t.loc["gradient_std", "runs"] == 0 and t.loc["gradient_std", "accuracy"] == "—"
+    v = B.verdict(recs).set_index(["method", "reference"])
+    # ctkd is above gradient by 0.03 on every seed: the interval excludes zero; logit_std scatters around it
+    assert v.loc[("ctkd", "gradient"), "separated"] and v.loc[("ctkd", "gradient"), "mean"] == pytest.approx(0.03)
+    assert not v.loc[("logit_std", "gradient"), "separated"]
+    assert ("gradient_std", "gradient") not in v.index
+    curves = B.temperature_curves(recs)
+    assert set(curves.method) == {"ctkd", "gradient"} and len(curves) == 16
+    # a record of another protocol, a duplicate cell, or a paper method in the folder is refused, naming the file
+    _write(root, "beyond", [_rec("gradient_std", 0, 0.5, 1.0, loss_form="ce")])
+    with pytest.raises(ValueError, match="gradient_std__seed0.*not made under the authors' protocol"):
+        B.load_beyond(root=root)
+    (root / "cifar10_reduced" / "beyond" / "runs" / "cifar10_reduced__gradient_std__seed0.json").unlink()
+    _write(root, "beyond", [_rec("naive", 0, 0.5, 1.0)])
+    with pytest.raises(ValueError, match="method 'naive' does not belong here"):
+        B.load_beyond(root=root)
+
+
+def test_page_says_the_archive_is_empty_and_reads_it_once_filled(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kdlib.book import beyond_page
+
+    shown: list = []
+    monkeypatch.setattr(beyond_page, "show_markdown", lambda text: shown.append(text))
+    monkeypatch.setattr(beyond_page, "show_table", lambda df, **kw: shown.append(df))
+    monkeypatch.setattr(beyond_page.plt, "show", lambda: None)
+    root = tmp_path / "archive"
+    _write(root, "authors", [_rec("gradient", s, 0.55 + 0.01 * s, 300.0, evals=4500) for s in range(3)])
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(root))
+    page = beyond_page.BeyondPage("paper", seeds=3)
+    page.archive()
+    assert "has not been run yet" in shown[0] and "--cpu-kernels avx2" in shown[0] and "--seeds 10" in shown[0]
+    page.runs()  # the paper profile runs nothing
+    table = page.table()
+    assert (table.loc[table.method == METHOD_LABELS["ctkd"], "final accuracy, mean (max) ± std"] == "not run yet").all()
+    page.figure()
+    page.temperatures()
+    shown.clear()
+    page.verdict()
+    assert any("no verdict yet" in s for s in shown if isinstance(s, str))
+
+    _write(root, "beyond", [_rec("ctkd", s, 0.60 + 0.01 * s, 120.0, temps=(15.6, 18.0)) for s in range(3)])
+    shown.clear()
+    page = beyond_page.BeyondPage("paper", seeds=3)
+    page.archive()
+    assert "has not been run yet" not in shown[0] and "CTKD (curriculum temperature): 3" in shown[0]
+    table = page.table()
+    row = table[table.method == METHOD_LABELS["ctkd"]].iloc[0]
+    assert row["final accuracy, mean (max) ± std"].startswith("0.6100 (0.6200)") and row["runs"] == 3
+    page.temperatures()
+    shown.clear()
+    out = page.verdict()
+    v = out[beyond_page.ARCHIVE_SOURCE].set_index("reference")
+    assert v.loc["gradient", "mean"] == pytest.approx(0.05) and v.loc["gradient", "separated"]
+    text = next(s for s in shown if isinstance(s, str) and "Differences larger than the seed spread" in s)
+    assert "CTKD (curriculum temperature) − gradient-based = +0.0500 (above)" in text
+    assert "0.40× gradient-based" in text

@@ -9,6 +9,8 @@
 * :func:`loss_surface`, :func:`toy_gap`, :func:`extrapolation_error` - the pages on the problem and Theorem 1.
 * :func:`final_vs_initial_temperature`, :func:`run_trajectories` - the archived paper-protocol runs against the
   authors' logs, run by run.
+* :func:`accuracy_vs_wall_time` - final accuracy against wall time, one point per run (the page against 2023-24
+  methods).
 
 Every legend and label uses display names (:mod:`kdlib.analysis.labels`), never an internal key.
 """
@@ -24,9 +26,12 @@ import torch
 
 from kdlib.analysis.labels import METHOD_LABELS as LABELS
 from kdlib.analysis.labels import METHODS
+from kdlib.names import BEYOND_METHOD_NAMES
 from kdlib.trajectory import fit_line
 
 PALETTE = dict(zip(METHODS, sns.color_palette("colorblind", len(METHODS))))
+# the methods beyond the paper take the palette's next colours (the six keep theirs)
+PALETTE.update(zip(BEYOND_METHOD_NAMES, sns.color_palette("colorblind", 10)[len(METHODS):]))
 VALUE_LABELS = {"val_loss": r"validation loss $\mathcal{L}_{\mathrm{val}}$", "test_accuracy": "test accuracy",
                 "val_accuracy": "validation accuracy"}
 # the authors' axis gets its own scale when their run is this many times longer (or shorter) than ours
@@ -312,6 +317,26 @@ def run_trajectories(curves: pd.DataFrame, value: str, by: str = "run", x: str =
     ax.grid(alpha=0.3)
     if seen - {None}:
         ax.legend(fontsize=7, title="branch", title_fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def accuracy_vs_wall_time(points: pd.DataFrame, methods: Sequence[str], ax=None, title: str | None = None):
+    """One point per run: final test accuracy against the run's wall time (log x), one colour per method.
+    ``points``: :func:`kdlib.analysis.beyond.run_points` (method, final_accuracy, wall_time); diverged runs
+    (no finite accuracy) are not drawn."""
+    ax = _ax(ax, figsize=(6.4, 4.2))
+    for m in _present(methods, points["method"]):
+        d = points[(points.method == m) & np.isfinite(points.final_accuracy.astype(float))]
+        ax.scatter(d.wall_time.astype(float), d.final_accuracy.astype(float), s=30, alpha=0.85,
+                   color=PALETTE.get(m), marker="o" if m in METHODS else "D", label=LABELS.get(m, m))
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # decade labels only: no overlapping minor labels
+    ax.set_xlabel("wall time per run (s, log scale)")
+    ax.set_ylabel("final test accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
