@@ -332,7 +332,10 @@ def accuracy_vs_wall_time(points: pd.DataFrame, methods: Sequence[str], ax=None,
         ax.scatter(d.wall_time.astype(float), d.final_accuracy.astype(float), s=30, alpha=0.85,
                    color=PALETTE.get(m), marker="o" if m in METHODS else "D", label=LABELS.get(m, m))
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # decade labels only: no overlapping minor labels
+    # plain numbers at 1, 2 and 5 of each decade (the default labels every minor tick in scientific notation)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(plt.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
     ax.set_xlabel("wall time per run (s, log scale)")
     ax.set_ylabel("final test accuracy")
     ax.grid(alpha=0.3, which="both")
