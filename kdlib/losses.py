@@ -6,6 +6,11 @@
   ``param_loss`` put it on the distillation term; see the authors-code notes, discrepancy 1).
 * :func:`validation_loss` is L_val(w): the batch mean of CE(student / T_val, y); T_val is fixed, not optimised.
 
+Logit standardisation (Sun et al., CVPR 2024): :func:`standardize_logits` z-scores each sample's logits; the
+forms ``"ce_std"`` / ``"kl_std"`` of :func:`distillation_loss` take D_T on the standardised teacher and student
+logits (the classification term stays on the raw logits), and :func:`weighted_kd_loss` is the loss of the
+2023-24 reference codes, ``ce_weight * CE + kd_weight * T^2 * KL`` with free weights.
+
 Helpers :func:`soft_cross_entropy`, :func:`kl_divergence` and :func:`teacher_entropy` satisfy, per sample,
 ``soft_cross_entropy = kl_divergence + teacher_entropy`` (Lemma 1: at lambda1 = 0 the paper's loss is the
 KL D-distillation up to a w-independent constant, the teacher's tempered entropy).
@@ -22,7 +27,8 @@ from torch import Tensor
 
 Scalar = Union[float, Tensor]
 
-LOSS_FORMS = ("ce", "kl")
+LOSS_FORMS = ("ce", "kl", "ce_std", "kl_std")
+STD_EPS = 1e-7
 
 
 def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
@@ -33,6 +39,18 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     if reduction == "none":
         return per_sample
     raise ValueError(f"unknown reduction {reduction!r}; choose 'mean', 'sum' or 'none'")
+
+
+def standardize_logits(logits: Tensor, eps: float = STD_EPS) -> Tensor:
+    """Each row z-scored: ``(z - mean(z)) / (eps + std(z))`` over the classes, ``std`` unbiased (divisor K - 1).
+
+    This is ``normalize`` of the reference code of Sun et al. (CVPR 2024,
+    ``sunshangquan/logit-standardization-KD``, ``mdistiller/distillers/KD.py``): ``torch.std``'s default
+    (unbiased) with ``eps`` added to the standard deviation, not under the square root. Differentiable through
+    the mean and the standard deviation (nothing is detached)."""
+    mean = logits.mean(dim=-1, keepdim=True)
+    std = logits.std(dim=-1, keepdim=True)
+    return (logits - mean) / (eps + std)
 
 
 def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperature: Scalar = 1.0,
@@ -77,21 +95,43 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, targets: T
         form: ``"ce"`` (paper): D_T is the soft cross-entropy ``-sum_k softmax(f/T)_k log softmax(g/T)_k``;
             ``"kl"`` (authors' code): D_T = KL(softmax(f/T) || softmax(g/T)), ``KLDivLoss(batchmean)``.
             The two differ by the teacher's tempered entropy, constant in w (Lemma 1) but not in T.
+            ``"ce_std"`` / ``"kl_std"``: the same D_T on :func:`standardize_logits` of both logits (Sun et al.,
+            2024); the classification term stays on the raw student logits.
         t2_scaling: multiply D_T by T^2 (Hinton et al.); off in the paper and in the authors' code.
 
     Returns:
         0-d tensor.
     """
-    if form == "ce":
-        distill = soft_cross_entropy(student_logits, teacher_logits, temperature)
-    elif form == "kl":
-        distill = kl_divergence(student_logits, teacher_logits, temperature)
-    else:
+    if form not in LOSS_FORMS:
         raise ValueError(f"unknown loss form {form!r}; choose one of: {', '.join(LOSS_FORMS)}")
+    s, t = student_logits, teacher_logits
+    if form.endswith("_std"):
+        s, t = standardize_logits(s), standardize_logits(t)
+    if form.startswith("ce"):
+        distill = soft_cross_entropy(s, t, temperature)
+    else:
+        distill = kl_divergence(s, t, temperature)
     if t2_scaling:
         distill = distill * (temperature * temperature)
     classification = F.cross_entropy(student_logits, targets)
     return lambda1 * classification + (1 - lambda1) * distill
+
+
+def weighted_kd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, ce_weight: float,
+                     kd_weight: float, temperature: Scalar, standardize: bool = False) -> Tensor:
+    """``ce_weight * CE(student, y) + kd_weight * T^2 * KL(softmax(f/T) || softmax(g/T))``, batch means.
+
+    The loss of the 2023-24 reference codes: CTKD (``zhengli97/CTKD``: ``gamma * loss_cls + alpha * loss_div``,
+    ``DistillKL`` = ``KLDivLoss(batchmean) * T * T``) and logit standardisation
+    (``sunshangquan/logit-standardization-KD``: ``CE_WEIGHT * CE + KD_WEIGHT * kd_loss``, ``kd_loss`` the KL
+    summed over classes, averaged over the batch, times ``T**2``, on :func:`standardize_logits` of both logits when
+    ``standardize``). The weights need not sum to 1; with ``ce_weight + kd_weight = c`` it is ``c`` times
+    :func:`distillation_loss` at ``lambda1 = ce_weight / c`` with ``form="kl"`` and ``t2_scaling=True``
+    (``"kl_std"`` when ``standardize``). CE is always on the raw student logits."""
+    s, t = (standardize_logits(student_logits), standardize_logits(teacher_logits)) if standardize \
+        else (student_logits, teacher_logits)
+    distill = kl_divergence(s, t, temperature) * (temperature * temperature)
+    return ce_weight * F.cross_entropy(student_logits, targets) + kd_weight * distill
 
 
 def validation_loss(student_logits: Tensor, targets: Tensor, t_val: Scalar = 1.0) -> Tensor:
@@ -100,4 +140,4 @@ def validation_loss(student_logits: Tensor, targets: Tensor, t_val: Scalar = 1.0
 
 
 __all__ = ["distillation_loss", "validation_loss", "soft_cross_entropy", "kl_divergence", "teacher_entropy",
-           "LOSS_FORMS"]
+           "standardize_logits", "weighted_kd_loss", "LOSS_FORMS", "STD_EPS"]

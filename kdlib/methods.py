@@ -15,9 +15,18 @@ a :class:`kdlib.train.Problem` into a logged run and the trained model. Methods 
 - ``proposed``: Algorithm 1: ``e1`` gradient iterations whose values are recorded, a least-squares line
   (eq. 4), ``e2`` iterations following it, repeated. Counted in global iterations by default
   (``proposed_reset="global"``); ``"epoch"`` restarts the cycle at every epoch as the authors' code did.
+
+Beyond the paper (:data:`kdlib.names.BEYOND_METHOD_NAMES`), 2023-24 adaptive-temperature distillation at the same
+protocol and budget, each after its reference code:
+
+- ``ctkd``: Curriculum Temperature KD (Li et al., AAAI 2023), a learned global temperature trained adversarially
+  through a gradient-reversal layer (:mod:`kdlib.ctkd`, :class:`kdlib.weighted_kd.WeightedKD`);
+- ``logit_std``: logit standardisation (Sun et al., CVPR 2024), KD on z-scored logits at a base temperature;
+- ``gradient_std``: the paper's gradient-based tuning of (lambda1, T) with D_T on z-scored logits.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -27,13 +36,15 @@ import torch
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from torch import Tensor, nn
 
+from kdlib.ctkd import THETA_INIT, GlobalTemperature, temperature_of
 from kdlib.metaparams import initial_metaparams, project, random_baseline
 from kdlib.train import Problem, Settings, TunerFactory, make_tuner, train_student
 from kdlib.tuner import NonFiniteHypergradient
+from kdlib.weighted_kd import WeightedKD
 
 __all__ = ["Method", "MethodResult", "METHODS", "get_method", "register", "fixed_tuner", "hyperopt_space",
            "hyperopt_point", "NonFiniteHypergradient", "NoDistillation", "Naive", "Random", "Gradient",
-           "Hyperopt", "Proposed"]
+           "Hyperopt", "Proposed", "CTKD", "LogitStd", "GradientStd"]
 
 
 def fixed_tuner(metaparams: Tensor) -> TunerFactory:
@@ -190,8 +201,78 @@ class Hyperopt(Method):
         return MethodResult(out.history, trainings, {"trials": trials}, out.model)
 
 
+# ------------------------------------------------------------------------------------------ beyond the paper
+class CTKD(Method):
+    """Curriculum Temperature KD (Li et al., "Curriculum Temperature for Knowledge Distillation", AAAI 2023), the
+    global variant, after the reference code ``zhengli97/CTKD`` (``models/temp_global.py``, ``train_student.py``,
+    ``helper/loops.py``, ``distiller_zoo/KD.py``, ``scripts/run_cifar_distill.sh``).
+
+    Loss ``0.1 * CE + 0.9 * τ² * KL(softmax(f/τ) || softmax(g/τ))`` (``-r 0.1 -a 0.9 -b 0``; ``DistillKL`` is
+    ``KLDivLoss(batchmean) * T * T``) with ``τ = 1 + 20 * sigmoid(θ)``, θ one parameter starting at 1.0, trained by
+    the student's own optimizer through a gradient-reversal layer whose weight is CTKD's cosine from 0 to -1 over
+    the first 10 epochs, then -1 (:mod:`kdlib.ctkd`, which says where the code and the paper differ: the code
+    evaluates the curriculum at 1-based epochs). Trains on all of D (no validation split, no hypergradient).
+    The records' λ1 is 0.1 (the CE weight) and T the τ of the latest step, which leaves the paper's box (τ up to
+    21). ``loss_form``, ``t2_scaling`` and the metaparameter fields of the config are not used."""
+
+    name = "ctkd"
+    ce_weight: ClassVar[float] = 0.1  # -r / --gamma
+    kd_weight: ClassVar[float] = 0.9  # -a / --alpha
+
+    def initial(self, settings):
+        """(0.1, τ(θ0) = 1 + 20 sigmoid(1)): not projected (τ is outside the paper's box by design)."""
+        return torch.tensor([self.ce_weight, float(temperature_of(torch.tensor(THETA_INIT)))])
+
+    def tuner(self, settings: Any) -> TunerFactory:
+        return lambda optimizer, st: WeightedKD(optimizer, self.ce_weight, self.kd_weight, GlobalTemperature())
+
+
+class LogitStd(Method):
+    """Logit standardisation (Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024), after the
+    reference code ``sunshangquan/logit-standardization-KD`` (``mdistiller/distillers/KD.py``: ``normalize`` and
+    ``kd_loss``; ``tools/train.py``: ``--logit-stand --base-temp 2 --kd-weight 9``; ``mdistiller/engine/cfg.py``:
+    ``CE_WEIGHT = 0.1``).
+
+    Loss ``0.1 * CE(g, y) + 9 * τ² * KL(softmax(z(f)/τ) || softmax(z(g)/τ))`` at the base temperature τ = 2, with
+    ``z`` the per-sample z-score of :func:`kdlib.losses.standardize_logits`; CE on the raw logits. We follow the
+    code where it is more specific than the paper's formulas: the standard deviation is ``torch.std``'s unbiased
+    one (divisor K - 1) with 1e-7 added to it (not under the square root), the KL term keeps plain KD's ``τ²``
+    factor, and the weights and the base temperature are the training script's flags. The weights 0.1 and 9 do not sum to 1: the loss is 9.1 times the paper's form
+    at λ1 = 0.1 / 9.1, the λ1 the records show. Trains on all of D (no validation split, no hypergradient);
+    ``loss_form``, ``t2_scaling`` and the metaparameter fields of the config are not used."""
+
+    name = "logit_std"
+    ce_weight: ClassVar[float] = 0.1  # CFG.KD.LOSS.CE_WEIGHT
+    kd_weight: ClassVar[float] = 9.0  # --kd-weight 9
+    base_temperature: ClassVar[float] = 2.0  # --base-temp 2
+
+    def initial(self, settings):
+        """(0.1 / 9.1, 2): the records' λ1 in the paper's convention and the base temperature."""
+        return torch.tensor([self.ce_weight / (self.ce_weight + self.kd_weight), self.base_temperature])
+
+    def tuner(self, settings: Any) -> TunerFactory:
+        return lambda optimizer, st: WeightedKD(optimizer, self.ce_weight, self.kd_weight, self.base_temperature,
+                                                standardize=True)
+
+
+class GradientStd(Gradient):
+    """The paper's gradient-based tuning (eq. 3 every iteration, the ``"gradient"`` schedule, the same estimator,
+    clip, box and start as ``gradient``) with the distillation term on standardised logits: ``loss_form`` "ce" or
+    "kl" of the config becomes "ce_std" / "kl_std" (:func:`kdlib.losses.distillation_loss`: both logits z-scored as
+    in Sun et al., CVPR 2024, ``sunshangquan/logit-standardization-KD``; CE on the raw logits), in the student's
+    loss and in the hypergradient's inner step alike. A combination neither paper ran."""
+
+    name = "gradient_std"
+
+    def tuner(self, settings: Any) -> TunerFactory:
+        init = self.initial(settings)
+        return lambda optimizer, st: make_tuner(dataclasses.replace(st, loss_form=f"{st.loss_form}_std"),
+                                                optimizer, init, self.schedule)
+
+
 METHODS: dict[str, type[Method]] = {m.name: m for m in
-                                    (NoDistillation, Naive, Random, Gradient, Hyperopt, Proposed)}
+                                    (NoDistillation, Naive, Random, Gradient, Hyperopt, Proposed,
+                                     CTKD, LogitStd, GradientStd)}
 
 
 def get_method(name: str) -> Method:

@@ -9,6 +9,10 @@ IMAGE_DATASETS: tuple[str, ...] = ("fashion_mnist", "cifar10_reduced", "cifar10"
 DATASETS: tuple[str, ...] = ("synthetic",) + IMAGE_DATASETS
 # the six methods of the paper, in the order of Table 2
 METHOD_NAMES: tuple[str, ...] = ("no_distillation", "naive", "random", "gradient", "hyperopt", "proposed")
+# beyond the paper: 2023-24 adaptive-temperature distillation and the paper's tuning on standardised logits
+BEYOND_METHOD_NAMES: tuple[str, ...] = ("ctkd", "logit_std", "gradient_std")
+# every method kdlib registers itself (kdlib.methods.METHODS adds any a user registers)
+ALL_METHOD_NAMES: tuple[str, ...] = METHOD_NAMES + BEYOND_METHOD_NAMES
 # hypergradient estimators of eq. (3)
 ESTIMATORS: tuple[str, ...] = ("unrolled", "finite_difference", "neumann", "forward")
 # experiment scales (kdlib.experiments.profiles)
@@ -19,13 +23,15 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 STATUSES: tuple[str, ...] = ("ok", "diverged")
 
 METHOD_LABELS: dict[str, str] = {"no_distillation": "Without distillation", "naive": "Naive", "random": "Random",
-                                 "gradient": "Gradient-based", "hyperopt": "Hyperopt", "proposed": "Proposed"}
+                                 "gradient": "Gradient-based", "hyperopt": "Hyperopt", "proposed": "Proposed",
+                                 "ctkd": "CTKD (curriculum temperature)", "logit_std": "Logit standardisation",
+                                 "gradient_std": "Gradient-based on standardised logits"}
 DATASET_LABELS: dict[str, str] = {"synthetic": "Synthetic", "fashion_mnist": "Fashion-MNIST",
                                   "cifar10_reduced": "Reduced CIFAR-10", "cifar10": "CIFAR-10"}
 ESTIMATOR_LABELS: dict[str, str] = {"unrolled": "unrolled (reverse mode)", "finite_difference": "finite difference",
                                     "neumann": "Neumann series", "forward": "forward mode"}
 
-__all__ = ["IMAGE_DATASETS", "DATASETS", "METHOD_NAMES", "ESTIMATORS", "PROFILES", "OPTIMIZERS", "STATUSES",
+__all__ = ["IMAGE_DATASETS", "DATASETS", "METHOD_NAMES", "BEYOND_METHOD_NAMES", "ALL_METHOD_NAMES", "ESTIMATORS", "PROFILES", "OPTIMIZERS", "STATUSES",
            "METHOD_LABELS", "DATASET_LABELS", "ESTIMATOR_LABELS"]
 
 # teacher kinds (kdlib.teachers); a user's own logits are given as "file:PATH.npy"

@@ -10,6 +10,8 @@
 * :func:`table2_points` - Table 2 at a glance: every run of ours and of the authors as a dot, with the means.
 * :func:`final_vs_initial_temperature`, :func:`run_trajectories` - the archived paper-protocol runs against the
   authors' logs, run by run.
+* :func:`accuracy_vs_wall_time` - final accuracy against wall time, one point per run (the page against 2023-24
+  methods).
 
 Every legend and label uses display names (:mod:`kdlib.analysis.labels`), never an internal key.
 """
@@ -25,9 +27,12 @@ import torch
 
 from kdlib.analysis.labels import METHOD_LABELS as LABELS
 from kdlib.analysis.labels import METHODS
+from kdlib.names import BEYOND_METHOD_NAMES
 from kdlib.trajectory import fit_line
 
 PALETTE = dict(zip(METHODS, sns.color_palette("colorblind", len(METHODS))))
+# the methods beyond the paper take the palette's next colours (the six keep theirs)
+PALETTE.update(zip(BEYOND_METHOD_NAMES, sns.color_palette("colorblind", 10)[len(METHODS):]))
 VALUE_LABELS = {"val_loss": r"validation loss $\mathcal{L}_{\mathrm{val}}$", "test_accuracy": "test accuracy",
                 "val_accuracy": "validation accuracy"}
 # the authors' axis gets its own scale when their run is this many times longer (or shorter) than ours
@@ -348,3 +353,26 @@ def table2_points(ours: pd.DataFrame, theirs: pd.DataFrame, datasets: Sequence[s
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.02))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
+
+
+def accuracy_vs_wall_time(points: pd.DataFrame, methods: Sequence[str], ax=None, title: str | None = None):
+    """One point per run: final test accuracy against the run's wall time (log x), one colour per method.
+    ``points``: :func:`kdlib.analysis.beyond.run_points` (method, final_accuracy, wall_time); diverged runs
+    (no finite accuracy) are not drawn."""
+    ax = _ax(ax, figsize=(6.4, 4.2))
+    for m in _present(methods, points["method"]):
+        d = points[(points.method == m) & np.isfinite(points.final_accuracy.astype(float))]
+        ax.scatter(d.wall_time.astype(float), d.final_accuracy.astype(float), s=30, alpha=0.85,
+                   color=PALETTE.get(m), marker="o" if m in METHODS else "D", label=LABELS.get(m, m))
+    ax.set_xscale("log")
+    # plain numbers at 1, 2 and 5 of each decade (the default labels every minor tick in scientific notation)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(plt.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
+    ax.set_xlabel("wall time per run (s, log scale)")
+    ax.set_ylabel("final test accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax

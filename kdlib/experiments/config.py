@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from kdlib.errors import ConfigError
 from kdlib.metaparams import LAMBDA1_RANGE, RANDOM_LAWS, TEMPERATURE_RANGE
-from kdlib.names import DATASETS, ESTIMATORS, METHOD_NAMES, OPTIMIZERS, PROFILES, TEACHER_KINDS
+from kdlib.names import ALL_METHOD_NAMES, DATASETS, ESTIMATORS, OPTIMIZERS, PROFILES, TEACHER_KINDS
 
 
 @dataclass
@@ -174,10 +174,10 @@ def normalize(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def validate(cfg: ExperimentConfig, known_methods: Iterable[str] = METHOD_NAMES) -> None:
+def validate(cfg: ExperimentConfig, known_methods: Iterable[str] = ALL_METHOD_NAMES) -> None:
     """Raise :class:`ConfigError` naming the field, the expected and found value and the fix, for any field of
-    the wrong type or out of range. ``known_methods``: the method names the caller can run (the paper's six
-    plus any registered by the user)."""
+    the wrong type or out of range. ``known_methods``: the method names the caller can run (kdlib's own,
+    :data:`kdlib.names.ALL_METHOD_NAMES`, plus any registered by the user)."""
     normalize(cfg)
     for name, choices in _CHOICES.items():
         _check_choice(name if name != "variant" else "variant", getattr(cfg, name), choices)

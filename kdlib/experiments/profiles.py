@@ -27,7 +27,7 @@ from typing import Any, Iterable
 from kdlib.errors import ConfigError
 from kdlib.experiments.config import ExperimentConfig, _check_choice, field_names, validate
 from kdlib.data import CIFAR_REDUCED_SIZE
-from kdlib.names import DATASETS, IMAGE_DATASETS, METHOD_NAMES, PROFILES
+from kdlib.names import ALL_METHOD_NAMES, DATASETS, IMAGE_DATASETS, PROFILES
 
 # Paper protocol per dataset (Sec. 4.1, 4.2 and the authors' code notes).
 PAPER_PROTOCOL: dict[str, dict[str, Any]] = {
@@ -104,10 +104,10 @@ def paper_travel_meta_lr(dataset: str, epochs: int, batch_size: int, n_train: in
 
 
 def resolve_config(dataset: str, method: str, profile: str = "quick", seed: int = 0,
-                   known_methods: Iterable[str] = METHOD_NAMES, **overrides: Any) -> ExperimentConfig:
+                   known_methods: Iterable[str] = ALL_METHOD_NAMES, **overrides: Any) -> ExperimentConfig:
     """Build and validate the config of one run: paper protocol, then profile, then ``overrides``.
 
-    ``known_methods``: the names the caller can run (default the paper's six; the runner adds the methods a
+    ``known_methods``: the names the caller can run (default kdlib's own methods; the runner adds the methods a
     user registered)."""
     _check_choice("dataset", dataset, DATASETS)
     _check_choice("profile", profile, PROFILES)

@@ -52,7 +52,7 @@ from kdlib.analysis.final import summarize as summarize_final
 from kdlib.errors import ConfigError, OutputDirError
 from kdlib.experiments.config import ExperimentConfig, field_names
 from kdlib.experiments.profiles import profile_seeds, resolve_config
-from kdlib.names import METHOD_NAMES, STATUSES
+from kdlib.names import ALL_METHOD_NAMES, METHOD_NAMES, STATUSES
 
 STORE_VERSION = 2
 HASH_EXCLUDED = ("data_root", "download")  # cannot change a result (see the module docstring)
@@ -415,7 +415,7 @@ def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def resolve_configs(dataset: str, methods: Sequence[str] | None = None, seeds: int | Sequence[int] | None = None,
-                    profile: str = "quick", known_methods: Iterable[str] = METHOD_NAMES,
+                    profile: str = "quick", known_methods: Iterable[str] = ALL_METHOD_NAMES,
                     **overrides: Any) -> list[ExperimentConfig]:
     """The configs of a (method x seed) grid: ``seeds`` an int n (0..n-1), a list, or None (the profile's)."""
     methods = list(METHOD_NAMES if methods is None else methods)
