@@ -6,7 +6,7 @@ One concept per module; every public name is importable from ``kdlib.data``:
 * :mod:`~kdlib.data.bundle`: :class:`ArraySplit`, :class:`DataBundle` and the 9:1 split of D
   (:func:`split_train_val`). Every split keeps ``index``, the row of each example in its source array, by
   which the teacher's logits are looked up (:mod:`kdlib.teachers`);
-* :mod:`~kdlib.data.synthetic`: the synthetic draw of Sec. 4.1, exactly the authors' numbers;
+* :mod:`~kdlib.data.synthetic_xor`: the synthetic draw of Sec. 4.1, exactly the authors' numbers;
 * :mod:`~kdlib.data.readers`: the on-disk formats (IDX, CIFAR-10 pickle batches, kdlib's npz cache);
 * :mod:`~kdlib.data.sources`: where an image dataset is found under a data root (the order of the search,
   the torchvision download, the error that names every fix);
@@ -22,8 +22,8 @@ from kdlib.data.images import CIFAR_MEAN, CIFAR_REDUCED_SIZE, CIFAR_STD, FMNIST_
 from kdlib.data.load import load_dataset
 from kdlib.data.readers import CORRUPT_FILE_ERRORS, damaged_file_error, read_idx, read_npz, write_npz
 from kdlib.data.sources import clear_memo, load_labels, load_raw, missing_data_message
-from kdlib.data.synthetic import (AUTHORS_SEED, SYN_HOLDOUT, SYN_NOISE_STD, SYN_SPARE, SYN_STUDENT, SYN_TEACHER,
-                                  SYN_TEST, SYN_TOTAL, synthetic, synthetic_arrays)
+from kdlib.data.synthetic_xor import (AUTHORS_SEED, SYN_HOLDOUT, SYN_NOISE_STD, SYN_SPARE, SYN_STUDENT,
+                                      SYN_TEACHER, SYN_TEST, SYN_TOTAL, synthetic, synthetic_arrays)
 from kdlib.errors import DataFileError
 
 __all__ = [

@@ -5,7 +5,7 @@ import os
 
 from kdlib.data.bundle import DataBundle
 from kdlib.data.images import _image_bundle
-from kdlib.data.synthetic import AUTHORS_SEED, synthetic
+from kdlib.data.synthetic_xor import AUTHORS_SEED, synthetic
 from kdlib.names import DATASETS, IMAGE_DATASETS
 
 
