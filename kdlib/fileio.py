@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -81,9 +82,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _SHA256[key]
 
 
+# what a download raises when there is no network, the host is blocked or it times out
+NETWORK_ERRORS = (urllib.error.URLError, OSError, TimeoutError)
+
+
 def download(url: str, timeout: float) -> bytes:
-    """The body of ``url``, read into memory (raises what :func:`urllib.request.urlopen` raises: ``URLError``,
-    ``OSError``, ``TimeoutError``)."""
+    """The body of ``url``, read into memory (no network, a blocked host or a timeout raise one of
+    :data:`NETWORK_ERRORS`)."""
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - callers pass fixed https URLs
         return resp.read()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -28,7 +27,7 @@ import pandas as pd
 from kdlib.analysis.final import summarize
 from kdlib.analysis.labels import DATASETS, METHODS
 from kdlib.analysis.table2 import format_cell
-from kdlib.fileio import atomic_write_bytes, download, file_sha256
+from kdlib.fileio import NETWORK_ERRORS, atomic_write_bytes, download, file_sha256
 from kdlib.paths import data_root, shared_data_dir
 
 REPO = "Intelligent-Systems-Phystech/Gorpinich-BS-Thesis"
@@ -164,7 +163,7 @@ def fetch_logs(target: str | os.PathLike | None = None, names: Iterable[str] | N
         url = RAW_URL.format(name=name)
         try:
             data = download(url, timeout)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except NETWORK_ERRORS as exc:
             raise AuthorsLogsMissing(
                 f"could not download {url} ({exc}). There is no network access, or the host is blocked. "
                 f"Copy the authors' logs (log/*.jsonl of {REPO} at commit {PINNED_COMMIT}) into {target} "

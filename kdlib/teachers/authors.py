@@ -3,7 +3,6 @@ from: the data root, the cache, or (only with ``download=True``) the authors' re
 from __future__ import annotations
 
 import os
-import urllib.error
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,7 +11,7 @@ import torch
 
 from kdlib.data.bundle import DataBundle
 from kdlib.errors import TeacherError
-from kdlib.fileio import ChecksumMismatch, fetch_verified, file_sha256
+from kdlib.fileio import NETWORK_ERRORS, ChecksumMismatch, fetch_verified, file_sha256
 from kdlib.paths import cache_dir as _cache_dir
 from kdlib.paths import data_root
 from kdlib.teachers.logits import TeacherLogits, _load_npy, _log, check_logits
@@ -102,7 +101,7 @@ def _authors_teacher(bundle: DataBundle, kind: str, root, cache, device, downloa
         _log(progress, f"fetching {url}")
         try:
             path = fetch_authors_logits(kind, _cache_dir(cache) / "authors" / "teacher_logits")
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except NETWORK_ERRORS as e:
             raise FileNotFoundError(
                 f"the authors' teacher logits {entry.file} are not available locally and could not be fetched "
                 f"({e}); fix: download {url} (SHA-256 {entry.sha256}) and place it at {local} (data root: "
