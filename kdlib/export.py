@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from kdlib.data import export_main, export_npz, read_npz
+from kdlib.data.export import export_main, export_npz
+from kdlib.data.readers import read_npz
 
 __all__ = ["export_main", "export_npz", "read_npz"]
 

@@ -15,11 +15,8 @@ left as they are. The raw value stays available in the ``lambda1_theirs`` column
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -30,6 +27,7 @@ import pandas as pd
 from kdlib.analysis.final import summarize
 from kdlib.analysis.labels import DATASETS, METHODS
 from kdlib.analysis.table2 import format_cell
+from kdlib.fileio import NETWORK_ERRORS, atomic_write_bytes, download, file_sha256
 from kdlib.paths import data_root, shared_data_dir
 
 REPO = "Intelligent-Systems-Phystech/Gorpinich-BS-Thesis"
@@ -164,25 +162,17 @@ def fetch_logs(target: str | os.PathLike | None = None, names: Iterable[str] | N
             continue
         url = RAW_URL.format(name=name)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed https URL
-                data = resp.read()
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            data = download(url, timeout)
+        except NETWORK_ERRORS as exc:
             raise AuthorsLogsMissing(
                 f"could not download {url} ({exc}). There is no network access, or the host is blocked. "
                 f"Copy the authors' logs (log/*.jsonl of {REPO} at commit {PINNED_COMMIT}) into {target} "
                 f"by hand, or set KDLIB_DATA to a data root that holds authors/logs.") from exc
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        atomic_write_bytes(dest, data)
     return target
 
 
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256 = file_sha256  # the SHA-256 of a log file (kdlib.fileio), under its old name
 
 
 # ----------------------------------------------------------------------------------------------- parsing

@@ -52,6 +52,7 @@ from kdlib.analysis.final import summarize as summarize_final
 from kdlib.errors import ConfigError, OutputDirError
 from kdlib.experiments.config import ExperimentConfig, field_names
 from kdlib.experiments.profiles import profile_seeds, resolve_config
+from kdlib.fileio import FILE_MODE, atomic_write_text  # atomic_write_text: also importable from here
 from kdlib.names import ALL_METHOD_NAMES, METHOD_NAMES, STATUSES
 
 STORE_VERSION = 2
@@ -63,15 +64,6 @@ RESULT_COLUMNS = ["dataset", "method", "seed", "profile", "variant", "holdout", 
 RUNS = "runs"
 _KEY = re.compile(r"__seed\d+__[0-9a-f]{16}$")
 DAMAGED = ".damaged"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (0644 under the usual umask 022)
 
 
 # ------------------------------------------------------------------------------------------------ JSON
@@ -94,25 +86,6 @@ def json_safe(obj: Any) -> Any:
 def dumps(obj: Any, indent: int | None = None) -> str:
     """Standard JSON (``allow_nan=False``; NaN/inf become null)."""
     return json.dumps(json_safe(obj), indent=indent, sort_keys=True, allow_nan=False)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a unique temporary file and ``os.replace`` (never a half-written file;
-    concurrent writers each replace the whole file). The file gets the mode a plain ``open`` would give it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------ keys
@@ -356,7 +329,7 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
 def _locked(out_dir: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``out_dir/.lock`` (serialises aggregation between writers)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
