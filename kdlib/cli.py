@@ -80,8 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="submitit: submit and return; then `kdlib aggregate --out DIR` when the jobs are done")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--cpu-kernels", default=None, choices=cpu_kernels.CHOICES,
-                     help="pin the CPU kernels (avx2: the records regenerate bit for bit on any x86-64 host with "
-                          "AVX2; recorded and part of the record key); the command re-starts itself under the pin. "
+                     help="pin the CPU kernels (avx2: the records regenerate bit for bit on x86-64 hosts of the same "
+                          "CPU model with AVX2; recorded and part of the record key); the command re-starts itself under the pin. "
                           "Default: $KDLIB_CPU_KERNELS, else native")
     agg = sub.add_parser("aggregate", help="rewrite DIR/results.csv and DIR/config.json from DIR/runs/")
     agg.add_argument("--out", required=True, help="output directory of a run")

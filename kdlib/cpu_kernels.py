@@ -4,7 +4,10 @@ torch picks its CPU kernels by the host's instruction set: ATen's vectorised ker
 oneDNN's convolutions (``ONEDNN_MAX_CPU_ISA``) and MKL's BLAS (``MKL_CBWR``). Kernels of another vector width
 sum in another order, so two hosts round differently from the first step, and at the paper's lr 1.0 the
 student's accuracy after one epoch can differ by points. A *pin* caps all three at one instruction set that
-every host of a kind has, so a host with wider vectors computes what a host with exactly that set computes.
+every host of a kind has, so a host with wider vectors computes what a host with exactly that set computes, as
+long as both are of one CPU vendor and model: under the AVX2 pin an AMD EPYC and an Intel Xeon still round a
+convolutional student differently (0.011 in accuracy after one reduced CIFAR-10 epoch), which is why records
+also name their CPU (``provenance.cpu_model``) and a re-check is strict only on that model.
 
 ``avx2`` is the pin: AVX2 is on every x86-64 server CPU of the last decade. The libraries read the variables
 once, when torch first computes, so a pin takes effect only in a new process: set ``KDLIB_CPU_KERNELS=avx2``

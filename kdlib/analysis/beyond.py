@@ -2,7 +2,7 @@
 
 **Location.** The three methods beyond the paper (:data:`kdlib.names.BEYOND_METHOD_NAMES`) are archived at the
 reduced CIFAR-10 paper protocol under ``archive/<dataset>/beyond/runs/*.json``, made with the same overrides as the
-authors'-protocol column of the paper's six (:data:`kdlib.analysis.archive.AUTHORS_PROTOCOL`, checked here) and
+authors'-protocol column of the paper's six (:func:`kdlib.analysis.archive.authors_protocol`, checked here) and
 under one CPU-kernel pin, so the nine methods are read as one comparison: :func:`comparison_records` is the
 authors' column plus this folder. :data:`ARCHIVE_COMMAND` is the command that makes it.
 
@@ -61,7 +61,7 @@ def load_beyond(dataset: str = "cifar10_reduced", root: str | os.PathLike | None
         if cfg["method"] not in BEYOND_METHOD_NAMES:
             raise ValueError(f"{where}/{name}: method {cfg['method']!r} does not belong here (only "
                              f"{', '.join(BEYOND_METHOD_NAMES)}); fix: move it to its protocol folder")
-        off = {k: cfg.get(k) for k, v in A.AUTHORS_PROTOCOL.items() if cfg.get(k) != v}
+        off = {k: cfg.get(k) for k, v in A.authors_protocol(cfg["method"], dataset).items() if cfg.get(k) != v}
         if off:
             raise ValueError(f"{where}/{name}: not made under the authors' protocol of the column it is read "
                              f"beside: {off}; fix: re-make it with the overrides of ARCHIVE_COMMAND")
