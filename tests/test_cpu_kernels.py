@@ -15,7 +15,7 @@ import pytest
 from kdlib import cpu_kernels
 from kdlib.experiments import store
 from kdlib.experiments.profiles import resolve_config
-from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, RECHECK_TOLERANCE, recheck
+from kdlib.experiments.recheck import RECHECK_TOLERANCE, cross_cpu_tolerance, recheck
 
 pytestmark = pytest.mark.usefixtures("shared_module_cache")
 
@@ -119,7 +119,7 @@ def test_a_pinned_record_is_rechecked_under_its_pin_and_strictly(pinned_record):
     assert out["cpu_kernels"] == [["avx2", "AVX2"], ["avx2", "AVX2"]]
     assert max(out["max_difference"].values()) == 0.0  # bit for bit under the pin
     # a λ1 moved by less than the cross-CPU tolerance but more than the strict one is caught
-    shift = (RECHECK_TOLERANCE["lambda1"] + CROSS_CPU_TOLERANCE["lambda1"]) / 2
+    shift = (RECHECK_TOLERANCE["lambda1"] + cross_cpu_tolerance(rec)["lambda1"]) / 2
     moved = copy.deepcopy(rec)
     first = min(moved["history"], key=lambda h: h["step"])
     first["lambda1"] = first["lambda1"] + shift if first["lambda1"] < 0.5 else first["lambda1"] - shift

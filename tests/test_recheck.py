@@ -98,7 +98,8 @@ def test_cli_recheck_refuses_bad_input_before_any_compute(stored, tmp_path):
 def test_across_cpu_kernels_the_accuracy_is_shown_and_the_metaparameters_still_compared(stored):
     """A record made with other (or unrecorded) CPU kernels cannot come back bit for bit: its accuracy is not
     compared, λ1 and T are, within CROSS_CPU_TOLERANCE; with this machine's kernels everything is compared."""
-    from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, RECHECK_TOLERANCE, same_kernels, tolerance_for
+    from kdlib.experiments.recheck import (CROSS_CPU_STEPS, CROSS_CPU_TOLERANCE, RECHECK_TOLERANCE,
+                                           cross_cpu_tolerance, same_kernels, tolerance_for)
     from kdlib.experiments.store import cpu_capability
 
     _, stored_rec = stored
@@ -116,14 +117,19 @@ def test_across_cpu_kernels_the_accuracy_is_shown_and_the_metaparameters_still_c
     del unnamed_cpu["provenance"]["cpu_model"]
     assert same_kernels(other) is False and same_kernels(unknown) is None
     assert same_kernels(other_cpu) is False and same_kernels(unnamed_cpu) is None
+    cross = cross_cpu_tolerance(rec)
+    step = rec["config"]["meta_lr"] * rec["config"]["meta_clip"]
+    assert cross["test_accuracy"] is None
+    assert cross["lambda1"] == cross["temperature"] == pytest.approx(max(CROSS_CPU_TOLERANCE["lambda1"],
+                                                                         CROSS_CPU_STEPS * step))
     for r in (other, unknown, other_cpu, unnamed_cpu):
-        assert tolerance_for(r) is CROSS_CPU_TOLERANCE
+        assert tolerance_for(r) == cross
     for r in (other, rec):
         r["history"][0]["test_accuracy"] += 0.05
     out = recheck(other, first_rows=1)
     assert out["ok"] and out["same_cpu_kernels"] is False and out["max_difference"]["test_accuracy"] > 0.04
     assert "other CPU kernels, or on another or unrecorded CPU model" in out["note"]
     assert not recheck(rec, first_rows=1)["ok"]  # the same change with this machine's kernels is caught
-    other["history"][0]["lambda1"] += 2 * CROSS_CPU_TOLERANCE["lambda1"]
+    other["history"][0]["lambda1"] += 2 * cross["lambda1"]
     out = recheck(other, first_rows=1)
     assert not out["ok"] and out["first_epoch_off"] == other["history"][0]["epoch"]

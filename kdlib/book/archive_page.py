@@ -16,7 +16,7 @@ from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
 from kdlib import cpu_kernels
 from kdlib.experiments.profiles import PAPER_IMAGES, resolve_config
-from kdlib.experiments.recheck import CROSS_CPU_TOLERANCE, compare_rows, rerun, same_kernels
+from kdlib.experiments.recheck import compare_rows, rerun, same_kernels, tolerance_for
 from kdlib.experiments.store import cpu_capability
 
 
@@ -271,7 +271,7 @@ def _recheck_one(pick: dict, first_rows: int, column: str) -> pd.DataFrame | Non
             made_txt = f"the same kernels on another CPU ({model})"
         else:
             made_txt = f"other CPU kernels ({made})" if made else "CPU kernels its provenance does not record"
-        tol = CROSS_CPU_TOLERANCE
+        tol = tolerance_for(pick, new)
         step = float(c["meta_lr"]) * float(c["meta_clip"])
         how = (f"made with {made_txt}; this machine's are {cpu_capability()}. Float rounding then differs from the "
                "first step, and the paper's lr 1.0 amplifies it in the student, so its accuracy is shown, not "
