@@ -123,17 +123,10 @@ def test_extrapolation_error_ylabel_names_the_plotted_column():
     assert "distance travelled" not in plots.extrapolation_error(df, y="max_error").get_ylabel()
 
 
-def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypatch):
-    """The reduced CIFAR-10 page's archive section, on tiny records and logs: with records it shows the run-by-run
-    table; empty, it says so and still shows the authors' runs."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from test_analysis import _authors_log, _record
-
-    from kdlib.book import archive_page
+def _tiny_reduced_logs(tmp_path, monkeypatch):
+    """The authors' reduced CIFAR-10 logs, two tuned runs (one per branch) and one run of each baseline, in a
+    data root that KDLIB_DATA points at."""
+    from test_analysis import _authors_log
 
     logs = tmp_path / "data" / "authors" / "logs"
     logs.mkdir(parents=True)
@@ -142,6 +135,22 @@ def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypat
     for name in ("nodistil", "distil", "random", "hyperopt"):
         _authors_log(logs / f"exp33_{name}.jsonl", [(1.0, 0.5, 1.0, 0.5, 0.55)])
     monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "data"))
+    return logs
+
+
+def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypatch):
+    """The reduced CIFAR-10 page's archive section, on tiny records and logs: with records it shows the run-by-run
+    table; empty, it says so and still shows the authors' runs."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from test_analysis import _record
+
+    from kdlib.book import archive_page
+
+    _tiny_reduced_logs(tmp_path, monkeypatch)
     shown = []
     monkeypatch.setattr(archive_page, "show_markdown", lambda text: shown.append(text))
     monkeypatch.setattr(archive_page, "show_table", lambda df, **kw: shown.append(df))
@@ -181,18 +190,12 @@ def test_a_column_in_progress_is_shown_as_such_with_its_verdict(tmp_path, monkey
     import matplotlib
 
     matplotlib.use("Agg")
-    from test_analysis import _authors_log, _record
+    from test_analysis import _record
 
     from kdlib.analysis import archive as A
     from kdlib.book import archive_page, image_page, summary_page
 
-    logs = tmp_path / "data" / "authors" / "logs"
-    logs.mkdir(parents=True)
-    _authors_log(logs / "exp33_opt.jsonl", [(8.06, 0.57, 10.0, 1.0, 0.607), (0.36, 0.0, 0.43, 0.0, 0.535)])
-    _authors_log(logs / "exp33_splines.jsonl", [(8.0, 0.6, 9.0, 1.087, 0.60), (0.4, 0.0, 0.6, 0.0, 0.53)])
-    for name in ("nodistil", "distil", "random", "hyperopt"):
-        _authors_log(logs / f"exp33_{name}.jsonl", [(1.0, 0.5, 1.0, 0.5, 0.55)])
-    monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "data"))
+    _tiny_reduced_logs(tmp_path, monkeypatch)
     root = tmp_path / "archive"
     d = A.pending_dir("cifar10_reduced", "authors", root)
     d.mkdir(parents=True)

@@ -128,6 +128,12 @@ def setup(request):
 
 @pytest.mark.parametrize("name,method,opts", EXACT, ids=[e[0] for e in EXACT])
 def test_exact_estimators_match_real_step_central_differences(setup, name, method, opts):
+    _assert_exact_through_one_real_step(setup, name, method, opts)
+
+
+def _assert_exact_through_one_real_step(setup, name, method, opts):
+    """``method`` against the float64 central difference through one real step of the setup's optimizer
+    (cosine >= 0.9999, norm within 0.1 %), leaving the optimizer and the model as they were."""
     opt_name, model, opt, batch, val, ref = setup
     snap = opt_state_snapshot(opt)
     sd = copy.deepcopy(model.state_dict())
@@ -379,14 +385,7 @@ def generic_setup(request):
 def test_any_optimizer_exact_against_real_step_central_differences(generic_setup, name, method, opts):
     """RMSprop (plain, centered with momentum), Adagrad, NAdam, RAdam (both weight decays) and Adam/AdamW with
     amsgrad: each exact estimator against the float64 central difference through one REAL step."""
-    opt_name, model, opt, batch, val, ref = generic_setup
-    snap = opt_state_snapshot(opt)
-    sd = copy.deepcopy(model.state_dict())
-    got = hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts)
-    cos, ratio = agreement(got, ref)
-    assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, name, got, ref)
-    assert_opt_unchanged(opt, snap)
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in sd.items())
+    _assert_exact_through_one_real_step(generic_setup, name, method, opts)
 
 
 def test_any_optimizer_finite_difference_converges_to_the_exact_value(generic_setup):

@@ -265,33 +265,31 @@ def final_accuracies(path: str | os.PathLike) -> np.ndarray:
     return np.array([last(run) for run in read_jsonl(path) if run.results], dtype=float)
 
 
+def _table2_logs(root: str | os.PathLike | None, datasets: Iterable[str], methods: Iterable[str],
+                 download: bool) -> Iterable[tuple[str, str, Path]]:
+    """(dataset, method, path) of every Table 2 log of ``datasets`` x ``methods`` (cells with no log left out)."""
+    d = logs_dir(root, download=download)
+    for ds in datasets:
+        for m in methods:
+            name = TABLE2_FILES[ds][m]
+            if name is not None:
+                yield ds, m, d / name
+
+
 def final_table(root: str | os.PathLike | None = None, datasets: Iterable[str] = DATASETS,
                 methods: Iterable[str] = METHODS, download: bool = False) -> pd.DataFrame:
     """The final accuracy of every run behind Table 2: columns dataset, method, run (line of the log),
     test_accuracy (NaN for a run that logged a non-number)."""
-    d = logs_dir(root, download=download)
-    rows = []
-    for ds in datasets:
-        for m in methods:
-            name = TABLE2_FILES[ds][m]
-            if name is None:
-                continue
-            rows += [dict(dataset=ds, method=m, run=i, test_accuracy=float(a))
-                     for i, a in enumerate(final_accuracies(d / name))]
+    rows = [dict(dataset=ds, method=m, run=i, test_accuracy=float(a))
+            for ds, m, path in _table2_logs(root, datasets, methods, download)
+            for i, a in enumerate(final_accuracies(path))]
     return pd.DataFrame(rows, columns=["dataset", "method", "run", "test_accuracy"])
 
 
 def curves(root: str | os.PathLike | None = None, datasets: Iterable[str] = DATASETS,
            methods: Iterable[str] = METHODS, download: bool = False) -> pd.DataFrame:
     """Per-step curves of every Table 2 log as one tidy DataFrame (see :func:`parse_log`)."""
-    d = logs_dir(root, download=download)
-    frames = []
-    for ds in datasets:
-        for m in methods:
-            name = TABLE2_FILES[ds][m]
-            if name is None:
-                continue
-            frames.append(parse_log(d / name, dataset=ds, method=m))
+    frames = [parse_log(path, dataset=ds, method=m) for ds, m, path in _table2_logs(root, datasets, methods, download)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
 
 

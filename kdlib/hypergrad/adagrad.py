@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from kdlib.hypergrad.adam import safe_sqrt, step_count
+from kdlib.hypergrad.adam import count_tensor, decay, each_param, safe_sqrt
 
 ParamState = dict[str, Tensor]
 
@@ -27,18 +27,13 @@ def step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], state: Mappi
     """One differentiable Adagrad step of one param group: ``(new params, new state)``; ``group`` holds
     ``lr, lr_decay, weight_decay, eps, initial_accumulator_value``."""
     lr, lr_decay, weight_decay, eps = group["lr"], group["lr_decay"], group["weight_decay"], group["eps"]
-    new_params: dict[str, Tensor] = {}
-    new_state: dict[str, ParamState] = {}
-    for n, w in params.items():
-        g = grads[n]
-        st = state.get(n, {})
-        t = step_count(st.get("step")) + 1
-        if weight_decay != 0:
-            g = g + weight_decay * w
+
+    def update(w: Tensor, g: Tensor, st: ParamState, t: Any) -> tuple[Tensor, ParamState]:
+        w, g = decay(w, g, lr, weight_decay, decoupled=False)
         clr = lr / (1 + (t - 1) * lr_decay)
         acc = st.get("sum")
         acc = torch.full_like(w, group["initial_accumulator_value"]) if acc is None else acc
         acc = acc + g * g
-        new_params[n] = w - clr * (g / (safe_sqrt(acc) + eps))
-        new_state[n] = {"step": t if isinstance(t, Tensor) else torch.tensor(t), "sum": acc}
-    return new_params, new_state
+        return w - clr * (g / (safe_sqrt(acc) + eps)), {"step": count_tensor(t), "sum": acc}
+
+    return each_param(params, grads, state, update)

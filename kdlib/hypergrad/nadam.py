@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from kdlib.hypergrad.adam import safe_sqrt, step_count
+from kdlib.hypergrad.adam import count_tensor, decay, each_param, moments, safe_sqrt, step_count
 
 ParamState = dict[str, Tensor]
 
@@ -34,29 +34,18 @@ def step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], state: Mappi
     ``lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay``."""
     lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     psi, decoupled = group["momentum_decay"], group["decoupled_weight_decay"]
-    new_params: dict[str, Tensor] = {}
-    new_state: dict[str, ParamState] = {}
-    for n, w in params.items():
-        g = grads[n]
-        st = state.get(n, {})
-        t = step_count(st.get("step")) + 1
-        if weight_decay != 0:
-            if decoupled:
-                w = w * (1 - lr * weight_decay)
-            else:
-                g = g + weight_decay * w
+
+    def update(w: Tensor, g: Tensor, st: ParamState, t: Any) -> tuple[Tensor, ParamState]:
+        w, g = decay(w, g, lr, weight_decay, decoupled)
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * psi)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi)))
         prod = st.get("mu_product")
         prod = (torch.tensor(1.0, dtype=_scalar_dtype()) if prod is None else prod) * mu
         prod_value = step_count(prod)  # a Python float on the CPU, as torch's _get_value
-        m = st.get("exp_avg")
-        v = st.get("exp_avg_sq")
-        m = torch.lerp(torch.zeros_like(w) if m is None else m, g, 1 - beta1)
-        v = (torch.zeros_like(w) if v is None else v) * beta2 + (1 - beta2) * g * g
+        m, v = moments(st, w, g, beta1, beta2)
         denom = safe_sqrt(v / (1 - beta2 ** t)) + eps
-        new_params[n] = (w - (lr * (1.0 - mu) / (1.0 - prod_value)) * (g / denom)
-                         - (lr * mu_next / (1.0 - prod_value * mu_next)) * (m / denom))
-        new_state[n] = {"step": t if isinstance(t, Tensor) else torch.tensor(t), "mu_product": prod,
-                        "exp_avg": m, "exp_avg_sq": v}
-    return new_params, new_state
+        new_w = (w - (lr * (1.0 - mu) / (1.0 - prod_value)) * (g / denom)
+                 - (lr * mu_next / (1.0 - prod_value * mu_next)) * (m / denom))
+        return new_w, {"step": count_tensor(t), "mu_product": prod, "exp_avg": m, "exp_avg_sq": v}
+
+    return each_param(params, grads, state, update)
