@@ -355,13 +355,13 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 
 
 def protocol_differences(dataset: str = "cifar10_reduced", method: str = "gradient") -> pd.DataFrame:
-    """The fields where the authors' protocol of ``method`` (:func:`authors_protocol`) departs from kdlib's defaults at the paper profile of
-    ``dataset`` (read from :func:`kdlib.experiments.profiles.resolve_config`): field, authors' protocol, default."""
+    """The fields where the authors' protocol of ``method`` (:func:`authors_protocol`) departs from kdlib's defaults
+    at the paper profile of ``dataset`` (read from :func:`kdlib.experiments.profiles.resolve_config`): field, authors' protocol, default."""
     from kdlib.experiments.profiles import resolve_config
 
     default = resolve_config(dataset, method, "paper", 0).to_dict()
     return pd.DataFrame([{"field": f, "authors' protocol": v, "kdlib default": default[f]}
-                         for f, v in authors_protocol(method).items() if default.get(f) != v])
+                         for f, v in authors_protocol(method, dataset).items() if default.get(f) != v])
 
 
 def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> dict[str, Any]:

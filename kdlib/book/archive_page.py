@@ -16,14 +16,13 @@ from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
 from kdlib import cpu_kernels
 from kdlib.experiments.profiles import PAPER_IMAGES, resolve_config
-from kdlib.experiments.recheck import compare_rows, rerun, same_kernels, tolerance_for
+from kdlib.experiments.recheck import compare_rows, rerun, same_kernels
 from kdlib.experiments.store import cpu_capability
 
 
-def column_name(dataset: str, protocol: str) -> str:
+def column_name(protocol: str, state: str) -> str:
     """``"paper protocol, <protocol label> (archive)"``, or ``"(archive, in progress)"`` for a column still being
-    computed (:func:`kdlib.analysis.archive.column_states`)."""
-    state = A.column_states(dataset, protocols=(protocol,))[protocol]
+    computed (``state`` from :func:`kdlib.analysis.archive.column_states`)."""
     return (f"paper protocol, {PROTOCOL_LABELS.get(protocol, protocol)} "
             f"({'archive, in progress' if state == 'in progress' else 'archive'})")
 
@@ -33,8 +32,9 @@ def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
     progress included; empty when the archive holds none), ``"...: runs"`` (finished runs per method) beside it,
     and ``"...: diverged runs"`` when some run of that protocol diverged: the extra columns of a Table 2 slice."""
     cols = {}
+    states = A.column_states(dataset)
     for protocol, t in A.archive_table2(A.load_archive(dataset, pending=True), dataset).items():
-        name = column_name(dataset, protocol)
+        name = column_name(protocol, states[protocol])
         cols[name] = t[dataset]
         cols[f"{name}: runs"] = t["runs"]
         if "diverged" in t:
@@ -227,12 +227,13 @@ def show_recheck(dataset: str = "cifar10_reduced", first_rows: int = 1) -> pd.Da
         show_markdown("Nothing to re-check: the archive holds no record yet.")
         return None
     tables = []
+    states = A.column_states(dataset)
     for protocol, recs in archive.items():
         if not recs:
             continue
         pick = next((r for r in recs if r["config"]["method"] == "gradient" and int(r["config"]["seed"]) == 0),
                     recs[0])
-        table = _recheck_one(pick, first_rows, column_name(dataset, protocol))
+        table = _recheck_one(pick, first_rows, column_name(protocol, states[protocol]))
         if table is not None:
             tables.append(table.assign(protocol=protocol))
     return pd.concat(tables, ignore_index=True) if tables else None
@@ -267,11 +268,11 @@ def _recheck_one(pick: dict, first_rows: int, column: str) -> pd.DataFrame | Non
             made_txt = (f"the {pin.upper() + ' pin' if pin != cpu_kernels.NATIVE else made + ' kernels'} on a CPU "
                         "its provenance does not name (a pin caps the instruction set, but another vendor's CPU "
                         "still rounds differently)")
-        elif made and model and (pin, made) == (cpu_kernels.in_effect(), cpu_capability()):
+        elif made and model and (pin, made) == cpu_kernels.of_record(new):
             made_txt = f"the same kernels on another CPU ({model})"
         else:
             made_txt = f"other CPU kernels ({made})" if made else "CPU kernels its provenance does not record"
-        tol = tolerance_for(pick, new)
+        tol = table.groupby("field").tolerance.first()  # the tolerance compare_rows applied
         step = float(c["meta_lr"]) * float(c["meta_clip"])
         how = (f"made with {made_txt}; this machine's are {cpu_capability()}. Float rounding then differs from the "
                "first step, and the paper's lr 1.0 amplifies it in the student, so its accuracy is shown, not "

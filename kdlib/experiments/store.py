@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -171,31 +172,26 @@ def cpu_capability() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
-_CPU_MODEL: str | None = None
-
-
+@functools.cache
 def cpu_model() -> str:
     """The CPU's vendor and model name (``/proc/cpuinfo``'s ``vendor_id`` and ``model name``, else
     :func:`platform.processor`). Kernels capped at one instruction set still round differently on another vendor's
     CPU (an archived reduced CIFAR-10 record made on an AMD EPYC under the AVX2 pin is 0.011 off in accuracy after
     its first epoch on an Intel Xeon under the same pin), so a re-check is strict only on the record's own model."""
-    global _CPU_MODEL
-    if _CPU_MODEL is None:
-        fields: dict[str, str] = {}
-        try:
-            with open("/proc/cpuinfo") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    key = key.strip()
-                    if key in ("vendor_id", "model name") and key not in fields:
-                        fields[key] = " ".join(value.split())
-                    if len(fields) == 2:
-                        break
-        except OSError:
-            pass
-        _CPU_MODEL = " ".join(fields[k] for k in ("vendor_id", "model name") if k in fields) \
-            or platform.processor() or platform.machine() or "unknown"
-    return _CPU_MODEL
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "model name") and key not in fields:
+                    fields[key] = " ".join(value.split())
+                if len(fields) == 2:
+                    break
+    except OSError:
+        pass
+    return " ".join(fields[k] for k in ("vendor_id", "model name") if k in fields) \
+        or platform.processor() or platform.machine() or "unknown"
 
 
 def provenance(threads: int) -> dict[str, Any]:
