@@ -47,9 +47,10 @@ def batches(seed: int, n: int = 24):
 
 
 def trained(opt_name: str, steps: int = 30, seed: int = 0, dropout: float = 0.0):
-    """Model and optimizer after ``steps`` real distillation steps (lambda fixed), with a scheduler moving lr."""
+    """Model and optimizer (one of OPTIMIZERS or GENERIC) after ``steps`` real distillation steps (lambda fixed),
+    with a scheduler moving lr."""
     model = bn_mlp(seed, dropout)
-    opt = OPTIMIZERS[opt_name](model.parameters())
+    opt = {**OPTIMIZERS, **GENERIC}[opt_name](model.parameters())
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.7)
     for i in range(steps):
         (x, y, t), _ = batches(100 + i)
@@ -118,12 +119,16 @@ def assert_opt_unchanged(opt, snap) -> None:
 LAM = torch.tensor([0.35, 2.5], dtype=torch.float64)
 
 
+def _setup(opt_name: str):
+    """A trained model and optimizer, a batch, a validation batch and the float64 central-difference truth."""
+    model, opt = trained(opt_name)
+    batch, val = batches(7)
+    return opt_name, model, opt, batch, val, central_difference(model, opt, batch, val, LAM)
+
+
 @pytest.fixture(scope="module", params=list(OPTIMIZERS))
 def setup(request):
-    model, opt = trained(request.param)
-    batch, val = batches(7)
-    ref = central_difference(model, opt, batch, val, LAM)
-    return request.param, model, opt, batch, val, ref
+    return _setup(request.param)
 
 
 @pytest.mark.parametrize("name,method,opts", EXACT, ids=[e[0] for e in EXACT])
@@ -360,25 +365,9 @@ GENERIC = {
 }
 
 
-def trained_generic(opt_name: str, steps: int = 30, seed: int = 0):
-    model = bn_mlp(seed)
-    opt = GENERIC[opt_name](model.parameters())
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.7)
-    for i in range(steps):
-        (x, y, t), _ = batches(100 + i)
-        opt.zero_grad()
-        distillation_loss(model(x), t, y, 0.5, 2.0).backward()
-        opt.step()
-        sched.step()
-    return model, opt
-
-
 @pytest.fixture(scope="module", params=list(GENERIC))
 def generic_setup(request):
-    model, opt = trained_generic(request.param)
-    batch, val = batches(7)
-    ref = central_difference(model, opt, batch, val, LAM)
-    return request.param, model, opt, batch, val, ref
+    return _setup(request.param)
 
 
 @pytest.mark.parametrize("name,method,opts", EXACT, ids=[e[0] for e in EXACT])
@@ -409,7 +398,7 @@ def test_any_optimizer_first_step_and_two_steps(opt_name):
     for method in ("unrolled", "forward"):
         cos, ratio = agreement(hypergradient(model, batch, val, LAM, optimizer=opt, method=method), ref)
         assert cos >= 0.9999 and abs(ratio - 1) <= 1e-3, (opt_name, method, cos, ratio)
-    model, opt = trained_generic(opt_name, steps=8)
+    model, opt = trained(opt_name, steps=8)
     b1, val = batches(8)
     b2, _ = batches(9)
 
@@ -478,7 +467,7 @@ def grad_norm(model, batch, lam) -> float:
 
 @pytest.mark.parametrize("opt_name", ["sgd", "sgd_momentum_nesterov_wd", "adam", "rmsprop"])
 def test_clip_grad_norm_is_modelled_exactly(opt_name):
-    model, opt = trained(opt_name, steps=5) if opt_name in OPTIMIZERS else trained_generic(opt_name, steps=5)
+    model, opt = trained(opt_name, steps=5)
     batch, val = batches(14)
     max_norm = 0.5 * grad_norm(model, batch, LAM)  # the clip is active: the gradient is halved
     ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
@@ -525,7 +514,7 @@ def loop_grads(model, batch, lam) -> dict:
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("opt_name", ["sgd", "sgd_momentum_nesterov_wd", "adam", "nadam"])
 def test_train_grad_from_the_loops_backward_is_exact(opt_name, clip):
-    model, opt = trained(opt_name, steps=5) if opt_name in OPTIMIZERS else trained_generic(opt_name, steps=5)
+    model, opt = trained(opt_name, steps=5)
     batch, val = batches(16)
     max_norm = 0.5 * grad_norm(model, batch, LAM) if clip else None
     ref = clipped_central_difference(model, opt, batch, val, LAM, max_norm)
