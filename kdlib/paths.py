@@ -3,6 +3,7 @@
 * ``data_root``: the datasets (Fashion-MNIST, CIFAR-10, the authors' teacher logits). It may be read-only.
 * ``cache_dir``: everything kdlib derives (trained teachers, logits, npz caches). Created on demand.
 * ``writable_data_dir``: derived data files (npz cache, extracted IDX) when the data root is read-only.
+* ``REPO_ROOT``: the repository root (the folder holding ``kdlib/``): the archive and the results cache live there.
 
 Resolution order for each: explicit argument, then environment variable (``KDLIB_DATA`` / ``KDLIB_CACHE``),
 then a default under ``~/.cache/kdlib``.
@@ -15,6 +16,7 @@ from pathlib import Path
 ENV_DATA = "KDLIB_DATA"
 ENV_CACHE = "KDLIB_CACHE"
 ENV_SHARED_DATA = "KDLIB_SHARED_DATA"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _default_base() -> Path:
@@ -63,7 +65,7 @@ def shared_data_dir() -> Path | None:
     """The project's verified data folder (``$KDLIB_SHARED_DATA`` or ``<repo>/../shared/data``), if present."""
     env = os.environ.get(ENV_SHARED_DATA)
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data")
+    candidates.append(REPO_ROOT.parent / "shared" / "data")
     for c in candidates:
         if c.is_dir():
             return c

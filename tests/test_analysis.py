@@ -11,6 +11,7 @@ import pytest
 
 from kdlib import analysis
 from kdlib.analysis import archive as A
+from kdlib.experiments import protocol as P
 
 
 # ------------------------------------------------------------------------------------------ final accuracy
@@ -109,7 +110,7 @@ def _record(method, seed, lam_authors, temps, accs, status="ok"):
     history = [dict(step=e, epoch=e, test_accuracy=a, lambda1=1.0 - la, temperature=t, phase="gradient")
                for e, (la, t, a) in enumerate(zip(lam_authors, temps, accs))]
     final = accs[-1] if status == "ok" else None
-    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, **A.authors_protocol(method)),
+    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, **P.authors_protocol(method)),
                 history=history, summary=dict(status=status, final_accuracy=final, wall_time=100.0),
                 provenance=dict(kdlib_version="0.1.0", commit="abc1234", torch="2.x", threads=1, machine="test",
                                 created="2026-01-01T00:00:00"))
@@ -156,7 +157,7 @@ def test_empty_archive(tmp_path, monkeypatch):
 def test_archive_run_by_run_against_the_authors(tiny):
     logs, _ = tiny
     arch = A.load_archive("cifar10_reduced")
-    assert [len(arch[p]) for p in A.PROTOCOLS] == [4, 1]
+    assert [len(arch[p]) for p in P.PROTOCOLS] == [4, 1]
     theirs = A.authors_run_table(logs)
     g = theirs[theirs.method == "gradient"].set_index("run")
     assert g.branch.tolist() == ["distillation", "pure CE", "between"]
@@ -212,7 +213,7 @@ def test_archive_rejects_bad_records_naming_the_file(tiny):
     with pytest.raises(ValueError, match="broken.json: not valid JSON"):
         A.load_archive("cifar10_reduced")
     with pytest.raises(ValueError, match="protocol"):
-        A.archive_dir("cifar10_reduced", "mine")
+        P.archive_dir("cifar10_reduced", "mine")
 
 
 def test_archive_random_baseline_takes_the_authors_draws(tmp_path):
@@ -236,7 +237,7 @@ def test_archive_random_baseline_takes_the_authors_draws(tmp_path):
 def test_pending_column_is_read_only_when_asked_and_only_while_nothing_is_archived(tmp_path):
     """A column being computed (archive/pending/<dataset>/<protocol>/runs) is read with pending=True, under the
     same checks, until the protocol folder holds records; the default readers never look there."""
-    pend = A.pending_dir("cifar10", "authors", tmp_path)
+    pend = P.pending_dir("cifar10", "authors", tmp_path)
     pend.mkdir(parents=True)
     rec = _record("gradient", 0, [0.66, 1.0], [8.2, 10.0], [0.4, 0.716])
     rec["config"]["dataset"] = "cifar10"
@@ -251,7 +252,7 @@ def test_pending_column_is_read_only_when_asked_and_only_while_nothing_is_archiv
     with pytest.raises(ValueError, match="pending/cifar10/authors/runs/.*not the authors' protocol"):
         A.load_archive("cifar10", root=tmp_path, pending=True)
     (pend / "cifar10__gradient__seed1__bbbb.json").unlink()
-    done = A.archive_dir("cifar10", "authors", tmp_path)
+    done = P.archive_dir("cifar10", "authors", tmp_path)
     done.mkdir(parents=True)
     (done / "cifar10__gradient__seed0__cccc.json").write_text(json.dumps(dict(rec, summary=dict(rec["summary"],
                                                                                              final_accuracy=0.7))))
@@ -272,8 +273,8 @@ def test_against_authors_and_the_per_dataset_protocol(tmp_path, tiny):
     assert t.loc["no_distillation", "difference"] == pytest.approx(0.50 - 0.54) and not t.loc["no_distillation", "within"]
     assert A.MEAN_TOLERANCE["fashion_mnist"] == 0.01 and A.MEAN_TOLERANCE["cifar10"] == 0.015
     # Fashion-MNIST hyperopt trials run 40 epochs, as the authors' only log of it; nothing else departs
-    assert A.authors_protocol("hyperopt", "fashion_mnist")["epochs"] == 40
-    assert "epochs" not in A.authors_protocol("hyperopt", "cifar10") and "epochs" not in A.authors_protocol("gradient", "fashion_mnist")
+    assert P.authors_protocol("hyperopt", "fashion_mnist")["epochs"] == 40
+    assert "epochs" not in P.authors_protocol("hyperopt", "cifar10") and "epochs" not in P.authors_protocol("gradient", "fashion_mnist")
 
 
 def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_path):
@@ -357,12 +358,12 @@ def test_protocol_differences_are_read_from_the_config():
     """Every field listed departs from the resolved default; a field the protocol shares with it is not listed."""
     from kdlib.experiments.profiles import resolve_config
 
-    diff = A.protocol_differences("cifar10_reduced").set_index("field")
+    diff = P.protocol_differences("cifar10_reduced").set_index("field")
     default = resolve_config("cifar10_reduced", "gradient", "paper", 0).to_dict()
     assert "shuffle" not in diff.index and "optimizer" not in diff.index  # the same under both
     assert {"init_law", "fd_virtual_lr", "proposed_reset", "eval_every"} <= set(diff.index)
     for f, row in diff.iterrows():
-        assert row["authors' protocol"] == A.AUTHORS_PROTOCOL[f] != default[f] == row["kdlib default"]
+        assert row["authors' protocol"] == P.AUTHORS_PROTOCOL[f] != default[f] == row["kdlib default"]
 
 
 def test_column_timing_spans_first_start_to_last_end():

@@ -365,7 +365,7 @@ def test_image_student_runs_each_method_over_epochs():
 
 # ------------------------------------------------------------------------------------------ the archive and the page
 def _rec(method: str, seed: int, acc: float, wall: float, temps=(2.0, 3.0), evals: int = 0, **config):
-    from kdlib.analysis.archive import AUTHORS_PROTOCOL
+    from kdlib.experiments.protocol import AUTHORS_PROTOCOL
 
     history = [dict(step=e, epoch=e, test_accuracy=acc, lambda1=0.1, temperature=t, phase="fixed",
                     hypergrad_evals=evals) for e, t in enumerate(temps)]

@@ -12,6 +12,7 @@ import pytest
 matplotlib.use("Agg")
 
 from kdlib.analysis import archive as A  # noqa: E402
+from kdlib.experiments import protocol as P  # noqa: E402
 from kdlib.book import attribution as B  # noqa: E402
 from kdlib.experiments.profiles import resolve_config  # noqa: E402
 from kdlib.experiments.sweeps import ATTRIBUTION_CELLS, ATTRIBUTION_FACTORS  # noqa: E402
@@ -27,7 +28,7 @@ FOLDERS = {("authors", "initial"): "authors", ("uniform", "current"): "defaults"
 
 
 def _record(init_law, virtual_lr, seed, lam_final, acc, method="gradient"):
-    config = dict(A.AUTHORS_PROTOCOL) if init_law == "authors" else {}
+    config = dict(P.AUTHORS_PROTOCOL) if init_law == "authors" else {}
     config.update(dataset="cifar10_reduced", method=method, seed=seed, init_law=init_law, fd_virtual_lr=virtual_lr)
     history = [dict(step=0, epoch=0, test_accuracy=0.3, lambda1=0.5, temperature=2.0),
                dict(step=1, epoch=49, test_accuracy=acc, lambda1=1.0 - lam_final, temperature=3.0)]
@@ -85,7 +86,7 @@ def test_the_switched_cells_are_the_archive_columns_with_one_field_changed():
     """Each cell of the sweep resolves to the config of one archive column with exactly one field switched, and
     the four corners of the design are four distinct records keys."""
     paper = resolve_config("cifar10_reduced", "gradient", "paper", 0).to_dict()
-    authors = resolve_config("cifar10_reduced", "gradient", "paper", 0, **A.AUTHORS_PROTOCOL).to_dict()
+    authors = resolve_config("cifar10_reduced", "gradient", "paper", 0, **P.AUTHORS_PROTOCOL).to_dict()
     cells = {name: resolve_config("cifar10_reduced", "gradient", "paper", 0, **o).to_dict()
              for name, o in ATTRIBUTION_CELLS.items()}
     for cell in cells.values():

@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from kdlib.analysis.archive import AUTHORS_PROTOCOL  # noqa: E402
+from kdlib.experiments.protocol import AUTHORS_PROTOCOL  # noqa: E402
 from kdlib.book import branches as B  # noqa: E402
 from kdlib.experiments.profiles import resolve_config  # noqa: E402
 from kdlib.experiments.sweeps import BRANCHES_VARIANTS, branches_overrides, variant_of  # noqa: E402

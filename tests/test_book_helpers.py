@@ -192,12 +192,12 @@ def test_a_column_in_progress_is_shown_as_such_with_its_verdict(tmp_path, monkey
     matplotlib.use("Agg")
     from test_analysis import _record
 
-    from kdlib.analysis import archive as A
     from kdlib.book import archive_page, image_page, summary_page
+    from kdlib.experiments import protocol as P
 
     _tiny_reduced_logs(tmp_path, monkeypatch)
     root = tmp_path / "archive"
-    d = A.pending_dir("cifar10_reduced", "authors", root)
+    d = P.pending_dir("cifar10_reduced", "authors", root)
     d.mkdir(parents=True)
     for r in (_record("gradient", 0, [0.56, 1.0], [8.07, 10.0], [0.38, 0.595]),
               _record("gradient", 1, [0.0, 0.0], [0.37, 0.43], [0.30, 0.532]),
@@ -251,7 +251,7 @@ def test_show_recheck_says_so_when_the_data_is_missing(tmp_path, monkeypatch):
     (and with the data, a moved value still fails the page: test_recheck_record_reproduces_...)."""
     import json
 
-    from kdlib.analysis.archive import AUTHORS_PROTOCOL
+    from kdlib.experiments.protocol import AUTHORS_PROTOCOL
     from kdlib.book.archive_page import show_recheck
     from kdlib.experiments.profiles import resolve_config
 
@@ -296,7 +296,7 @@ def test_image_page_caveat_states_the_scale_and_the_separation_beside_table2():
 
 def test_protocols_section_explains_every_differing_field(tmp_path, monkeypatch):
     """Each field where the authors' protocol departs from kdlib's defaults has its reason on the page."""
-    from kdlib.analysis import archive as A
+    from kdlib.experiments import protocol as P
     from kdlib.book import archive_page
 
     shown = []
@@ -305,7 +305,7 @@ def test_protocols_section_explains_every_differing_field(tmp_path, monkeypatch)
     monkeypatch.setenv("KDLIB_ARCHIVE", str(tmp_path / "empty"))
     monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "nodata"))
     out = archive_page.show_protocols("cifar10_reduced")
-    fields = set(A.protocol_differences("cifar10_reduced").field)
+    fields = set(P.protocol_differences("cifar10_reduced").field)
     assert fields and fields <= set(archive_page.DEFAULT_REASONS)
     table = shown[0]
     assert all(r for r in table["why kdlib's default"]) and len(table) == len(fields)

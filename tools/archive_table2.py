@@ -2,7 +2,7 @@
 
 One command for every sitting (the runs take about 20 hours of a 2-core machine): each (dataset, method) of
 :data:`QUEUE` is one ``python -m kdlib run`` of 10 seeds under the authors' protocol
-(:func:`kdlib.analysis.archive.authors_protocol`) and the AVX2 pin, written to
+(:func:`kdlib.experiments.protocol.authors_protocol`) and the AVX2 pin, written to
 ``<out-root>/<dataset>/authors/``. ``--lanes`` processes (one thread each) take the queue's entries in order,
 one entry per lane at a time, so that a partial archive already answers the main question (gradient-based
 against no distillation first). The runner skips every record already stored, so an interrupted sitting resumes
@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from kdlib.analysis.archive import authors_protocol
+from kdlib.experiments.protocol import authors_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = 10
@@ -44,7 +44,7 @@ QUEUE: list[tuple[str, str, dict[str, object]]] = [
     ("fashion_mnist", "naive", {}),
     ("cifar10", "random", {}),
     ("fashion_mnist", "random", {}),
-    # 40 epochs, as the authors' only Fashion-MNIST hyperopt log (archive.AUTHORS_DATASET_PROTOCOL)
+    # 40 epochs, as the authors' only Fashion-MNIST hyperopt log (kdlib.experiments.protocol.AUTHORS_DATASET_PROTOCOL)
     ("fashion_mnist", "hyperopt", {}),
 ]
 

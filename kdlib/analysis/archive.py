@@ -1,12 +1,14 @@
 """The archive of paper-protocol runs, read run by run against the authors' logs.
 
-**Location.** Archived run records are committed under ``archive/<dataset>/<protocol>/runs/*.json`` at the
-repository root (not under ``results/``, which is a local cache and ignored by git). ``<protocol>`` is
-``authors`` (the authors' protocol: ``init_law="authors"``, ``fd_virtual_lr="initial"``,
-``proposed_reset="epoch"``, ``loss_form="kl"``, ``clamp_extrapolation=False``) or ``defaults`` (kdlib's
-defaults). Each file is one run record of the runner (config, history, summary, provenance); run ``seed`` *i*
-under ``init_law="authors"`` starts from the authors' *i*-th draw, so it is compared with the *i*-th line of
-their log. ``$KDLIB_ARCHIVE`` overrides the root.
+**Location and protocol.** Archived run records are committed under
+``archive/<dataset>/<protocol>/runs/*.json``; where that is (:func:`~kdlib.experiments.protocol.archive_dir`,
+:func:`~kdlib.experiments.protocol.pending_dir`, ``$KDLIB_ARCHIVE``) and what the ``authors`` protocol is
+(:func:`~kdlib.experiments.protocol.authors_protocol`) are defined in :mod:`kdlib.experiments.protocol`; this
+module reads the records. ``<protocol>`` is ``authors`` (the authors' protocol: ``init_law="authors"``,
+``fd_virtual_lr="initial"``, ``proposed_reset="epoch"``, ``loss_form="kl"``, ``clamp_extrapolation=False``) or
+``defaults`` (kdlib's defaults). Each file is one run record of the runner (config, history, summary,
+provenance); run ``seed`` *i* under ``init_law="authors"`` starts from the authors' *i*-th draw, so it is
+compared with the *i*-th line of their log.
 
 **Branch.** Where λ1 ends, in the authors' convention (``lambda1_authors = 1 - lambda1``, the weight of the
 distillation term): ``"distillation"`` when the last logged value is at least :data:`DISTILLATION_MIN`,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -28,24 +31,9 @@ from kdlib import cpu_kernels
 from kdlib.analysis import authors_logs
 from kdlib.analysis.final import record_final, records_final, summarize
 from kdlib.analysis.labels import METHODS, PROTOCOL_LABELS
-from kdlib.analysis.provenance import REPO_ROOT
 from kdlib.analysis.table2 import format_numeric, table2_from_final
+from kdlib.experiments.protocol import PROTOCOLS, archive_dir, authors_protocol, pending_dir
 
-PROTOCOLS: tuple[str, ...] = ("authors", "defaults")
-# The config overrides that make the "authors" protocol of the image experiments (contract 1 and the existing
-# fields; see the reproduction-notes page for each knob). "defaults" is no override at all.
-AUTHORS_PROTOCOL: dict[str, object] = dict(init_law="authors", fd_virtual_lr="initial", proposed_reset="epoch",
-                                           loss_form="kl", t2_scaling=False, clamp_extrapolation=False,
-                                           random_law="loguniform", shuffle=False, optimizer="sgd",
-                                           momentum=0.0, weight_decay=0.0, eval_every=5)
-# Per-method departures from AUTHORS_PROTOCOL. The authors' random baseline fixed run i at their i-th draw, the
-# start of their tuned run i (kdlib.metaparams.random_baseline; found by the epoch-0 check of issue 19).
-# ``random_law`` acts on the random baseline only: the other methods keep "loguniform", which does not act on
-# them, so that their archived records (and the sweeps' configs) keep their keys.
-AUTHORS_METHOD_PROTOCOL: dict[str, dict[str, object]] = {"random": dict(random_law="authors")}
-# (dataset, method) departures: the only Fashion-MNIST hyperopt log of the authors (exp3_full_fmnist__hyperopt,
-# the cell the paper prints) came from 40-epoch runs, where their other Fashion-MNIST runs have 50
-AUTHORS_DATASET_PROTOCOL: dict[tuple[str, str], dict[str, object]] = {("fashion_mnist", "hyperopt"): dict(epochs=40)}
 # how close an archived column's mean final accuracy must be to the authors' log mean to count as reproduced
 # (issue 19: 0.01 on Fashion-MNIST, 0.015 on the CIFAR-10 columns, whose runs spread more)
 MEAN_TOLERANCE: dict[str, float] = {"fashion_mnist": 0.01, "cifar10_reduced": 0.015, "cifar10": 0.015}
@@ -55,35 +43,6 @@ TUNED_METHODS: tuple[str, ...] = ("gradient", "proposed")
 RUN_COLUMNS = ["source", "method", "run", "lambda1_authors_0", "temperature_0", "lambda1_authors_final",
                "temperature_final", "final_accuracy", "diverged", "branch"]
 _HISTORY_FIELDS = ("epoch", "test_accuracy", "lambda1", "temperature")
-
-
-def authors_protocol(method: str, dataset: str | None = None) -> dict[str, object]:
-    """The config overrides of ``method`` (on ``dataset``) under the authors' protocol: :data:`AUTHORS_PROTOCOL`,
-    the method's own departures (:data:`AUTHORS_METHOD_PROTOCOL`) and the dataset's
-    (:data:`AUTHORS_DATASET_PROTOCOL`)."""
-    return {**AUTHORS_PROTOCOL, **AUTHORS_METHOD_PROTOCOL.get(method, {}),
-            **AUTHORS_DATASET_PROTOCOL.get((str(dataset), method), {})}
-
-
-def archive_root() -> Path:
-    """``$KDLIB_ARCHIVE`` if set, else ``<repo>/archive``."""
-    env = os.environ.get("KDLIB_ARCHIVE")
-    return Path(env).expanduser() if env else REPO_ROOT / "archive"
-
-
-def archive_dir(dataset: str, protocol: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<dataset>/<protocol>/runs``."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
-    return Path(root if root is not None else archive_root()) / dataset / protocol / "runs"
-
-
-def pending_dir(dataset: str, protocol: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/pending/<dataset>/<protocol>/runs``: a column being computed, committed as its records finish
-    (archive/README.md); it moves to :func:`archive_dir` when it holds all its records."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
-    return Path(root if root is not None else archive_root()) / "pending" / dataset / protocol / "runs"
 
 
 def column_states(dataset: str, root: str | os.PathLike | None = None,
@@ -354,16 +313,6 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def protocol_differences(dataset: str = "cifar10_reduced", method: str = "gradient") -> pd.DataFrame:
-    """The fields where the authors' protocol of ``method`` (:func:`authors_protocol`) departs from kdlib's defaults
-    at the paper profile of ``dataset`` (read from :func:`kdlib.experiments.profiles.resolve_config`): field, authors' protocol, default."""
-    from kdlib.experiments.profiles import resolve_config
-
-    default = resolve_config(dataset, method, "paper", 0).to_dict()
-    return pd.DataFrame([{"field": f, "authors' protocol": v, "kdlib default": default[f]}
-                         for f, v in authors_protocol(method, dataset).items() if default.get(f) != v])
-
-
 def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> dict[str, Any]:
     """Wall-clock facts of a set of run records from their provenance: the number of runs, the summed run time
     (CPU-side work, one process per run), the span from the first run's start (its ``created`` time minus its
@@ -371,8 +320,6 @@ def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> di
     in which no run was going. ``sittings`` counts the busy stretches: 1 when one command produced them all in
     one go (then ``busy_s`` is its end-to-end wall time); a column resumed later has more, and only ``busy_s``
     (not ``span_s``) is its compute wall time."""
-    from datetime import datetime
-
     if not records:
         return {"runs": 0}
     intervals, total = [], 0.0

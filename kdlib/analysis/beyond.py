@@ -2,7 +2,7 @@
 
 **Location.** The three methods beyond the paper (:data:`kdlib.names.BEYOND_METHOD_NAMES`) are archived at the
 reduced CIFAR-10 paper protocol under ``archive/<dataset>/beyond/runs/*.json``, made with the same overrides as the
-authors'-protocol column of the paper's six (:func:`kdlib.analysis.archive.authors_protocol`, checked here) and
+authors'-protocol column of the paper's six (:func:`kdlib.experiments.protocol.authors_protocol`, checked here) and
 under one CPU-kernel pin, so the nine methods are read as one comparison: :func:`comparison_records` is the
 authors' column plus this folder. :data:`ARCHIVE_COMMAND` is the command that makes it.
 
@@ -27,6 +27,7 @@ from kdlib.analysis.costs import run_summaries
 from kdlib.analysis.final import records_final
 from kdlib.analysis.separation import paired_difference
 from kdlib.analysis.table2 import format_cell
+from kdlib.experiments.protocol import archive_root, authors_protocol
 from kdlib.names import ALL_METHOD_NAMES, BEYOND_METHOD_NAMES
 
 BEYOND_FOLDER = "beyond"
@@ -42,7 +43,7 @@ ARCHIVE_COMMAND = (
 
 def beyond_dir(dataset: str = "cifar10_reduced", root: str | os.PathLike | None = None) -> Path:
     """``<archive root>/<dataset>/beyond/runs``."""
-    return Path(root if root is not None else A.archive_root()) / dataset / BEYOND_FOLDER / "runs"
+    return Path(root if root is not None else archive_root()) / dataset / BEYOND_FOLDER / "runs"
 
 
 def load_beyond(dataset: str = "cifar10_reduced", root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -61,7 +62,7 @@ def load_beyond(dataset: str = "cifar10_reduced", root: str | os.PathLike | None
         if cfg["method"] not in BEYOND_METHOD_NAMES:
             raise ValueError(f"{where}/{name}: method {cfg['method']!r} does not belong here (only "
                              f"{', '.join(BEYOND_METHOD_NAMES)}); fix: move it to its protocol folder")
-        off = {k: cfg.get(k) for k, v in A.authors_protocol(cfg["method"], dataset).items() if cfg.get(k) != v}
+        off = {k: cfg.get(k) for k, v in authors_protocol(cfg["method"], dataset).items() if cfg.get(k) != v}
         if off:
             raise ValueError(f"{where}/{name}: not made under the authors' protocol of the column it is read "
                              f"beside: {off}; fix: re-make it with the overrides of ARCHIVE_COMMAND")

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from kdlib.paths import REPO_ROOT
 
 
 def git_commit(repo: str | Path | None = None) -> str:

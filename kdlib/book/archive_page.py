@@ -16,6 +16,7 @@ from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
 from kdlib import cpu_kernels
 from kdlib.experiments.profiles import PAPER_IMAGES, resolve_config
+from kdlib.experiments.protocol import archive_root, authors_protocol, pending_dir, protocol_differences
 from kdlib.experiments.recheck import compare_rows, rerun, same_kernels
 from kdlib.experiments.store import cpu_capability
 
@@ -49,12 +50,12 @@ def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
     label = DATASET_LABELS.get(dataset, dataset)
     archive = A.load_archive(dataset, pending=True)
     states = A.column_states(dataset)
-    where = display_path(A.archive_root() / dataset)
+    where = display_path(archive_root() / dataset)
     logs = authors_logs.find_logs_dir()
     out: dict[str, object] = {"archive": archive}
     if A.archive_is_empty(archive):
         show_markdown(f"**The archive is empty.** Neither `{where}/{{authors,defaults}}/runs/` nor "
-                      f"`{display_path(A.archive_root() / 'pending' / dataset)}` holds a run record yet, "
+                      f"`{display_path(archive_root() / 'pending' / dataset)}` holds a run record yet, "
                       f"so this section shows the authors' {label} runs alone. Once the paper-protocol runs are "
                       "archived there, this section shows them beside the authors' run by run, at every profile.")
     else:
@@ -65,7 +66,7 @@ def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
         for p, state in states.items():
             if state == "in progress":
                 show_markdown(f"**In progress.** The {PROTOCOL_LABELS.get(p, p)} column is still being computed "
-                              f"(`{display_path(A.pending_dir(dataset, p))}`, committed as its runs finish): it holds "
+                              f"(`{display_path(pending_dir(dataset, p))}`, committed as its runs finish): it holds "
                               f"{len(archive[p])} of its runs so far, " + ", ".join(
                                   f"{METHOD_LABELS.get(m, m)} {k}" for m, k in
                                   pd.Series([r['config']['method'] for r in archive[p]]).value_counts(sort=False)
@@ -140,7 +141,7 @@ def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
     return out
 
 
-# why kdlib's default differs from the authors' code, per field of kdlib.analysis.archive.AUTHORS_PROTOCOL
+# why kdlib's default differs from the authors' code, per field of kdlib.experiments.protocol.AUTHORS_PROTOCOL
 DEFAULT_REASONS: dict[str, str] = {
     "init_law": "each run draws its start from its own seed (`default_rng(seed)`), so a run does not depend on "
                 "how many runs came before it; the authors' runs take successive draws of one stream",
@@ -162,12 +163,12 @@ DEFAULT_REASONS: dict[str, str] = {
 
 def protocol_table(datasets: tuple[str, ...] = ("fashion_mnist", "cifar10_reduced", "cifar10")) -> pd.DataFrame:
     """The authors' protocol of each image dataset, field by field (rows) and dataset (columns), read from the
-    configs the archive's runs are made with (:func:`kdlib.analysis.archive.authors_protocol` at the paper
+    configs the archive's runs are made with (:func:`kdlib.experiments.protocol.authors_protocol` at the paper
     profile), with the authors' log files each column is compared with."""
     cols = {}
     for ds in datasets:
-        cfg = resolve_config(ds, "gradient", "paper", 0, **A.authors_protocol("gradient", ds))
-        hyp = resolve_config(ds, "hyperopt", "paper", 0, **A.authors_protocol("hyperopt", ds))
+        cfg = resolve_config(ds, "gradient", "paper", 0, **authors_protocol("gradient", ds))
+        hyp = resolve_config(ds, "hyperopt", "paper", 0, **authors_protocol("hyperopt", ds))
         n = PAPER_IMAGES[ds]
         files = authors_logs.TABLE2_FILES[ds]
         cols[DATASET_LABELS.get(ds, ds)] = {
@@ -190,7 +191,7 @@ def show_protocols(dataset: str = "cifar10_reduced") -> dict[str, pd.DataFrame]:
     """The archive's two protocols side by side: the fields that differ (read from code) with the reason for
     kdlib's default, and for the tuned methods the runs per branch with their mean initial T and final accuracy
     (ours under each protocol, and the authors' logs). Returns the frames it showed."""
-    diff = A.protocol_differences(dataset)
+    diff = protocol_differences(dataset)
     shown = diff.assign(field=diff.field.map(lambda f: f"`{f}`"),
                         **{"why kdlib's default": diff.field.map(lambda f: DEFAULT_REASONS.get(f, ""))})
     show_table(shown.astype(str), index=False)

@@ -23,6 +23,7 @@ from kdlib.analysis.labels import PROTOCOL_LABELS
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
 from kdlib.book.page import show_markdown, show_table
+from kdlib.experiments.protocol import PROTOCOLS
 from kdlib.experiments.sweeps import (ATTRIBUTION_CELLS, ATTRIBUTION_FACTORS, ATTRIBUTION_FOLDER, ATTRIBUTION_METHOD,
                                       attribution_dir)
 
@@ -38,7 +39,7 @@ def attribution_records(dataset: str = "cifar10_reduced",
                         root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """The gradient-based records of the four corners: the archive's two columns and the attribution folder."""
     archive = A.load_archive(dataset, root=root)
-    recs = [r for p in A.PROTOCOLS for r in archive.get(p, []) if r["config"]["method"] == ATTRIBUTION_METHOD]
+    recs = [r for p in PROTOCOLS for r in archive.get(p, []) if r["config"]["method"] == ATTRIBUTION_METHOD]
     folder = attribution_dir(root, dataset) / "runs"
     recs += list(A.read_records(folder, f"{dataset}/{ATTRIBUTION_FOLDER}/runs").values())
     return recs

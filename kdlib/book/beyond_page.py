@@ -26,6 +26,7 @@ from kdlib.book.page import (PAGE_WORKERS, PageBanner, error_line, resolve_seeds
                              show_markdown, show_table, source_text)
 from kdlib.experiments.problem import load_bundle
 from kdlib.experiments.profiles import resolve_config
+from kdlib.experiments.protocol import archive_dir
 from kdlib.experiments.runner import plan, run_experiments
 from kdlib.experiments.store import load_records
 from kdlib.methods import CTKD, LogitStd
@@ -110,7 +111,7 @@ class BeyondPage:
                 f"**The archived comparison has not been run yet.** `{where}/` holds no run record, so the "
                 f"paper-protocol rows of the three new methods below are empty: the archive part of this page shows "
                 f"only the authors'-protocol column of the paper's six methods ({n_six} records in "
-                f"`{display_path(A.archive_dir(DATASET, 'authors'))}/`). The command that makes it (10 runs per "
+                f"`{display_path(archive_dir(DATASET, 'authors'))}/`). The command that makes it (10 runs per "
                 f"method, with the overrides and the CPU-kernel pin of that column):\n\n```\n{B.ARCHIVE_COMMAND}\n```")
         else:
             counts = pd.Series([r["config"]["method"] for r in comp["beyond"]]).value_counts()

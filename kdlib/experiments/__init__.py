@@ -4,6 +4,8 @@ Modules, imports pointing down:
 
 * :mod:`~kdlib.experiments.config`: :class:`ExperimentConfig`, the schema of one run, and its validation;
 * :mod:`~kdlib.experiments.profiles`: the paper's protocol per dataset, the profiles, ``resolve_config``;
+* :mod:`~kdlib.experiments.protocol`: the authors' protocol (``authors_protocol``) and where the archive of
+  paper-protocol runs lives (``archive_root``, ``archive_dir``, ``pending_dir``);
 * :mod:`~kdlib.experiments.problem`: data bundle + verified teacher -> the splits a method trains on;
 * :mod:`~kdlib.experiments.store`: the config-keyed run store (keys, records, readers, aggregation);
 * :mod:`~kdlib.experiments.executors`: local worker processes and submitit (SLURM) job arrays;

@@ -1,7 +1,7 @@
 """Named sweeps: grids of runner overrides that answer one question each.
 
 :data:`BRANCHES` -- *why the branches?* Under the authors' protocol on reduced CIFAR-10
-(:data:`kdlib.analysis.archive.AUTHORS_PROTOCOL`) the gradient-based method (eq. 3 at every iteration) started
+(:data:`kdlib.experiments.protocol.AUTHORS_PROTOCOL`) the gradient-based method (eq. 3 at every iteration) started
 from a small T collapses to pure cross-entropy (kdlib's lambda1 -> 1, the authors' lambda1_a -> 0), while large-T
 starts reach the distillation branch. The sweep asks whether the collapse comes from the greedy one-step horizon
 of eq. (3): from the same starts (``init_law="authors"``: seed *i* starts at the authors' *i*-th draw) it runs
@@ -32,7 +32,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from kdlib.analysis.archive import AUTHORS_PROTOCOL, archive_root
+from kdlib.experiments.protocol import AUTHORS_PROTOCOL, archive_root
 from kdlib.experiments.runner import run_experiments
 
 BRANCHES_DATASET = "cifar10_reduced"
