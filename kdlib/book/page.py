@@ -2,7 +2,8 @@
 
 * :func:`banner` / :class:`PageBanner`: the Markdown box a page opens with (profile, device, seeds, epochs,
   data source, wall time, kdlib version, git commit).
-* :func:`resolve_seeds`, :func:`scale_text`, :func:`results_dir`: what a page runs, and where it caches it.
+* :func:`resolve_seeds`, :func:`scale_text`, :func:`results_dir` (:func:`results_root`): what a page runs, and
+  where it caches it.
 * :func:`travel_text`: the metaparameter steps and travel of an image run at a profile, beside the paper's.
 * :func:`show_markdown`, :func:`show_table`: generated text and tables, with display labels, no index noise.
 """
@@ -87,10 +88,15 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-def results_dir(profile: str, name: str) -> Path:
-    """``<base>/<profile>/<name>`` where base is ``$KDLIB_RESULTS`` or ``<repo>/results``."""
+def results_root(profile: str) -> Path:
+    """``<base>/<profile>`` where base is ``$KDLIB_RESULTS`` or ``<repo>/results``: a profile's results cache."""
     base = Path(os.environ["KDLIB_RESULTS"]) if os.environ.get("KDLIB_RESULTS") else REPO_ROOT / "results"
-    return base / profile / name
+    return base / profile
+
+
+def results_dir(profile: str, name: str) -> Path:
+    """``<base>/<profile>/<name>`` (:func:`results_root`)."""
+    return results_root(profile) / name
 
 
 def resolve_seeds(seeds: Any, profile: str, dataset: str) -> list[int]:

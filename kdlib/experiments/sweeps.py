@@ -25,15 +25,32 @@ touch a gradient-based run (``loss_form``: the KL and CE forms differ by the tea
 w-gradient; ``eval_every``: evaluation only; ``proposed_reset``, ``clamp_extrapolation``, ``random_law``: other
 methods). The archive holds two corners of that 2 x 2 design; this sweep runs the other two, the full paper
 protocol, 10 runs each, into ``archive/cifar10_reduced/attribution/runs``.
+
+The grids of the synthetic pages (the runs of notebooks 04 and 09; each run goes through
+:func:`~kdlib.experiments.runner.run_experiments` into ``<root>/<folder>``, ``root`` being the page's results
+folder of its profile, and the runs already stored are skipped):
+
+* :func:`e1_e2_grid` / :func:`run_e1_e2` -- *Fig. 6*: the proposed method (Algorithm 1) over its cycle lengths,
+  ``e1`` iterations of eq. (3) then ``e2`` extrapolated by eq. (4): Fig. 6a sweeps ``e1 = e2``, Fig. 6b keeps
+  ``e1 = 10`` and sweeps ``e2``;
+* :func:`synthetic_protocols` / :func:`run_synthetic_protocols` -- the two data variants (the paper's text, the
+  authors' code), each tuned on the test set (the paper's runs) and on 200 held-out points (``holdout=True``);
+* :data:`ABLATIONS` / :func:`run_ablation` -- the reproduction notes' one-field switches on the synthetic data
+  (authors' variant): the distillation term's form (``loss_form``: CE or KL, gradient-based method) and the
+  projection of the extrapolated values into the box (``clamp_extrapolation``, proposed method).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import pandas as pd
+
 from kdlib.experiments.protocol import AUTHORS_PROTOCOL, archive_root
 from kdlib.experiments.runner import run_experiments
+from kdlib.names import METHOD_NAMES
 
 BRANCHES_DATASET = "cifar10_reduced"
 BRANCHES_FOLDER = "branches"
@@ -120,6 +137,87 @@ def run_branches(plan: dict[str, Sequence[int]] | None = None, epochs: int = BRA
                         **options)
 
 
+SYNTHETIC = "synthetic"
+# Fig. 6's levels: (e1 = e2 of Fig. 6a, e2 of Fig. 6b at e1 = 10); the smoke profile runs two settings each
+E1_E2_LEVELS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {"smoke": ((10, 20), (10, 20)),
+                                                                   "default": ((10, 100, 500, 1000), (10, 20, 40, 90))}
+
+
+def e1_e2_grid(profile: str) -> dict[str, list[tuple[int, int]]]:
+    """figure -> its (e1, e2) settings at ``profile``: ``"6a: e1 = e2"`` and ``"6b: e1 = 10"``
+    (:data:`E1_E2_LEVELS`)."""
+    equal, second = E1_E2_LEVELS["smoke" if profile == "smoke" else "default"]
+    return {"6a: e1 = e2": [(e, e) for e in equal], "6b: e1 = 10": [(10, e) for e in second]}
+
+
+def run_e1_e2(seeds: Sequence[int], profile: str, root: str | os.PathLike, device: str = "cpu",
+              variant: str = "authors") -> pd.DataFrame:
+    """Run the proposed method on the synthetic data (``variant``) at every setting of :func:`e1_e2_grid`, each
+    into ``<root>/synthetic_e1_<e1>_e2_<e2>``; the tidy results of all, with the columns ``figure``, ``setting``
+    (``"e1=.., e2=.."``), ``e1`` and ``e2``."""
+    frames = []
+    for figure, settings in e1_e2_grid(profile).items():
+        for e1, e2 in settings:
+            d = run_experiments(SYNTHETIC, ["proposed"], list(seeds), profile, Path(root) / f"synthetic_e1_{e1}_e2_{e2}",
+                                device=device, overrides={"e1": e1, "e2": e2, "variant": variant}, progress=False)
+            frames.append(d.assign(figure=figure, setting=f"e1={e1}, e2={e2}", e1=e1, e2=e2))
+    return pd.concat(frames, ignore_index=True)
+
+
+def synthetic_protocols(variant: str = "authors") -> dict[str, tuple[dict[str, Any], str]]:
+    """name -> (runner overrides, results folder) of the four protocols of the synthetic page: ``variant`` and the
+    other data variant, each tuned on the test set (``val = test``, the paper's runs) and on held-out points
+    (``holdout=True``). The first is the page's headline run (folder ``synthetic``)."""
+    other = "paper" if variant == "authors" else "authors"
+    return {f"{variant} variant, val = test": ({"variant": variant}, SYNTHETIC),
+            f"{other} variant, val = test": ({"variant": other}, f"synthetic_{other}"),
+            f"{variant} variant, held-out val": ({"variant": variant, "holdout": True}, f"synthetic_{variant}_holdout"),
+            f"{other} variant, held-out val": ({"variant": other, "holdout": True}, f"synthetic_{other}_holdout")}
+
+
+def run_synthetic_protocols(seeds: Sequence[int], profile: str, root: str | os.PathLike, device: str = "cpu",
+                            variant: str = "authors",
+                            methods: Sequence[str] = METHOD_NAMES) -> dict[str, pd.DataFrame]:
+    """protocol name -> the tidy results of ``methods`` under it (:func:`synthetic_protocols`), each run into
+    ``<root>/<folder>``."""
+    return {name: run_experiments(SYNTHETIC, list(methods), list(seeds), profile, Path(root) / folder, device=device,
+                                  overrides=over, progress=False)
+            for name, (over, folder) in synthetic_protocols(variant).items()}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One config ``field`` switched over ``levels`` for ``method`` on the synthetic data (authors' variant), the
+    rest as the profile says; level ``v`` runs into ``<root>/<folder.format(v)>`` and is named in the results'
+    column ``column``."""
+    method: str
+    field: str
+    levels: tuple[Any, ...]
+    column: str
+    folder: str
+
+
+ABLATIONS: dict[str, Ablation] = {
+    "loss_form": Ablation("gradient", "loss_form", ("ce", "kl"), "loss_form", "synthetic_lossform_{}"),
+    "clamp_extrapolation": Ablation("proposed", "clamp_extrapolation", (True, False), "clamped", "synthetic_clamp_{}"),
+}
+
+
+def run_ablation(name: str, seeds: Sequence[int], profile: str, root: str | os.PathLike,
+                 device: str = "cpu") -> pd.DataFrame:
+    """Run the ablation ``name`` of :data:`ABLATIONS`, one level after the other; the tidy results of all levels,
+    the level in the ablation's ``column``."""
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; choose one of: {', '.join(ABLATIONS)}")
+    a = ABLATIONS[name]
+    frames = [run_experiments(SYNTHETIC, [a.method], list(seeds), profile, Path(root) / a.folder.format(level),
+                              device=device, overrides={a.field: level, "variant": "authors"},
+                              progress=False).assign(**{a.column: level})
+              for level in a.levels]
+    return pd.concat(frames, ignore_index=True)
+
+
 __all__ = ["ATTRIBUTION_FACTORS", "ATTRIBUTION_CELLS", "ATTRIBUTION_SEEDS", "attribution_dir", "run_attribution",
            "BRANCHES_STARTS", "BRANCHES_VARIANTS", "BRANCHES_EPOCHS", "BRANCHES_PLAN", "branches_dir", "branches_overrides",
-           "variant_of", "run_branches"]
+           "variant_of", "run_branches", "E1_E2_LEVELS", "e1_e2_grid", "run_e1_e2", "synthetic_protocols",
+           "run_synthetic_protocols", "Ablation", "ABLATIONS", "run_ablation"]
