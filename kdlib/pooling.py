@@ -1,7 +1,7 @@
 """2x2 max pooling (stride 2) of the students of :mod:`kdlib.models`, with a fast path where no gradient is taken.
 
 ``F.max_pool2d(x, 2)`` on a contiguous NCHW CPU tensor runs a per-window scalar loop: it was the largest single
-op of the CIFAR-10 student's forward (``benchmarks/run.py``, ``profile``), ~20x slower than three elementwise
+op of the CIFAR-10 student's forward (``benchmarks/hypergrad.py``, ``profile``), ~20x slower than three elementwise
 ``torch.maximum`` over the four strided views of the windows. :func:`max_pool2x2` takes that path only where
 autograd is off (evaluation, the finite difference's perturbed forwards): the values are ``F.max_pool2d``'s
 (the maximum is exact and NaN propagates; at most the sign of a zero tied with a zero may differ, which no later

@@ -1,0 +1,98 @@
+"""The Tuner's iteration (:class:`kdlib.Tuner`) against a plain step.
+
+* ``hypergrad_iteration`` (:func:`bench_iteration`): issue 10's figure, the hypergradient iteration over a plain
+  step on the CIFAR-10 student at the paper's SGD lr 1.0, one thread, the loop before issue 10 vs
+  ``Tuner.train_step`` (one shared forward);
+* ``tuner_step_s[sgd|adam]`` (:func:`bench_tuner_step`): a Tuner iteration (fixed; gradient schedule with the
+  unrolled and finite-difference estimators through that optimizer; ``*_after_backward``: the same estimators
+  placed after the loop's backward) against a plain step.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import torch
+
+from benchmarks.fixtures import after_backward_iteration, loop_iteration, plain_step, train_step_iteration
+from benchmarks.timing import Timer, quiet, rounded
+from kdlib.tuner import Tuner
+
+
+def bench_iteration(students, timer: Timer, quick: bool) -> dict[str, Any]:
+    """Issue 10's figure: the hypergradient iteration (estimator + the real step) against a plain step on the
+    CIFAR-10 student (batch 128, plain SGD lr 1.0, the paper's), one intra-op thread; ``loop``: ``Tuner.step``
+    + the loop's own forward/backward/step (before issue 10), ``train_step``: the shared-forward iteration that
+    :func:`kdlib.train.train_student` runs. Interleaved rounds; the fastest round (least load) and the median."""
+    s = students["cifar10"]
+    reps = 3 if quick else 30
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = s["make"]()
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        lam = torch.tensor([0.5, 2.0], device=s["train"][0].device)
+        fns: dict[str, Callable[[], Any]] = {"plain": lambda: plain_step(model, opt, s["train"], lam)}
+        for est in ("unrolled", "finite_difference"):
+            for kind, fn in (("loop", loop_iteration), ("train_step", train_step_iteration)):
+                tuner = Tuner(opt, init=(0.5, 2.0), schedule="gradient", estimator=est, t_val=s["t_val"])
+                fns[f"{est}_{kind}"] = lambda tuner=tuner, fn=fn: fn(model, opt, tuner, s)
+        with quiet():
+            best = timer.interleaved(fns, reps, warmup=2, stat=min)
+            med = timer.interleaved(fns, max(2, reps // 3), warmup=0)
+    finally:
+        torch.set_num_threads(saved)
+    out: dict[str, Any] = {"seconds_fastest": {k: rounded(v) for k, v in best.items()},
+                           "seconds_median": {k: rounded(v) for k, v in med.items()}}
+    out["over_plain"] = {k: rounded(v / best["plain"], 4) for k, v in best.items() if k != "plain"}
+    out["over_plain_median"] = {k: rounded(v / med["plain"], 4) for k, v in med.items() if k != "plain"}
+    out["target"] = "<= 3.0 (train_step, both estimators)"
+    out["setup"] = ("CIFAR-10 student, batch 128, torch.optim.SGD(lr=1.0), gradient schedule (a hypergradient "
+                    "every step), torch.set_num_threads(1); ratios from the fastest interleaved round")
+    return out
+
+
+def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
+    """A Tuner step (``tuner.step`` + the optimizer step) against a plain distillation step with the same
+    optimizer, on the CIFAR-10 student: SGD and Adam, gradient schedule, plus the fixed Tuner's overhead.
+    The four variants are timed interleaved, and the fastest round of each is kept, so that a shared machine's
+    load hits all alike."""
+    s = students["cifar10"]
+    reps = 3 if quick else 25
+    out: dict[str, Any] = {}
+    for opt_name in ("sgd", "adam"):
+        torch.manual_seed(0)
+        model = s["make"]()
+        model.train()
+        make_opt = ((lambda p: torch.optim.SGD(p, lr=0.1)) if opt_name == "sgd"
+                    else (lambda p: torch.optim.Adam(p, lr=1e-3)))
+        opt = make_opt(model.parameters())
+        lam = torch.tensor([0.5, 2.0], device=s["train"][0].device)
+        fns: dict[str, Callable[[], Any]] = {"plain": lambda: plain_step(model, opt, s["train"], lam)}
+        for est in ("fixed", "unrolled", "finite_difference"):
+            tuner = Tuner(opt, init=(0.5, 2.0), schedule="fixed" if est == "fixed" else "gradient",
+                          estimator="unrolled" if est == "fixed" else est, t_val=s["t_val"])
+            fns[est] = lambda tuner=tuner: train_step_iteration(model, opt, tuner, s)
+        for est in ("unrolled", "finite_difference"):  # own copies: their .grad checks count every backward
+            m2 = copy.deepcopy(model)
+            o2 = make_opt(m2.parameters())
+            tuner = Tuner(o2, init=(0.5, 2.0), schedule="gradient", estimator=est, t_val=s["t_val"],
+                          placement="after_backward")
+            fns[f"{est}_after_backward"] = lambda tuner=tuner, m2=m2, o2=o2: after_backward_iteration(m2, o2, tuner, s)
+        with quiet():
+            med = timer.interleaved(fns, reps, warmup=2, stat=min)
+        row: dict[str, Any] = {"plain_s": rounded(med["plain"])}
+        for est in ("fixed", "unrolled", "finite_difference", "unrolled_after_backward",
+                    "finite_difference_after_backward"):
+            row[f"tuner_{est}_s"] = rounded(med[est])
+            row[f"tuner_{est}_over_plain"] = rounded(med[est] / med["plain"], 4)
+        out[opt_name] = row
+    out["setup"] = ("CIFAR-10 student (Cifar_Very_Tiny), batch 128, lr 0.1 (SGD) / 1e-3 (Adam); tuner_*: "
+                    "tuner.step + loss + backward + optimizer step (gradient schedule: one hypergradient through "
+                    "that optimizer's update every step); *_after_backward: loss + backward + tuner.step from "
+                    ".grad + optimizer step (placement='after_backward'); plain: the same without tuner.step; "
+                    "fastest of the interleaved rounds (the least-loaded estimate on a shared machine)")
+    out["target_after_backward"] = "<= 2.6 (issue 22: both estimators, tuner_*_after_backward_over_plain)"
+    return out
