@@ -249,7 +249,7 @@ def test_tiny_book_executes_sources_caches_and_renders_executed_copies(tmp_path)
     assert again.returncode == 0 and "Executing notebook" not in again.stdout + again.stderr
     assert "0 added, 0 changed, 0 removed" in again.stdout
 
-    # the README's papermill route writes the executed copy; the next build renders it as it is
+    # book/README.md's papermill route writes the executed copy; the next build renders it as it is
     nb = jupytext.read(tmp_path / "notebooks" / "01_page.md")
     jupytext.write(nb, tmp_path / "notebooks" / "01_page.ipynb", fmt="ipynb")
     pm.execute_notebook(str(tmp_path / "notebooks" / "01_page.ipynb"), str(book / "01_page.ipynb"),

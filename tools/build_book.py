@@ -4,7 +4,7 @@
     python tools/build_book.py --profile quick --device cpu [--seeds N] [--only NAME ...] [--no-build]
                                [--warnings-as-errors]
 
-This is the README's papermill route for every page at once: each ``notebooks/NN_name.md`` (Jupytext MyST
+This is book/README.md's papermill route for every page at once: each ``notebooks/NN_name.md`` (Jupytext MyST
 markdown) is converted to ``.ipynb`` and executed by papermill (kernel ``python3``, parameters ``profile``,
 ``device`` and ``seeds`` when given) into the executed copy ``book/NN_name.ipynb``, with its wall time printed.
 Then the ordinary ``jupyter-book build book/`` renders the book, where an executed copy takes precedence over
