@@ -10,7 +10,9 @@ Modules, imports pointing down:
 * :mod:`~kdlib.experiments.store`: the config-keyed run store (keys, records, readers, aggregation);
 * :mod:`~kdlib.experiments.executors`: local worker processes and submitit (SLURM) job arrays;
 * :mod:`~kdlib.experiments.runner`: ``run_one``, ``run_experiments``, ``fixed_grid``;
-* :mod:`~kdlib.experiments.sweeps`: named sweeps on top of the runner (``run_branches``: why the branches?).
+* :mod:`~kdlib.experiments.sweeps`: named sweeps on top of the runner: the grids of the book's pages (Fig. 6's
+  ``run_e1_e2``, the synthetic data protocols, notebook 09's ``run_ablation``, ``run_branches``: why the branches?,
+  ``run_attribution``: which knob?).
 
 This ``__init__`` imports nothing, so that the lower layers (``kdlib.train``, ``kdlib.methods``) may import
 ``kdlib.experiments.config`` without pulling in the runner.
