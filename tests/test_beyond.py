@@ -364,7 +364,8 @@ def test_image_student_runs_each_method_over_epochs():
 
 
 # ------------------------------------------------------------------------------------------ the archive and the page
-def _rec(method: str, seed: int, acc: float, wall: float, temps=(2.0, 3.0), evals: int = 0, **config):
+def _rec(method: str, seed: int, acc: float, wall: float, temps=(2.0, 3.0), evals: int = 0,
+         cpu_model: str | None = "Test CPU", **config):
     from kdlib.experiments.protocol import AUTHORS_PROTOCOL
 
     history = [dict(step=e, epoch=e, test_accuracy=acc, lambda1=0.1, temperature=t, phase="fixed",
@@ -373,7 +374,8 @@ def _rec(method: str, seed: int, acc: float, wall: float, temps=(2.0, 3.0), eval
                 history=history, summary=dict(status="ok", final_accuracy=acc, wall_time=wall, full_trainings=1,
                                               hypergrad_evals=evals),
                 provenance=dict(kdlib_version="0.1.0", commit="abc1234", torch="2.x", threads=1, machine="test",
-                                created="2026-01-01T00:00:00", cpu_kernels="avx2", cpu_capability="AVX2"))
+                                created="2026-01-01T00:00:00", cpu_kernels="avx2", cpu_capability="AVX2",
+                                cpu_model=cpu_model))
 
 
 def _write(root, folder, recs):
@@ -461,4 +463,16 @@ def test_page_says_the_archive_is_empty_and_reads_it_once_filled(tmp_path, monke
     assert v.loc["gradient", "mean"] == pytest.approx(0.05) and v.loc["gradient", "separated"]
     text = next(s for s in shown if isinstance(s, str) and "Differences larger than the seed spread" in s)
     assert "CTKD (curriculum temperature) − gradient-based = +0.0500 (above)" in text
-    assert "0.40× gradient-based" in text
+    assert "0.40× gradient-based" in text and "Wall times compare only" not in text
+    assert row["timed on"] == "Test CPU"
+
+    # timed on another CPU model (or one not recorded): no wall-time ratio, and the text says why
+    _write(root, "beyond", [_rec("ctkd", s, 0.60 + 0.01 * s, 120.0, temps=(15.6, 18.0), cpu_model=None)
+                            for s in range(3)])
+    page = beyond_page.BeyondPage("paper", seeds=3)
+    page.archive()
+    shown.clear()
+    page.verdict()
+    text = next(s for s in shown if isinstance(s, str) and "Differences larger than the seed spread" in s)
+    assert "× gradient-based" not in text
+    assert "CTKD (curriculum temperature) was timed on CPU model not recorded" in text

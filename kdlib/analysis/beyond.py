@@ -89,7 +89,8 @@ def accuracy_cost_table(records: Iterable[dict[str, Any]], methods: Sequence[str
     """One row per method of ``methods`` (all of them, ``runs`` 0 where none is stored): ``runs`` (finite final
     accuracies), ``diverged``, ``mean``, ``max``, ``std`` (population, the paper's ±) of the final accuracy,
     ``accuracy`` formatted ``mean (max) ± std``, and per run on average ``wall_time_s`` (the record's whole wall
-    time), ``trainings`` and ``hypergradients``."""
+    time), ``trainings`` and ``hypergradients``; ``machine``: the CPU model(s) the runs were timed on
+    (:func:`machine_of`), since wall times compare only between runs of one CPU model."""
     recs = list(records)
     fin = records_final(recs)
     summ = run_summaries(recs)
@@ -102,8 +103,24 @@ def accuracy_cost_table(records: Iterable[dict[str, Any]], methods: Sequence[str
         rows.append(dict(method=m, runs=int(ok.size), diverged=int(acc.size - ok.size), mean=mean, max=mx, std=std,
                          accuracy=format_cell(mean, mx, std, digits),
                          wall_time_s=_mean(s.wall_time), trainings=_mean(s.full_trainings),
-                         hypergradients=_mean(s.hypergrad_evals)))
+                         hypergradients=_mean(s.hypergrad_evals),
+                         machine=machine_of(r for r in recs if r["config"]["method"] == m)))
     return pd.DataFrame(rows)
+
+
+UNRECORDED_MACHINE = "CPU model not recorded"
+
+
+def machine_of(records: Iterable[dict[str, Any]]) -> str:
+    """The CPU model(s) a set of runs was timed on, from each record's ``provenance.cpu_model`` (sorted, joined
+    by " + "; :data:`UNRECORDED_MACHINE` for records made before kdlib recorded it; "" for no record)."""
+    models = {(r.get("provenance") or {}).get("cpu_model") or UNRECORDED_MACHINE for r in records}
+    return " + ".join(sorted(models))
+
+
+def same_machine(a: str, b: str) -> bool:
+    """Whether two :func:`machine_of` strings name one recorded CPU model, so that wall times compare."""
+    return bool(a) and a == b and " + " not in a and a != UNRECORDED_MACHINE
 
 
 def _mean(values: pd.Series) -> float:
@@ -147,4 +164,4 @@ def verdict(records: Iterable[dict[str, Any]], dataset: str = "cifar10_reduced",
 
 
 __all__ = ["BEYOND_FOLDER", "REFERENCES", "ARCHIVE_COMMAND", "beyond_dir", "load_beyond", "comparison_records",
-           "accuracy_cost_table", "run_points", "temperature_curves", "verdict"]
+           "accuracy_cost_table", "machine_of", "same_machine", "UNRECORDED_MACHINE", "run_points", "temperature_curves", "verdict"]

@@ -159,7 +159,7 @@ class BeyondPage:
                 "final accuracy, mean (max) ± std": [a if n else "not run yet" if source == ARCHIVE_SOURCE else "—"
                                                      for a, n in zip(t.accuracy, t.runs)],
                 "wall time per run": t.wall_time_s.map(_seconds), "full trainings per run": t.trainings.map(_count),
-                "hypergradients per run": t.hypergradients.map(_count)}))
+                "hypergradients per run": t.hypergradients.map(_count), "timed on": t.machine}))
             if t.diverged.sum():
                 blocks[-1]["diverged runs"] = t.diverged
         if not blocks:
@@ -258,16 +258,26 @@ class BeyondPage:
             text += (" Within the seed spread (not established): " + "; ".join(pair(r) for _, r in not_sep.iterrows())
                      + ".")
         g = t.loc["gradient", "wall_time_s"] if "gradient" in t.index else np.nan
-        costs = []
+        g_machine = t.loc["gradient", "machine"] if "gradient" in t.index else ""
+        costs, elsewhere = [], []
         for m in BEYOND_METHOD_NAMES:
             if t.loc[m, "runs"] + t.loc[m, "diverged"] == 0:
                 continue
-            ratio = t.loc[m, "wall_time_s"] / g if np.isfinite(g) and g > 0 else np.nan
+            comparable = B.same_machine(t.loc[m, "machine"], g_machine)
+            ratio = t.loc[m, "wall_time_s"] / g if comparable and np.isfinite(g) and g > 0 else np.nan
+            if not comparable and np.isfinite(g):
+                elsewhere.append((METHOD_LABELS[m], t.loc[m, "machine"]))
             costs.append(f"{METHOD_LABELS[m]} {_seconds(t.loc[m, 'wall_time_s'])} per run"
                          + (f" ({ratio:.2f}× gradient-based)" if np.isfinite(ratio) else "")
                          + f", {_count(t.loc[m, 'hypergradients'])} hypergradients")
         if costs:
             text += " Cost: " + "; ".join(costs) + "."
+        if elsewhere:
+            text += (" Wall times compare only on one CPU model: " + "; ".join(f"{label} was timed on {where}"
+                                                                                for label, where in elsewhere)
+                     + f", gradient-based tuning on {g_machine}, so no wall-time ratio is given for "
+                     + ("it" if len(elsewhere) == 1 else "them")
+                     + "; the hypergradient and training counts compare across machines.")
         div = int(t.loc[list(BEYOND_METHOD_NAMES), "diverged"].sum())
         if div:
             text += f" {div} run(s) of the new methods diverged; they are counted apart, not averaged."
