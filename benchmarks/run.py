@@ -745,10 +745,10 @@ def bench_batching(quick: bool) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- synthetic column
 def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
-    from kdlib.batched import run_batched, single_thread
     from kdlib.experiments.profiles import resolve_config
-    from kdlib.experiments.problem import load_bundle, load_teacher, problem_for
-    from kdlib.experiments.runner import run_one
+    from kdlib.experiments.problem import load_bundle, load_teacher
+    from kdlib.experiments.runner import run_group, run_one
+    from kdlib.train import single_thread
 
     # full scale even in quick mode (a few seconds): the column's speedup and its accuracies (gradient 0.7705,
     # proposed 0.7735 at 10 seeds, authors' variant) are what this section pins
@@ -761,14 +761,14 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
     teacher = load_teacher(cfg0, bundle)
     teacher_setup = time.perf_counter() - t0
     # warm-up: imports, TPE, first-call dispatch
-    run_batched([resolve_config("synthetic", "hyperopt", "paper", s, **dict(over, iterations=20, hyperopt_evals=2))
-                 for s in (0, 1)], problem_for)
+    run_group([resolve_config("synthetic", "hyperopt", "paper", s, **dict(over, iterations=20, hyperopt_evals=2))
+               for s in (0, 1)], "linear")
     per_method: dict[str, float] = {}
     finals: dict[str, float] = {}
     timer = Timer(device)
     for method in METHOD_ORDER:
         cfgs = [resolve_config("synthetic", method, "paper", s, **over) for s in seeds]
-        t, recs = timer.once(lambda: run_batched(cfgs, problem_for))
+        t, recs = timer.once(lambda: run_group(cfgs, "linear"))
         per_method[method] = _r(t, 4)
         finals[method] = _r(float(np.mean([r["summary"]["final_accuracy"] for r in recs])), 4)
     total = sum(per_method.values())
@@ -784,7 +784,7 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
         t_gen, _ = timer.once(lambda: run_one(cfg_g))
     cfgs_b = [resolve_config("synthetic", "gradient", "paper", s, **dict(over, iterations=n_gen, log_every=n_gen))
               for s in seeds]
-    t_bat, _ = timer.once(lambda: run_batched(cfgs_b, problem_for))
+    t_bat, _ = timer.once(lambda: run_group(cfgs_b, "linear"))
     return dict(
         per_method_s=per_method, total_s=_r(total, 4),
         authors_reference_s=dict(AUTHORS_S, total=AUTHORS_TOTAL_S,
@@ -799,7 +799,7 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
         generic_vs_batched_gradient=dict(
             iterations=n_gen, generic_one_seed_s=_r(t_gen, 4), batched_ten_seeds_s=_r(t_bat, 4),
             per_seed_iteration_speedup=_r(t_gen * len(seeds) / t_bat, 4)),
-        engine="kdlib.batched.run_batched (seeds stacked, closed-form derivatives)")
+        engine="kdlib.train.linear via kdlib.experiments.runner.run_group (seeds stacked, closed-form derivatives)")
 
 
 # -------------------------------------------------------------------------------------------------- main

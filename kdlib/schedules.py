@@ -9,7 +9,7 @@
   code). Extrapolated values are projected into the box unless ``clamp_extrapolation=False`` (the authors').
 
 Everything here is written once, on tensors of shape (..., 2): the :class:`kdlib.tuner.Tuner` holds (2,) and
-the seed-batched synthetic backend (:mod:`kdlib.batched`) holds (S, 2); both call :class:`Schedule`.
+the stacking backends (:mod:`kdlib.train.stacked`, :mod:`kdlib.train.linear`) hold (S, 2); both call :class:`Schedule`.
 The metaparameter update (:func:`meta_update`) skips a non-finite hypergradient by ``torch.where`` (no host
 synchronisation) and counts it per row.
 

@@ -1,4 +1,4 @@
-"""kdlib.stacked: S fixed-metaparameter runs as one vmapped model give the histories of S one-by-one runs.
+"""kdlib.train.stacked: S fixed-metaparameter runs as one vmapped model give the histories of S one-by-one runs.
 
 Tolerance and why: the stacked step evaluates the same arithmetic per run, but ``vmap`` turns each convolution
 into a batched one whose weight-gradient reduction, and BatchNorm's running-statistics update, sum in another
@@ -13,7 +13,7 @@ from conftest import random_image_problem
 
 from kdlib.methods import fixed_tuner
 from kdlib.models import CifarStudent
-from kdlib.stacked import StackedFixed
+from kdlib.train.stacked import StackedFixed
 from kdlib.train import Settings, make_optimizer, train_student, train_students_stacked
 
 

@@ -83,8 +83,8 @@ class ExperimentConfig:
     fd_virtual_lr: str = "current"  # finite-difference virtual step at the "current" or the "initial" lr
     temperature_param: str = "linear"  # eq. 3's step on T ("linear", the paper) or on log T ("log")
     # "one": each run on its own; "stacked": the seeds of one image (dataset, method) as one vmapped model
-    # (kdlib.stacked; equal to "one" within float32 rounding; for GPUs), where kdlib.experiments.runner.
-    # stacked_supports(cfg) allows it, else one by one
+    # (kdlib.train.stacked; equal to "one" within float32 rounding; for GPUs), where
+    # kdlib.train.select_backend allows it, else one by one
     engine: str = "one"
 
     # loss form
