@@ -27,15 +27,14 @@ import torch
 from torch import Tensor
 
 from kdlib.metaparams import project
+from kdlib.names import PROPOSED_RESETS, SCHEDULES, TEMPERATURE_PARAMS
 from kdlib.trajectory import extrapolate
 
-SCHEDULES = ("fixed", "gradient", "proposed")
 
 
 class NonFiniteHypergradient(RuntimeError):
     """Raised at the end of a run when every hypergradient it took was NaN/inf (nothing was applied)."""
-RESETS = ("global", "epoch")
-TEMPERATURE_PARAMS = ("linear", "log")
+RESETS = PROPOSED_RESETS
 
 
 def meta_update(value: Tensor, hypergrad: Tensor, meta_lr: float, meta_clip: float,

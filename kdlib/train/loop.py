@@ -107,19 +107,19 @@ class Backend(Protocol):
         was non-finite."""
 
 
-_PER_RUN_FIELDS = ("seed", "label")
+_PER_RUN_FIELDS = ("seed",)
 
 
 def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callable[[], Backend], progress: bool = False,
              score_on_val: bool = False) -> list[RunOutput]:
-    """The one training loop over a backend holding ``len(sts)`` runs (settings that differ only in seed and
-    label); one :class:`RunOutput` per run."""
+    """The one training loop over a backend holding ``len(sts)`` runs (settings that differ only in the seed);
+    one :class:`RunOutput` per run."""
     st = sts[0]
     ref = {k: v for k, v in dataclasses.asdict(st).items() if k not in _PER_RUN_FIELDS}
     for other in sts[1:]:
         diff = [k for k, v in dataclasses.asdict(other).items() if k not in _PER_RUN_FIELDS and ref[k] != v]
         if diff:
-            raise ValueError(f"stacked runs may differ only in seed, label and metaparameters; they differ in {diff}")
+            raise ValueError(f"stacked runs may differ only in seed and metaparameters; they differ in {diff}")
     backend = backend_factory()
     by_iteration = st.iterations is not None
     n_train = len(problem.train)
@@ -135,7 +135,8 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
     if progress:
         from tqdm.auto import tqdm  # optional dependency, only for the progress bar
 
-        bar = tqdm(total=total, desc=st.label, leave=False)
+        key = getattr(st, "key", None)
+        bar = tqdm(total=total, desc=key() if callable(key) else "run", leave=False)
 
     def log(step: int, epoch: int) -> None:
         tests = backend.evaluate(problem.test, st.t_val)

@@ -82,7 +82,7 @@ def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress
     global RNG stream is the model's alone); D_val is cycled in order and drawn only when a hypergradient is.
     """
     st = Settings.of(settings)
-    st.validate()
+    Settings.validate(st)  # the run settings (an experiment config's own fields are the runner's to check)
     return run_loop([st], problem, lambda: OneRun(st, problem, tuner), progress, score_on_val)[0]
 
 

@@ -45,7 +45,7 @@ def train_students_stacked(settings: Sequence[Any], problem: Problem, values: Te
                            backend: str = "stacked") -> list[RunOutput]:
     """S runs (``values[s]`` = the initial (lambda1, T) of run s, seeds from ``settings[s]``) trained together by
     the stacking ``backend`` through the loop of :func:`kdlib.train.one_by_one.train_student`; the runs may differ
-    only in seed, values and label. ``schedule``: "fixed" (no distillation, naive, random, hyperopt trials) or
+    only in seed and values. ``schedule``: "fixed" (no distillation, naive, random, hyperopt trials) or
     "gradient" / "proposed" (the values move by the schedule). Equal to S calls of ``train_student`` up to float32
     rounding (``tests/test_stacked.py``, ``tests/test_train_linear.py`` state the tolerances and why)."""
     if backend not in BACKENDS:
@@ -53,7 +53,7 @@ def train_students_stacked(settings: Sequence[Any], problem: Problem, values: Te
     spec = BACKENDS[backend]
     sts = [Settings.of(x) for x in settings]
     for st in sts:
-        st.validate()
+        Settings.validate(st)
     values = torch.as_tensor(values, dtype=torch.float32)
     if values.shape != (len(sts), 2):
         raise ValueError(f"values must have shape (runs, 2) = ({len(sts)}, 2) (lambda1, T) per run, got "
