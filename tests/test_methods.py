@@ -278,22 +278,3 @@ def test_fixed_tuner_uses_the_runs_loss_options():
     b = train_student(_cfg("naive", t2_scaling=True), _problem(), methods.FixedController(lam))
     assert a.tuner.form == b.tuner.form == "ce" and b.tuner.t2_scaling and not a.tuner.t2_scaling
     assert [r["val_loss"] for r in a.history] != [r["val_loss"] for r in b.history]
-
-
-def test_a_new_knob_of_the_run_settings_reaches_every_backend_and_keeps_the_keys():
-    """The issue-23 check: a knob added to kdlib.train.settings alone (meta_every) is validated, keyed only off
-    its default, and reaches the one-by-one and the linear backends alike."""
-    from kdlib.errors import ConfigError
-    from kdlib.experiments.profiles import resolve_config
-    from kdlib.experiments.runner import run_group, run_one
-    from kdlib.experiments.store import config_hash
-
-    with pytest.raises(ConfigError, match="meta_every"):
-        resolve_config("synthetic", "gradient", "smoke", 0, meta_every=0)
-    cfg = resolve_config("synthetic", "gradient", "smoke", 0, iterations=12, log_every=4)
-    old = {k: v for k, v in cfg.to_dict().items() if k != "meta_every"}
-    every = resolve_config("synthetic", "gradient", "smoke", 0, iterations=12, log_every=4, meta_every=3)
-    assert config_hash(old, 1) == config_hash(cfg, 1) != config_hash(every, 1)
-    one, lin = run_one(every), run_group([every], "linear")[0]
-    assert [r["hypergrad_evals"] for r in one["history"]] == [r["hypergrad_evals"] for r in lin["history"]] \
-        == [1, 2, 3, 4]

@@ -61,7 +61,6 @@ class Settings:
     unroll_steps: int = 1
     meta_lr: float = 0.1
     meta_clip: float = 0.01  # value clipping of the hypergradient, as the authors did
-    meta_every: int = 1  # a hypergradient step every meta_every-th iteration (the paper: every one)
     e1: int = 10  # Algorithm 1: gradient iterations per cycle
     e2: int = 10  # Algorithm 1: extrapolated iterations per cycle (eq. 4)
     proposed_reset: str = "global"  # "global" (our default) or "epoch" (authors' per-epoch reset)
@@ -84,8 +83,7 @@ class Settings:
 
     # the validator's rules, one per field (a subclass extends each table with its own fields)
     COUNTS: ClassVar[dict[str, int]] = dict(iterations=1, epochs=1, batch_size=1, lr_step_epochs=1, log_every=1,
-                                            eval_every=1, unroll_steps=1, e1=2, e2=0, hyperopt_evals=1,
-                                            meta_every=1)
+                                            eval_every=1, unroll_steps=1, e1=2, e2=0, hyperopt_evals=1)
     NONNEG_INTS: ClassVar[tuple[str, ...]] = ("seed",)
     POSITIVE_FLOATS: ClassVar[tuple[str, ...]] = ("lr", "lr_gamma", "t_val", "meta_lr", "meta_clip")
     BOOLS: ClassVar[tuple[str, ...]] = ("shuffle", "nesterov", "clamp_extrapolation", "t2_scaling")
@@ -213,7 +211,7 @@ def schedule_options(settings: Settings) -> dict[str, Any]:
     """The schedule's options of eq. (3) and Algorithm 1 from the settings (the one place they are read)."""
     return dict(e1=settings.e1, e2=settings.e2, meta_lr=settings.meta_lr, meta_clip=settings.meta_clip,
                 proposed_reset=settings.proposed_reset, clamp_extrapolation=settings.clamp_extrapolation,
-                temperature_param=settings.temperature_param, every=settings.meta_every)
+                temperature_param=settings.temperature_param)
 
 
 def make_tuner(settings: Settings, optimizer: torch.optim.Optimizer, init: Tensor, schedule: str) -> Tuner:
@@ -227,7 +225,7 @@ def make_schedule(settings: Settings, init: Tensor, schedule: str) -> Schedule:
     """The schedule of a stacking backend on (S, 2) values ``init``: ``schedule`` with the settings' Algorithm 1
     options, as :func:`make_tuner`'s Tuner holds it (one hypergradient step per iteration)."""
     options = schedule_options(settings)
-    return Schedule(init, schedule, reset=options.pop("proposed_reset"), **options)
+    return Schedule(init, schedule, every=1, reset=options.pop("proposed_reset"), **options)
 
 
 __all__ = ["Settings", "make_optimizer", "make_tuner", "make_schedule", "schedule_options", "check_choice", "fail",
