@@ -181,3 +181,22 @@ def test_all_non_finite_raises_on_the_linear_backend_too(monkeypatch):
     monkeypatch.setattr(linear, "hypergradient_batched", nan_hypergradient)
     with pytest.raises(NonFiniteHypergradient, match=r"all 30 hypergradients of seeds \[0, 1, 2\] \(rows \[1\]\)"):
         run_group(_configs("gradient"), "linear")
+
+
+def test_skipped_non_finite_hypergradients_are_warned_about_once(monkeypatch):
+    real = linear.hypergradient_batched
+    calls = []
+
+    def first_nan(lp, w, b, lam, *args, **kwargs):
+        g = real(lp, w, b, lam, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            g[1] = float("nan")  # seed index 1: its first hypergradient only
+        return g
+
+    monkeypatch.setattr(linear, "hypergradient_batched", first_nan)
+    with pytest.warns(UserWarning) as caught:
+        recs = run_group(_configs("gradient"), "linear")
+    assert [r["summary"]["nan_skipped"] for r in recs] == [0, 1, 0]
+    skipped = [str(w.message) for w in caught if "non-finite hypergradient(s) were skipped" in str(w.message)]
+    assert skipped == ["synthetic__gradient__seed1: 1 non-finite hypergradient(s) were skipped"]
