@@ -53,7 +53,7 @@ def unsupported(st: Any, schedule: str) -> str | None:
 # ---------------------------------------------------------------------------------------- the linear student
 @dataclass
 class LinearProblem:
-    """The synthetic problem as the engine sees it: student features of each part, labels, teacher logits."""
+    """The synthetic problem as the linear backend sees it: student features of each part, labels, teacher logits."""
 
     f_train: Tensor  # (N, d) student columns of D_train
     y_train: Tensor  # (N,)

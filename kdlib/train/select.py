@@ -6,6 +6,12 @@ any method), ``"stacked"`` (the runs as one vmapped model, :mod:`kdlib.train.sta
 :mod:`kdlib.train.linear`). A stacking backend trains runs that share everything but the seed and the initial
 (lambda1, T): :func:`train_students_stacked` runs them through the one loop. Each stacking backend says by its
 ``unsupported(settings, schedule)`` what it cannot train; :func:`select_backend` adds what the group asks for.
+
+A new stacking backend (for example a stacked finite-difference estimator on a GPU) is one module with a
+``build`` and an ``unsupported`` of these signatures and one entry of :data:`BACKENDS`: the loop drives it through
+the :class:`kdlib.train.loop.Backend` methods, the methods' ``run_together`` (schedule runs, and hyperopt's trials
+through :func:`kdlib.train.together.search_together`) train on it unchanged, and :func:`select_backend` is where
+it is chosen.
 """
 from __future__ import annotations
 
@@ -92,6 +98,8 @@ def select_backend(cfg: Any, together: str | None, schedule: str, runs: int = 1,
     if runs < 2:
         return Choice(ONE, "a single run: nothing to stack")
     if together != "schedule":
+        # Method.run_together trains them on any stacking backend; kept one by one on images so that the
+        # engine='stacked' hyperopt configs run as they always have
         return Choice(ONE, "hyperopt's trials are trained one by one on the image datasets")
     why = BACKENDS["stacked"].unsupported(cfg, schedule)
     return Choice(ONE, why) if why else Choice("stacked", "engine='stacked' and the stacked backend implements it")
