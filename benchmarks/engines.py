@@ -16,14 +16,14 @@ import torch
 
 from benchmarks.fixtures import fake_teacher, image_data
 from benchmarks.timing import Timer, quiet, rounded
-from kdlib.batched import run_batched, single_thread
-from kdlib.experiments.problem import load_bundle, load_teacher, problem_for
+from kdlib.experiments.problem import load_bundle, load_teacher
 from kdlib.experiments.profiles import resolve_config
-from kdlib.experiments.runner import run_one
+from kdlib.experiments.runner import run_group, run_one
 from kdlib.methods import fixed_tuner
 from kdlib.models import make_student
 from kdlib.names import METHOD_NAMES
-from kdlib.train import Problem, Settings, Split, make_tuner, train_student, train_students_stacked
+from kdlib.train import (Problem, Settings, Split, make_tuner, single_thread, train_student,
+                         train_students_stacked)
 
 AUTHORS_S = {"no_distillation": 18.5, "gradient": 84.0, "proposed": 59.0, "hyperopt": 125.0}
 AUTHORS_TOTAL_S = 330.0
@@ -86,14 +86,14 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
     teacher = load_teacher(cfg0, bundle)
     teacher_setup = time.perf_counter() - t0
     # warm-up: imports, TPE, first-call dispatch
-    run_batched([resolve_config("synthetic", "hyperopt", "paper", s, **dict(over, iterations=20, hyperopt_evals=2))
-                 for s in (0, 1)], problem_for)
+    run_group([resolve_config("synthetic", "hyperopt", "paper", s, **dict(over, iterations=20, hyperopt_evals=2))
+               for s in (0, 1)], "linear")
     per_method: dict[str, float] = {}
     finals: dict[str, float] = {}
     timer = Timer(device)
     for method in METHOD_NAMES:
         cfgs = [resolve_config("synthetic", method, "paper", s, **over) for s in seeds]
-        t, recs = timer.once(lambda: run_batched(cfgs, problem_for))
+        t, recs = timer.once(lambda: run_group(cfgs, "linear"))
         per_method[method] = rounded(t, 4)
         finals[method] = rounded(float(np.mean([r["summary"]["final_accuracy"] for r in recs])), 4)
     total = sum(per_method.values())
@@ -109,7 +109,7 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
         t_gen, _ = timer.once(lambda: run_one(cfg_g))
     cfgs_b = [resolve_config("synthetic", "gradient", "paper", s, **dict(over, iterations=n_gen, log_every=n_gen))
               for s in seeds]
-    t_bat, _ = timer.once(lambda: run_batched(cfgs_b, problem_for))
+    t_bat, _ = timer.once(lambda: run_group(cfgs_b, "linear"))
     return dict(
         per_method_s=per_method, total_s=rounded(total, 4),
         authors_reference_s=dict(AUTHORS_S, total=AUTHORS_TOTAL_S,
@@ -124,4 +124,4 @@ def bench_synthetic_column(device: torch.device, quick: bool) -> dict[str, Any]:
         generic_vs_batched_gradient=dict(
             iterations=n_gen, generic_one_seed_s=rounded(t_gen, 4), batched_ten_seeds_s=rounded(t_bat, 4),
             per_seed_iteration_speedup=rounded(t_gen * len(seeds) / t_bat, 4)),
-        engine="kdlib.batched.run_batched (seeds stacked, closed-form derivatives)")
+        engine="kdlib.train.linear via kdlib.experiments.runner.run_group (seeds stacked, closed-form derivatives)")

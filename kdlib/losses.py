@@ -25,9 +25,11 @@ from typing import Union
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdlib.names import LOSS_FORMS as _FORMS
+
 Scalar = Union[float, Tensor]
 
-LOSS_FORMS = ("ce", "kl", "ce_std", "kl_std")
+LOSS_FORMS = _FORMS + tuple(f"{form}_std" for form in _FORMS)  # and on standardised logits
 STD_EPS = 1e-7
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kdlib.names import INIT_LAWS, RANDOM_LAWS
+
 LAMBDA1_RANGE: tuple[float, float] = (0.0, 1.0)
 TEMPERATURE_RANGE: tuple[float, float] = (0.1, 10.0)
 
@@ -59,9 +61,6 @@ def authors_initial(run: int) -> Tensor:
     return torch.tensor([1.0 - lambda1_a, temperature], dtype=torch.float32)
 
 
-INIT_LAWS = ("uniform", "authors")
-
-
 def initial_metaparams(law: str, seed: int) -> Tensor:
     """The initial (lambda1, T) of run ``seed`` under ``law``: ``"uniform"`` (:func:`sample_initial` with
     ``default_rng(seed)``) or ``"authors"`` (:func:`authors_initial`)."""
@@ -70,9 +69,6 @@ def initial_metaparams(law: str, seed: int) -> Tensor:
     if law == "authors":
         return authors_initial(seed)
     raise ValueError(f"unknown init_law {law!r}; choose one of: {', '.join(INIT_LAWS)}")
-
-
-RANDOM_LAWS = ("uniform", "loguniform", "authors")
 
 
 def sample_random_baseline(rng: np.random.Generator, law: str = "uniform") -> Tensor:

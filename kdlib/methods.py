@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from kdlib.ctkd import THETA_INIT, GlobalTemperature, temperature_of
 from kdlib.metaparams import initial_metaparams, project, random_baseline
-from kdlib.train import Problem, Settings, TunerFactory, make_tuner, train_student
+from kdlib.train import (Problem, Settings, TunerFactory, make_tuner, search_together, train_student,
+                         train_students_stacked)
 from kdlib.tuner import NonFiniteHypergradient
 from kdlib.weighted_kd import WeightedKD
 
@@ -87,6 +88,29 @@ class Method:
         """Train one student under this method; the result holds the history and the trained model."""
         out = train_student(settings, problem, self.tuner(settings), progress=progress)
         return MethodResult(out.history, 1, {}, out.model)
+
+    def run_together(self, settings: Sequence[Any], problem: Problem, backend: str) -> list[MethodResult]:
+        """:meth:`run` for runs that differ only in the seed, trained together by the stacking ``backend``
+        (:func:`kdlib.train.train_students_stacked`): the runs of :attr:`schedule` from their :meth:`initial`
+        values."""
+        values = torch.stack([self.initial(s).detach().float().cpu() for s in settings])
+        outs = train_students_stacked(settings, problem, values, schedule=self.schedule, backend=backend)
+        return [MethodResult(o.history, 1, {}, o.model) for o in outs]
+
+    @classmethod
+    def together(cls) -> str | None:
+        """How this method's runs train together on a stacking backend (:func:`kdlib.train.select_backend`):
+        ``"schedule"`` (plain runs of :attr:`schedule` from :meth:`initial`: the base :meth:`run_together`),
+        ``"trials"`` (a :meth:`run_together` of its own, e.g. hyperopt's trials), or None when the method
+        overrides :meth:`run` or :meth:`tuner` below the class that wrote its :meth:`run_together` (that code
+        would not train what :meth:`run` trains)."""
+        def owner(name: str) -> type:
+            return next(k for k in cls.__mro__ if name in vars(k))
+
+        writer = owner("run_together")
+        if not all(issubclass(writer, owner(name)) for name in ("run", "tuner")):
+            return None
+        return "schedule" if writer is Method else "trials"
 
 
 class NoDistillation(Method):
@@ -199,6 +223,34 @@ class Hyperopt(Method):
             out = train_student(st, problem, fixed_tuner(lam), progress=progress)
             trainings += 1
         return MethodResult(out.history, trainings, {"trials": trials}, out.model)
+
+    def run_together(self, settings: Sequence[Any], problem: Problem, backend: str) -> list[MethodResult]:
+        """:meth:`run` for runs that differ only in the seed: one TPE search per seed, the k-th trials of all seeds
+        trained as one group by the stacking ``backend`` (:func:`kdlib.train.search_together`); each seed's final
+        run is its best trial's own run, as in :meth:`run` (a seed whose best point matches no trial bit for bit
+        is trained once more, with the others in the same case)."""
+        sts = [Settings.of(s) for s in settings]
+        runs: list[list[tuple[Tensor, Any]]] = [[] for _ in sts]
+
+        def train(idx: list[int], lams: list[Tensor]) -> list[float]:
+            outs = train_students_stacked([sts[i] for i in idx], problem, project(torch.stack(lams)),
+                                          score_on_val=True, backend=backend)
+            for i, lam, out in zip(idx, lams, outs):
+                runs[i].append((lam, out))
+            return [out.best_val_accuracy for out in outs]
+
+        searches = [lambda score, st=st: hyperopt_search(st.hyperopt_evals, st.seed, score) for st in sts]
+        found = search_together(searches, train)
+        picked = [next((o for trial_lam, o in runs[i] if torch.equal(trial_lam, found[i][0])), None)
+                  for i in range(len(sts))]
+        again = [i for i, o in enumerate(picked) if o is None]
+        if again:
+            outs = train_students_stacked([sts[i] for i in again], problem,
+                                          project(torch.stack([found[i][0] for i in again])), backend=backend)
+            for i, out in zip(again, outs):
+                picked[i] = out
+        return [MethodResult(out.history, st.hyperopt_evals + int(i in again), {"trials": found[i][1]}, out.model)
+                for i, (st, out) in enumerate(zip(sts, picked))]
 
 
 # ------------------------------------------------------------------------------------------ beyond the paper

@@ -22,6 +22,26 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 # run-record statuses (kdlib.experiments.store)
 STATUSES: tuple[str, ...] = ("ok", "diverged")
 
+# the choices of the run settings (kdlib.train.settings) and the experiment config (kdlib.experiments.config)
+# metaparameter schedules (kdlib.schedules): fixed values, eq. 3 every iteration, Algorithm 1
+SCHEDULES: tuple[str, ...] = ("fixed", "gradient", "proposed")
+# Algorithm 1's cycle counts global iterations or restarts every epoch (the authors' code)
+PROPOSED_RESETS: tuple[str, ...] = ("global", "epoch")
+# eq. 3's step on T itself (the paper) or on log T
+TEMPERATURE_PARAMS: tuple[str, ...] = ("linear", "log")
+# the finite-difference estimator's virtual step at the current or the initial lr
+FD_VIRTUAL_LRS: tuple[str, ...] = ("current", "initial")
+# initial (lambda1, T) of the tuning methods, and the random baseline's law (kdlib.metaparams)
+INIT_LAWS: tuple[str, ...] = ("uniform", "authors")
+RANDOM_LAWS: tuple[str, ...] = ("uniform", "loguniform", "authors")
+# the distillation term: cross-entropy (the paper) or KL divergence (the authors' code); kdlib.losses adds the
+# standardised-logit forms "<form>_std" (gradient_std)
+LOSS_FORMS: tuple[str, ...] = ("ce", "kl")
+# the synthetic problem's variant (kdlib.data.synthetic)
+VARIANTS: tuple[str, ...] = ("paper", "authors")
+# how the seeds of one image method train: each on its own, or as one vmapped model (kdlib.train.select)
+ENGINES: tuple[str, ...] = ("one", "stacked")
+
 METHOD_LABELS: dict[str, str] = {"no_distillation": "Without distillation", "naive": "Naive", "random": "Random",
                                  "gradient": "Gradient-based", "hyperopt": "Hyperopt", "proposed": "Proposed",
                                  "ctkd": "CTKD (curriculum temperature)", "logit_std": "Logit standardisation",
@@ -32,7 +52,8 @@ ESTIMATOR_LABELS: dict[str, str] = {"unrolled": "unrolled (reverse mode)", "fini
                                     "neumann": "Neumann series", "forward": "forward mode"}
 
 __all__ = ["IMAGE_DATASETS", "DATASETS", "METHOD_NAMES", "BEYOND_METHOD_NAMES", "ALL_METHOD_NAMES", "ESTIMATORS", "PROFILES", "OPTIMIZERS", "STATUSES",
-           "METHOD_LABELS", "DATASET_LABELS", "ESTIMATOR_LABELS"]
+           "SCHEDULES", "PROPOSED_RESETS", "TEMPERATURE_PARAMS", "FD_VIRTUAL_LRS", "INIT_LAWS", "RANDOM_LAWS",
+           "LOSS_FORMS", "VARIANTS", "ENGINES", "METHOD_LABELS", "DATASET_LABELS", "ESTIMATOR_LABELS"]
 
 # teacher kinds (kdlib.teachers); a user's own logits are given as "file:PATH.npy"
 AUTHORS_TEACHERS: tuple[str, ...] = ("authors_resnet", "authors_cnn", "authors_resnet_fmnist")

@@ -9,7 +9,7 @@
   code). Extrapolated values are projected into the box unless ``clamp_extrapolation=False`` (the authors').
 
 Everything here is written once, on tensors of shape (..., 2): the :class:`kdlib.tuner.Tuner` holds (2,) and
-the seed-batched synthetic backend (:mod:`kdlib.batched`) holds (S, 2); both call :class:`Schedule`.
+the stacking backends (:mod:`kdlib.train.stacked`, :mod:`kdlib.train.linear`) hold (S, 2); both call :class:`Schedule`.
 The metaparameter update (:func:`meta_update`) skips a non-finite hypergradient by ``torch.where`` (no host
 synchronisation) and counts it per row.
 
@@ -27,15 +27,14 @@ import torch
 from torch import Tensor
 
 from kdlib.metaparams import project
+from kdlib.names import PROPOSED_RESETS, SCHEDULES, TEMPERATURE_PARAMS
 from kdlib.trajectory import extrapolate
 
-SCHEDULES = ("fixed", "gradient", "proposed")
 
 
 class NonFiniteHypergradient(RuntimeError):
     """Raised at the end of a run when every hypergradient it took was NaN/inf (nothing was applied)."""
-RESETS = ("global", "epoch")
-TEMPERATURE_PARAMS = ("linear", "log")
+RESETS = PROPOSED_RESETS
 
 
 def meta_update(value: Tensor, hypergrad: Tensor, meta_lr: float, meta_clip: float,

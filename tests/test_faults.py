@@ -314,11 +314,11 @@ def test_two_writers_with_different_configs_never_mix(fmnist, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ workers
-def _killing_work(cells, out_dir, threads, on_batched):
+def _killing_work(cells, out_dir, threads, backend):
     """The runner's unit of work, except that the cell naive/seed1 kills its own worker process."""
     if any(c["method"] == "naive" and c["seed"] == 1 for c in cells):
         os.kill(os.getpid(), signal.SIGKILL)
-    return runner.run_cells(cells, out_dir, threads, on_batched)
+    return runner.run_cells(cells, out_dir, threads, backend)
 
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
@@ -329,7 +329,7 @@ def test_killed_worker_loses_only_its_cell(fmnist, tmp_path, method):
     over = {**FAST, "teacher": f"file:{user}"}
     cfgs = runner.plan("fashion_mnist", "no_distillation,naive", 2, "smoke", overrides=over)
     store.prepare_out_dir(out)
-    tasks = [([c.to_dict()], str(out), 1, False) for c in cfgs]
+    tasks = [([c.to_dict()], str(out), 1, "one") for c in cfgs]
     done = []
     failures = executors.run_local_processes(_killing_work, tasks, workers=2, threads=1,
                                              on_done=lambda i, keys: done.extend(keys), method=method)

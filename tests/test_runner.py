@@ -100,18 +100,17 @@ def test_cli_runs_and_prints_json(tmp_path):
     assert (tmp_path / "results.csv").exists()
 
 
-def test_batched_engine_is_used_and_resumes(tmp_path, monkeypatch):
-    import kdlib.batched as batched
-
+def test_linear_backend_is_used_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "res"
     groups: list[list[str]] = []
-    real = batched.run_batched
+    real = runner.run_group
 
-    def spy(configs, *a, **k):
-        groups.append([c.key() for c in configs])
-        return real(configs, *a, **k)
+    def spy(configs, backend, *a, **k):
+        if backend == "linear":
+            groups.append([c.key() for c in configs])
+        return real(configs, backend, *a, **k)
 
-    monkeypatch.setattr(batched, "run_batched", spy)
+    monkeypatch.setattr(runner, "run_group", spy)
     runner.run_experiments("synthetic", ["gradient", "naive"], 3, "smoke", out, progress=False)
     assert sorted(map(len, groups)) == [3, 3]  # one batch of three seeds per method
     store.record_path(out, resolve_config("synthetic", "gradient", "smoke", 1)).unlink()

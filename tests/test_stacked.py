@@ -1,4 +1,4 @@
-"""kdlib.stacked: S fixed-metaparameter runs as one vmapped model give the histories of S one-by-one runs.
+"""kdlib.train.stacked: S fixed-metaparameter runs as one vmapped model give the histories of S one-by-one runs.
 
 Tolerance and why: the stacked step evaluates the same arithmetic per run, but ``vmap`` turns each convolution
 into a batched one whose weight-gradient reduction, and BatchNorm's running-statistics update, sum in another
@@ -13,7 +13,7 @@ from conftest import random_image_problem
 
 from kdlib.methods import fixed_tuner
 from kdlib.models import CifarStudent
-from kdlib.stacked import StackedFixed
+from kdlib.train.stacked import StackedFixed
 from kdlib.train import Settings, make_optimizer, train_student, train_students_stacked
 
 
@@ -105,3 +105,26 @@ def test_stacked_tuned_rejects_what_it_does_not_implement():
         sts = [Settings(seed=s, epochs=1, batch_size=16, **bad) for s in range(2)]
         with pytest.raises(ValueError, match="stacked tuned backend"):
             train_students_stacked(sts, problem, VALUES[:2], schedule="gradient")
+
+
+def test_hyperopt_trials_train_together_on_the_stacked_backend_too():
+    """The lock-step hook (kdlib.train.together) is the backends': hyperopt's trials of two seeds as one vmapped
+    model per round give each seed the TPE points of its own search (TPE's first 20 points do not depend on the
+    scores) and the scores of its one-by-one trials up to one flipped prediction."""
+    from kdlib.methods import get_method
+
+    problem = random_image_problem(32, 32, 32)
+    sts = [Settings(seed=s, epochs=1, batch_size=16, hyperopt_evals=3) for s in range(2)]
+    hyperopt = get_method("hyperopt")
+    together = hyperopt.run_together(sts, problem, "stacked")
+    for st, got in zip(sts, together):
+        ref = hyperopt.run(st, problem)
+        assert got.full_trainings == ref.full_trainings == 3
+        trials, ref_trials = got.extra["trials"], ref.extra["trials"]
+        assert [(t["lambda1"], t["temperature"]) for t in trials] == \
+            [(t["lambda1"], t["temperature"]) for t in ref_trials]
+        for t, r in zip(trials, ref_trials):
+            assert abs(t["best_val_accuracy"] - r["best_val_accuracy"]) <= 1.0 / 32 + 1e-12
+        best = max(trials, key=lambda t: t["best_val_accuracy"])
+        assert got.history[-1]["lambda1"] == pytest.approx(best["lambda1"], abs=1e-6)
+        assert got.model is not None

@@ -1,7 +1,7 @@
 """Executors: run the cells of a sweep in worker processes on this machine, or as a SLURM array (submitit).
 
 A task is the argument tuple of a module-level work function (the runner's ``run_cells``): it runs one cell
-(or one seed batch of the synthetic engine) and writes only its own records. Aggregation is the caller's
+(or the seeds of one config trained together by a stacking backend) and writes only its own records. Aggregation is the caller's
 separate step. Workers are forked for CPU runs on platforms that can (they share the parent's imports and loaded data;
 :func:`start_method`) and spawned otherwise (a clean interpreter, no forked CUDA state); each cell runs at a
 fixed number of intra-op threads, so a result does not depend on how many workers or cores there are.
@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-Task = tuple  # the positional arguments of the work function: (cell config dicts, out_dir, threads, on_batched)
+Task = tuple  # the positional arguments of the work function: (cell config dicts, out_dir, threads, backend)
 
 
 def task_label(task: Task) -> str:

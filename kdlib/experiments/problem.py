@@ -88,7 +88,7 @@ def build_problem(cfg: ExperimentConfig, bundle: DataBundle, teacher: TeacherLog
 
 
 def problem_for(cfg: ExperimentConfig, progress: bool = False) -> tuple[Problem, DataBundle, TeacherLogits]:
-    """``(problem, bundle, teacher)`` of ``cfg``: the factory the runner hands to the batched engine."""
+    """``(problem, bundle, teacher)`` of ``cfg``: what the runner trains each group of runs on."""
     bundle = load_bundle(cfg)
     teacher = load_teacher(cfg, bundle, progress=progress)
     return build_problem(cfg, bundle, teacher), bundle, teacher

@@ -25,9 +25,10 @@ import math
 from typing import Any, Iterable
 
 from kdlib.errors import ConfigError
-from kdlib.experiments.config import ExperimentConfig, _check_choice, field_names, validate
+from kdlib.experiments.config import ExperimentConfig, field_names, validate
 from kdlib.data import CIFAR_REDUCED_SIZE
 from kdlib.names import ALL_METHOD_NAMES, DATASETS, IMAGE_DATASETS, PROFILES
+from kdlib.train.settings import check_choice
 
 # Paper protocol per dataset (Sec. 4.1, 4.2 and the authors' code notes).
 PAPER_PROTOCOL: dict[str, dict[str, Any]] = {
@@ -79,8 +80,8 @@ RESERVED_FIELDS: dict[str, str] = {"dataset": "--dataset", "method": "--methods"
 
 def profile_seeds(profile: str, dataset: str) -> int:
     """Number of seeds the profile runs for a dataset."""
-    _check_choice("profile", profile, PROFILES)
-    _check_choice("dataset", dataset, DATASETS)
+    check_choice("profile", profile, PROFILES)
+    check_choice("dataset", dataset, DATASETS)
     spec = PROFILE_SPECS[profile]
     return int(spec.get(dataset, {}).get("seeds", spec["seeds"]))
 
@@ -109,8 +110,8 @@ def resolve_config(dataset: str, method: str, profile: str = "quick", seed: int 
 
     ``known_methods``: the names the caller can run (default kdlib's own methods; the runner adds the methods a
     user registered)."""
-    _check_choice("dataset", dataset, DATASETS)
-    _check_choice("profile", profile, PROFILES)
+    check_choice("dataset", dataset, DATASETS)
+    check_choice("profile", profile, PROFILES)
     values: dict[str, Any] = dict(PAPER_PROTOCOL[dataset])
     values.update({k: v for k, v in PROFILE_SPECS[profile].get(dataset, {}).items() if k != "seeds"})
     values.update(overrides)

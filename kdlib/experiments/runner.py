@@ -21,7 +21,6 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 import torch
 
-import kdlib.batched as batched_engine
 from kdlib.errors import CellsFailed, ConfigError
 from kdlib.experiments import executors
 from kdlib.experiments.config import ExperimentConfig
@@ -31,8 +30,7 @@ from kdlib.experiments.store import (RESULT_COLUMNS, aggregate, final_accuracy, 
                                      make_record, pin_commit, prepare_out_dir, read_record, record_key, record_path,
                                      resolve_configs, run_threads, summarize, write_record)
 from kdlib.methods import METHODS, FixedController, NonFiniteHypergradient, get_method
-from kdlib.stacked import StackedTuned
-from kdlib.train import evaluate, train_student, train_students_stacked
+from kdlib.train import Choice, evaluate, select_backend, train_student
 
 __all__ = ["run_experiments", "run_one", "run_cells", "fixed_grid", "load_records", "load_results", "aggregate",
            "final_accuracy", "summarize", "RESULT_COLUMNS", "load_bundle", "load_teacher", "build_problem"]
@@ -118,83 +116,85 @@ def _finished_summary(base: dict[str, Any], history: list[dict[str, Any]], wall:
                 full_trainings=full_trainings, nan_skipped=last["nan_skipped"], extra=extra, **more)
 
 
-STACKED_FIXED_METHODS = ("no_distillation", "naive", "random")
-STACKED_TUNED_METHODS = ("gradient", "proposed")
-
-
-def stacked_supports(cfg: ExperimentConfig) -> bool:
-    """True when ``cfg`` asks for ``engine="stacked"`` and :mod:`kdlib.stacked` implements it: an image dataset
-    (synthetic has the batched engine), kdlib's own method, no T^2 factor; the fixed-metaparameter methods with
-    any optimizer, gradient-based and proposed with the one-step unrolled estimator, the paper's loss and plain
-    SGD. Anything else runs one by one (hyperopt included)."""
-    if cfg.engine != "stacked" or cfg.dataset == "synthetic" or cfg.t2_scaling:
-        return False
-    method = METHODS.get(cfg.method)
-    if method is None or method.__module__ != "kdlib.methods":
-        return False  # a user re-registered the name
-    if cfg.method in STACKED_FIXED_METHODS:
-        return True
-    return cfg.method in STACKED_TUNED_METHODS and StackedTuned.unsupported(cfg) is None
-
-
-def run_stacked(cfgs: Sequence[ExperimentConfig], threads: int = 1) -> list[dict[str, Any]]:
-    """The seeds ``cfgs`` of one (dataset, method, config) as one stacked model
-    (:func:`kdlib.train.train_students_stacked`); one store record per seed, as :func:`run_one` writes it, with
-    ``summary.engine = "stacked"`` and the group's wall time shared out."""
-    for c in cfgs:
-        if not stacked_supports(c):
-            raise ValueError(f"{c.key()}: the stacked engine does not implement this config "
-                             "(see kdlib.experiments.runner.stacked_supports); set engine='one'")
-    cfg = cfgs[0]
+def choose_backend(cfg: ExperimentConfig, runs: int = 1, batched: bool = True) -> Choice:
+    """The backend that trains ``runs`` seeds of ``cfg`` together, and why (:func:`kdlib.train.select_backend` for
+    this config's method)."""
     method = get_method(cfg.method)
+    return select_backend(cfg, method.together(), method.schedule, runs, linear_ok=batched)
+
+
+# what a record's summary.engine says of the backend that trained it (none for one by one)
+ENGINE_LABELS = {"linear": "batched", "stacked": "stacked"}
+
+
+def _check_group(cfgs: Sequence[ExperimentConfig]) -> None:
+    if not cfgs:
+        raise ValueError("run_group needs at least one config")
+    ref = {k: v for k, v in cfgs[0].to_dict().items() if k != "seed"}
+    for cfg in cfgs[1:]:
+        other = {k: v for k, v in cfg.to_dict().items() if k != "seed"}
+        if other != ref:
+            diff = sorted(k for k in ref if ref[k] != other.get(k))
+            raise AssertionError(f"run_group: configs must share everything but the seed; differing: {diff}")
+    seeds = [c.seed for c in cfgs]
+    if len(set(seeds)) != len(seeds):
+        raise AssertionError(f"run_group: duplicate seeds {seeds}")
+
+
+def run_group(cfgs: Sequence[ExperimentConfig], backend: str, threads: int = 1) -> list[dict[str, Any]]:
+    """The seeds ``cfgs`` of one (dataset, method, config) trained together by the stacking ``backend``
+    (``"linear"`` or ``"stacked"``, :meth:`kdlib.methods.Method.run_together`); one store record per seed, as
+    :func:`run_one` writes it, with ``summary.engine`` (:data:`ENGINE_LABELS`) and the group's wall time shared
+    out. ``backend="one"``: :func:`run_one` per config."""
+    if backend == "one":
+        return [run_one(c, progress=False, threads=threads) for c in cfgs]
+    _check_group(cfgs)
+    cfg = cfgs[0]
+    choice = choose_backend(cfg, len(cfgs))
+    if choice.backend != backend:
+        raise ValueError(f"{cfg.key()}: the {backend} backend does not train this group: {choice.reason}; "
+                         f"(kdlib.experiments.runner.choose_backend picks {choice.backend!r})")
     with intra_op_threads(run_threads(cfg, threads)):
         t0 = time.perf_counter()
         problem, bundle, teacher = problem_for(cfg)
-        values = torch.stack([method.initial(c).detach().float().cpu() for c in cfgs])
-        outs = train_students_stacked(cfgs, problem, values, schedule=method.schedule)
+        results = get_method(cfg.method).run_together(cfgs, problem, backend)
         wall = time.perf_counter() - t0
-    recs = []
     base = dict(data_source=bundle.source, teacher=_teacher_summary(teacher))
-    for c, out in zip(cfgs, outs):
-        summary = _finished_summary(base, out.history, wall / len(cfgs), 1, {}, engine="stacked",
-                                    batch_size_seeds=len(cfgs), batch_wall_time=wall)
-        recs.append(finish_record(c, out.history, summary, threads, model=out.model))
+    recs = []
+    for c, r in zip(cfgs, results):
+        summary = _finished_summary(base, r.history, wall / len(cfgs), r.full_trainings, r.extra,
+                                    engine=ENGINE_LABELS[backend], batch_size_seeds=len(cfgs), batch_wall_time=wall)
+        recs.append(finish_record(c, r.history, summary, threads, model=r.model))
     return recs
 
 
 def run_cells(configs: Sequence[ExperimentConfig | dict[str, Any]], out_dir: str | os.PathLike, threads: int = 1,
-              on_batched: bool = False) -> list[str]:
-    """Run ``configs`` (one cell; the seeds of one synthetic config on the batched engine; or the seeds of one
-    image config with ``engine="stacked"`` as one stacked model), write each record to ``out_dir`` and return
-    their keys. The unit of work of every executor: it writes only its own records and never the aggregate
-    files."""
+              backend: str = "one") -> list[str]:
+    """Run ``configs`` (one cell, or the seeds of one config trained together by ``backend``: see
+    :func:`choose_backend`), write each record to ``out_dir`` and return their keys. The unit of work of every
+    executor: it writes only its own records and never the aggregate files."""
     cfgs = [c if isinstance(c, ExperimentConfig) else ExperimentConfig.from_dict(c) for c in configs]
-    if on_batched:
-        with intra_op_threads(1):  # also covers the teacher set-up done before the engine starts
-            raw = batched_engine.run_batched(cfgs, problem_factory=problem_for)
-        recs = [finish_record(c, r["history"], r["summary"], threads) for c, r in zip(cfgs, raw)]
-    elif len(cfgs) > 1 and all(stacked_supports(c) for c in cfgs):
-        recs = run_stacked(cfgs, threads)
-    else:
-        recs = [run_one(c, progress=False, threads=threads) for c in cfgs]
+    recs = run_group(cfgs, backend, threads)
     return [write_record(out_dir, r).stem for r in recs]
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
-def _groups(todo: list[ExperimentConfig], batched: bool) -> list[tuple[bool, list[ExperimentConfig]]]:
-    """``(on_batched, configs)``: configs that differ only by seed, grouped for the batched engine (synthetic)
-    or the stacked one (images, ``engine="stacked"``), and singletons for the generic loop where neither
-    applies (or ``batched`` is off)."""
-    groups: dict[str, tuple[bool, list[ExperimentConfig]]] = {}
-    singles: list[tuple[bool, list[ExperimentConfig]]] = []
+def _groups(todo: list[ExperimentConfig], batched: bool) -> list[tuple[str, list[ExperimentConfig]]]:
+    """``(backend, configs)``: configs that differ only by seed, grouped for the backend :func:`choose_backend`
+    picks for them (``batched=False``: no linear backend), and singletons for ``"one"``."""
+    by_config: dict[str, list[ExperimentConfig]] = {}
     for cfg in todo:
-        on_batched = batched and batched_engine.supports(cfg)
-        if on_batched or stacked_supports(cfg):
-            key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True)
-            groups.setdefault(key, (on_batched, []))[1].append(cfg)
+        by_config.setdefault(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True),
+                             []).append(cfg)
+    groups: list[tuple[str, list[ExperimentConfig]]] = []
+    singles: list[tuple[str, list[ExperimentConfig]]] = []
+    for cfgs in by_config.values():
+        backend = choose_backend(cfgs[0], len(cfgs), batched).backend
+        if backend == "one":
+            singles += [("one", [c]) for c in cfgs]
         else:
-            singles.append((False, [cfg]))
-    return list(groups.values()) + singles
+            groups.append((backend, cfgs))
+    return groups + singles
 
 
 def _cost(cfg: ExperimentConfig) -> float:
@@ -277,7 +277,7 @@ def run_experiments(dataset: str, methods: Sequence[str] | str, seeds: int | Seq
     """Run every (method, seed) not yet stored; return the tidy results of exactly the requested runs.
 
     ``seeds``: an int n (seeds 0..n-1), a list, or None for the profile's count. ``batched``: run the seeds of
-    a synthetic method together on :mod:`kdlib.batched`. ``workers``: cells run in that many processes
+    a synthetic method together on the closed-form linear backend (:mod:`kdlib.train.linear`). ``workers``: cells run in that many processes
     (spawned, each at ``threads`` intra-op threads; results do not depend on either). ``executor="submitit"``
     submits the cells as a SLURM array (``executor_options``: ``cluster``, ``folder``, ``timeout_min``,
     ``partition``, ``parallelism``, ...; ``cluster="local"`` runs them as local processes).
@@ -291,7 +291,7 @@ def run_experiments(dataset: str, methods: Sequence[str] | str, seeds: int | Seq
     out = prepare_out_dir(out_dir)
     todo = [c for c in configs if read_record(record_path(out, c, threads)) is None]
     groups = sorted(_groups(todo, batched), key=lambda g: -_cost(g[1][0]))  # longest first: a short tail
-    tasks = [([c.to_dict() for c in g], str(out), threads, on_b) for on_b, g in groups]
+    tasks = [([c.to_dict() for c in g], str(out), threads, backend) for backend, g in groups]
     fan_out = executor == "local" and workers > 1 and len(groups) > 1
     bar = None
     failures: list[str] = []
@@ -324,8 +324,8 @@ def run_experiments(dataset: str, methods: Sequence[str] | str, seeds: int | Seq
             elif pool is not None:
                 failures = pool.run(tasks, on_done=lambda i, keys: done(len(keys)))
             else:
-                for on_b, group in groups:
-                    run_cells(group, out, threads, on_b)
+                for backend, group in groups:
+                    run_cells(group, out, threads, backend)
                     done(len(group))
         finally:
             aggregate(out)
@@ -355,5 +355,5 @@ def fixed_grid(cfg: ExperimentConfig, lambda1s: Sequence[float], temperatures: S
     return pd.DataFrame(rows)
 
 
-__all__ += ["plan", "preflight", "parse_methods", "parse_seeds", "divergence", "finish_record",
+__all__ += ["choose_backend", "run_group", "ENGINE_LABELS", "plan", "preflight", "parse_methods", "parse_seeds", "divergence", "finish_record",
             "intra_op_threads", "record_key", "record_path"]

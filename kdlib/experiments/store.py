@@ -6,7 +6,8 @@ Two fields are left out of the hash because they cannot change a result: ``data_
 are read from; the data actually used is recorded in ``summary.data_source``) and ``download`` (whether a
 missing file may be fetched). ``device`` is kept, reduced to its type (``cuda:0`` and ``cuda:1`` are one
 device type; ``cpu`` and ``cuda`` give different floating-point results). Fields added to the schema after
-store version 2 (:data:`HASH_OMITTED_AT_DEFAULT`) enter the hash only when they differ from their default, so
+store version 2 (:data:`STORE_V2_FIELDS`; :data:`HASH_OMITTED_AT_DEFAULT` lists them with their defaults) enter the
+hash only when they differ from their default, so
 the records written before them keep their keys. The thread count is in the key
 because a CPU run's result depends on it (reductions are split differently), and so is a CPU-kernel pin
 (:mod:`kdlib.cpu_kernels`) when one is in effect: a pinned run is another cell than a native one.
@@ -28,6 +29,7 @@ Record layout (contract 2)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import fcntl
 import functools
@@ -58,7 +60,17 @@ from kdlib.names import ALL_METHOD_NAMES, METHOD_NAMES, STATUSES
 
 STORE_VERSION = 2
 HASH_EXCLUDED = ("data_root", "download")  # cannot change a result (see the module docstring)
-HASH_OMITTED_AT_DEFAULT: dict[str, Any] = dict(temperature_param="linear", engine="one")  # added after store version 2
+# the config fields of store version 2: every field added to the schema after them (temperature_param, engine,
+# and any new knob of the run settings) enters the hash only when it differs from its default
+STORE_V2_FIELDS: frozenset[str] = frozenset({
+    "dataset", "method", "seed", "profile", "device", "variant", "holdout", "n_train", "n_test", "split_seed",
+    "shuffle", "data_root", "download", "teacher", "teacher_epochs", "iterations", "epochs", "batch_size", "lr",
+    "lr_step_epochs", "lr_gamma", "t_val", "log_every", "eval_every", "optimizer", "momentum", "nesterov",
+    "weight_decay", "betas", "meta_lr", "meta_clip", "estimator", "unroll_steps", "e1", "e2", "proposed_reset",
+    "clamp_extrapolation", "random_law", "hyperopt_evals", "init_lambda1", "init_temperature", "init_law",
+    "fd_virtual_lr", "loss_form", "t2_scaling", "extra"})
+HASH_OMITTED_AT_DEFAULT: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)
+                                           if f.name not in STORE_V2_FIELDS}
 RESULT_COLUMNS = ["dataset", "method", "seed", "profile", "variant", "holdout", "config_hash", "threads", "status",
                   "step", "epoch", "test_accuracy", "val_accuracy", "val_loss", "lambda1", "temperature",
                   "hypergrad_evals", "full_trainings", "wall_time", "nan_skipped", "phase", "lr"]

@@ -44,8 +44,9 @@ from kdlib.hypergrad.distributed import RankMean
 from kdlib.hypergrad.rules import SUPPORTED, UpdateRule, check_clip, plain_sgd, resolve
 from kdlib.hypergrad.state import (DEFAULT_SEED, Forward, ForwardFn, as_batches, check_val_batch, draw_seed,
                                    inner_buffers, reseed, rng_scope, split_params)
+from kdlib.names import ESTIMATORS
 
-METHODS = ("unrolled", "finite_difference", "neumann", "forward")
+METHODS = ESTIMATORS  # the estimators of eq. (3), kdlib.names
 _LOSS_OPTIONS = ("form", "t2_scaling")
 _STEP_OPTIONS = ("clip_grad_norm",)
 _METHOD_OPTIONS = {

@@ -1,4 +1,5 @@
-"""The seed-batched synthetic engine (kdlib.batched) against the generic path (kdlib.experiments.runner.run_one)."""
+"""The closed-form linear backend (kdlib.train.linear, the synthetic column's seeds trained together through the one
+loop) against the one-by-one path (kdlib.experiments.runner.run_one)."""
 from __future__ import annotations
 
 import math
@@ -6,14 +7,14 @@ import math
 import pytest
 import torch
 
-from kdlib import batched
-from kdlib.experiments.problem import problem_for
+from kdlib.experiments.runner import choose_backend, run_group
 from kdlib.experiments.profiles import resolve_config
 from kdlib.data import synthetic
 from kdlib.hypergrad import hypergradient
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE
 from kdlib.models import LogReg
 from kdlib.train import Problem, Split
+from kdlib.train import linear
 
 SEEDS = (0, 1, 2)
 # a short synthetic teacher (logreg SGD steps) keeps the suite fast; both paths use the same config
@@ -47,12 +48,12 @@ def _assert_same_history(gen, bat, lam_tol=1e-5):
 
 
 @pytest.mark.parametrize("method,estimator,over", CASES)
-def test_batched_equals_generic(method, estimator, over):
+def test_linear_equals_one_by_one(method, estimator, over):
     from kdlib.experiments.runner import run_one
 
     cfgs = _configs(method, estimator, **over)
     generic = [run_one(c) for c in cfgs]
-    fast = batched.run_batched(cfgs, problem_for)
+    fast = run_group(cfgs, "linear")
     for g, b, c in zip(generic, fast, cfgs):
         assert b["config"] == g["config"] == c.to_dict()
         _assert_same_history(g["history"], b["history"])
@@ -76,17 +77,17 @@ def _toy_problem(dtype=torch.float32):
     return problem, cols
 
 
-@pytest.mark.parametrize("method", batched.ESTIMATORS)
+@pytest.mark.parametrize("method", linear.ESTIMATORS)
 @pytest.mark.parametrize("form,t2", [("ce", False), ("kl", False), ("ce", True)])
-def test_batched_hypergradient_matches_kdlib(method, form, t2):
+def test_linear_hypergradient_matches_kdlib(method, form, t2):
     # the finite difference cancels catastrophically in float32 (both implementations carry ~1e-3 relative
     # noise), so it is compared in float64 where the estimator itself is accurate; unrolled in float32
     dtype = torch.float64 if method == "finite_difference" else torch.float32
     problem, cols = _toy_problem(dtype)
-    lp = batched.linear_problem(problem)
-    w, b = batched.initial_weights(lp, SEEDS, "cpu")
+    lp = linear.linear_problem(problem)
+    w, b = linear.initial_weights(lp, SEEDS, "cpu")
     lam = torch.tensor([[0.3, 2.0], [0.9, 0.15], [0.5, 7.0]], dtype=dtype)
-    got = batched.hypergradient_batched(lp, w, b, lam, 1.0, 0.1, method, form, t2)
+    got = linear.hypergradient_batched(lp, w, b, lam, 1.0, 0.1, method, form, t2)
     assert got.shape == (len(SEEDS), 2)
     for i, s in enumerate(SEEDS):
         torch.manual_seed(s)
@@ -99,11 +100,11 @@ def test_batched_hypergradient_matches_kdlib(method, form, t2):
 
 def test_finite_difference_float32_close_to_exact():
     problem, _ = _toy_problem(torch.float32)
-    lp = batched.linear_problem(problem)
-    w, b = batched.initial_weights(lp, SEEDS, "cpu")
+    lp = linear.linear_problem(problem)
+    w, b = linear.initial_weights(lp, SEEDS, "cpu")
     lam = torch.tensor([[0.3, 2.0], [0.9, 0.15], [0.5, 7.0]])
-    fd = batched.hypergradient_batched(lp, w, b, lam, 1.0, 0.1, "finite_difference")
-    ex = batched.hypergradient_batched(lp, w, b, lam, 1.0, 0.1, "unrolled")
+    fd = linear.hypergradient_batched(lp, w, b, lam, 1.0, 0.1, "finite_difference")
+    ex = linear.hypergradient_batched(lp, w, b, lam, 1.0, 0.1, "unrolled")
     torch.testing.assert_close(fd, ex, rtol=1e-2, atol=1e-3)
 
 
@@ -111,7 +112,7 @@ def test_finite_difference_float32_close_to_exact():
 def test_history_stays_in_box(method):
     # a huge meta_lr and no clipping to speak of push every raw update far out of the box
     cfgs = _configs(method, iterations=60, log_every=1, meta_lr=1e3, meta_clip=1e3, e1=3, e2=7)
-    for rec in batched.run_batched(cfgs, problem_for):
+    for rec in run_group(cfgs, "linear"):
         for row in rec["history"]:
             assert LAMBDA1_RANGE[0] <= row["lambda1"] <= LAMBDA1_RANGE[1], row
             assert TEMPERATURE_RANGE[0] <= row["temperature"] <= TEMPERATURE_RANGE[1], row
@@ -124,10 +125,10 @@ def _strip(history):
 @pytest.mark.parametrize("method", ["gradient", "proposed", "hyperopt"])
 def test_same_seed_same_history(method):
     over = dict(hyperopt_evals=2)
-    a = batched.run_batched(_configs(method, **over), problem_for)
-    b = batched.run_batched(_configs(method, **over), problem_for)
+    a = run_group(_configs(method, **over), "linear")
+    b = run_group(_configs(method, **over), "linear")
     # the batch composition does not matter
-    alone = batched.run_batched(_configs(method, seeds=(1,), **over), problem_for)
+    alone = run_group(_configs(method, seeds=(1,), **over), "linear")
     for ra, rb in zip(a, b):
         assert _strip(ra["history"]) == _strip(rb["history"])
         assert ra["summary"]["extra"] == rb["summary"]["extra"]
@@ -154,20 +155,22 @@ def _assert_same_run(h1, h2, n_test=200):
 
 def test_supports_and_batch_checks():
     ok = resolve_config("synthetic", "gradient", "smoke", 0)
-    assert batched.supports(ok)
-    assert not batched.supports(resolve_config("synthetic", "gradient", "smoke", 0, estimator="neumann"))
-    assert not batched.supports(resolve_config("synthetic", "gradient", "smoke", 0, estimator="unrolled",
-                                               unroll_steps=2))
-    assert not batched.supports(resolve_config("synthetic", "gradient", "smoke", 0, shuffle=True))
-    assert not batched.supports(resolve_config("fashion_mnist", "gradient", "smoke", 0))
+    def supports(cfg):
+        return choose_backend(cfg).backend == "linear"
+
+    assert supports(ok)
+    assert not supports(resolve_config("synthetic", "gradient", "smoke", 0, estimator="neumann"))
+    assert not supports(resolve_config("synthetic", "gradient", "smoke", 0, estimator="unrolled",
+                                       unroll_steps=2))
+    assert not supports(resolve_config("synthetic", "gradient", "smoke", 0, shuffle=True))
+    assert not supports(resolve_config("fashion_mnist", "gradient", "smoke", 0))
     with pytest.raises(AssertionError):
-        batched.run_batched([ok, resolve_config("synthetic", "gradient", "smoke", 1, meta_lr=0.5)],
-                            problem_for)
+        run_group([ok, resolve_config("synthetic", "gradient", "smoke", 1, meta_lr=0.5)], "linear")
     with pytest.raises(AssertionError):
-        batched.run_batched([ok, ok], problem_for)
+        run_group([ok, ok], "linear")
 
 
-def test_all_non_finite_raises_on_the_batched_path_too(monkeypatch):
+def test_all_non_finite_raises_on_the_linear_backend_too(monkeypatch):
     from kdlib.schedules import NonFiniteHypergradient
 
     def nan_hypergradient(lp, w, b, lam, *args, **kwargs):
@@ -175,6 +178,25 @@ def test_all_non_finite_raises_on_the_batched_path_too(monkeypatch):
         g[1] = float("nan")  # seed index 1: every hypergradient is NaN
         return g
 
-    monkeypatch.setattr(batched, "hypergradient_batched", nan_hypergradient)
+    monkeypatch.setattr(linear, "hypergradient_batched", nan_hypergradient)
     with pytest.raises(NonFiniteHypergradient, match=r"all 30 hypergradients of seeds \[0, 1, 2\] \(rows \[1\]\)"):
-        batched.run_batched(_configs("gradient"), problem_for)
+        run_group(_configs("gradient"), "linear")
+
+
+def test_skipped_non_finite_hypergradients_are_warned_about_once(monkeypatch):
+    real = linear.hypergradient_batched
+    calls = []
+
+    def first_nan(lp, w, b, lam, *args, **kwargs):
+        g = real(lp, w, b, lam, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            g[1] = float("nan")  # seed index 1: its first hypergradient only
+        return g
+
+    monkeypatch.setattr(linear, "hypergradient_batched", first_nan)
+    with pytest.warns(UserWarning) as caught:
+        recs = run_group(_configs("gradient"), "linear")
+    assert [r["summary"]["nan_skipped"] for r in recs] == [0, 1, 0]
+    skipped = [str(w.message) for w in caught if "non-finite hypergradient(s) were skipped" in str(w.message)]
+    assert skipped == ["synthetic__gradient__seed1: 1 non-finite hypergradient(s) were skipped"]

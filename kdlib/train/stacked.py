@@ -8,7 +8,7 @@ buffers stacked along a leading run axis (``torch.func.stack_module_state``) and
 the S runs (on a GPU, S times the work per kernel launch), with no host synchronisation in the step. L_train is
 :func:`kdlib.losses.distillation_loss` at each run's own (lambda1, T); BatchNorm normalises with each run's own
 batch statistics and updates each run's own running statistics. The loop itself is
-:func:`kdlib.train.run_loop` (the same code as one run); the optimizer is the runs' own (``torch.optim`` updates
+:func:`kdlib.train.loop.run_loop` (the same code as one run); the optimizer is the runs' own (``torch.optim`` updates
 are elementwise, so one optimizer over the stacked tensors steps every run as its own would).
 """
 from __future__ import annotations
@@ -22,15 +22,10 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from kdlib.losses import distillation_loss, validation_loss
 from kdlib.metaparams import project
-from kdlib.schedules import Schedule
-
-
-class _Done:
-    """What the loop reads back from a finished run (the model; no Tuner)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.tuner = None
+from kdlib.train.loop import RunOutput
+from kdlib.train.problem import Problem
+from kdlib.train.settings import make_optimizer as _make_optimizer
+from kdlib.train.settings import make_schedule
 
 
 class StackedFixed:
@@ -101,12 +96,12 @@ class StackedFixed:
         n = max(len(split), 1)
         return [(float(c) / n, float(ls) / n) for c, ls in zip(correct.cpu(), loss_sum.cpu())]
 
-    def finish(self) -> list[_Done]:
+    def finish(self) -> list[RunOutput]:
         """Unstack the trained weights and buffers into the S student modules."""
         for s, model in enumerate(self.models):
             state = {k: v[s].detach() for k, v in {**self.params, **self.buffers}.items()}
             model.load_state_dict(state)
-        return [_Done(m) for m in self.models]
+        return [RunOutput(model=m) for m in self.models]
 
 
 class StackedTuned(StackedFixed):
@@ -122,12 +117,11 @@ class StackedTuned(StackedFixed):
                  device: torch.device | str, make_optimizer: Callable[[list[Tensor], Any], torch.optim.Optimizer],
                  schedule: str) -> None:
         st = settings[0]
-        reason = self.unsupported(st)
+        reason = unsupported(st, schedule)
         if reason:
             raise ValueError(reason)
         super().__init__(settings, make_student, values, device, make_optimizer)
-        self.schedule = Schedule(self.values, schedule, st.e1, st.e2, st.meta_lr, st.meta_clip, 1,
-                                 st.proposed_reset, st.clamp_extrapolation, st.temperature_param)
+        self.schedule = make_schedule(st, self.values, schedule)
         self.values = self.schedule.value
         self.iteration = 0
         self.in_epoch = 0
@@ -146,17 +140,6 @@ class StackedTuned(StackedFixed):
             return torch.func.grad(val_after)(lam)
 
         self._hypergradient = vmap(one, in_dims=(0, 0, 0, 0, 0, None, None, None))
-
-    @staticmethod
-    def unsupported(st: Any) -> str | None:
-        """Why settings ``st`` (any object with the config's field names) cannot run here, or None."""
-        if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
-            return ("the stacked tuned backend differentiates the paper's plain SGD step only; use "
-                    "train_student for momentum, weight decay or Adam")
-        if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
-            return ("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
-                    "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
-        return None
 
     def new_epoch(self) -> None:
         self.in_epoch = 0
@@ -182,9 +165,34 @@ class StackedTuned(StackedFixed):
         return [dict(lambda1=v[0], temperature=v[1], hypergrad_evals=int(self.schedule.evals), nan_skipped=int(n),
                      phase=self.schedule.phase) for v, n in zip(lam, nan)]
 
-    def finish(self) -> list[_Done]:
+    def finish(self) -> list[RunOutput]:
         self.schedule.check("a stacked run")
         return super().finish()
 
 
-__all__ = ["StackedFixed", "StackedTuned"]
+def unsupported(st: Any, schedule: str) -> str | None:
+    """Why runs of settings ``st`` (any object with the run settings' field names) under ``schedule`` cannot train
+    on this backend, or None. Fixed values: any optimizer, the paper's loss without the T^2 factor; a moving
+    schedule: also the one-step unrolled estimator, the "ce" form and plain SGD."""
+    if st.t2_scaling:
+        return "the stacked backend trains the paper's loss without the T^2 factor (t2_scaling=False)"
+    if schedule == "fixed":
+        return None
+    if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
+        return ("the stacked tuned backend differentiates the paper's plain SGD step only; use "
+                "train_student for momentum, weight decay or Adam")
+    if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
+        return ("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
+                "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
+    return None
+
+
+def build(settings: Sequence[Any], problem: Problem, values: Tensor, schedule: str) -> StackedFixed:
+    """The backend of ``len(settings)`` runs of ``problem`` from ``values`` (S, 2) under ``schedule``."""
+    device = problem.train.x.device
+    if schedule == "fixed":
+        return StackedFixed(settings, problem.make_student, values, device, _make_optimizer)
+    return StackedTuned(settings, problem.make_student, values, device, _make_optimizer, schedule)
+
+
+__all__ = ["StackedFixed", "StackedTuned", "build", "unsupported"]

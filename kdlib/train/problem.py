@@ -1,0 +1,32 @@
+"""What a run trains on: the student's train part (with the teacher's logits), D_val and the test set (Sec. 4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor, nn
+
+
+@dataclass
+class Split:
+    """Tensors of one data part on the run's device; ``teacher`` is aligned row by row with ``x``."""
+
+    x: Tensor
+    y: Tensor
+    teacher: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class Problem:
+    """What one run trains on: the student's train part (with teacher logits), D_val and the test set."""
+
+    train: Split
+    val: Split
+    test: Split
+    make_student: Callable[[], nn.Module]
+
+
+__all__ = ["Split", "Problem"]
