@@ -238,6 +238,9 @@ def test_runner_smoke_on_cuda_matches_cpu(fmnist_teacher, tmp_path, engine):
     for key, ref in recs["cpu"].items():
         got = recs["cuda"][key]
         assert got["config"]["device"] == "cuda" and got["summary"]["status"] == "ok", key
+        gpu = got["provenance"]["accelerator"]
+        assert gpu["name"] == torch.cuda.get_device_name() and gpu["tf32_cudnn"] is False, key
+        assert "accelerator" not in ref["provenance"]
         assert got["summary"]["final_accuracy"] is not None
         if key[0] == "hyperopt":  # its best trial may flip on a tie in validation accuracy: compare the start only
             continue
