@@ -158,6 +158,33 @@ def test_tuner_on_cuda_follows_the_cpu_tuner(schedule, estimator):
             assert torch.equal(w_got[k], v), k
 
 
+@pytest.mark.parametrize("schedule,estimator", [("fixed", "unrolled"), ("gradient", "unrolled"),
+                                                ("gradient", "finite_difference"), ("proposed", "unrolled")])
+def test_tuner_train_step_makes_no_host_synchronisation(schedule, estimator):
+    """Issue 20, item 2: after its first steps (lazy initialisation, the schedule moving to the device) a Tuner step
+    on the GPU never waits for it: no ``.item()``, no host branch on a tensor value, NaN/inf counted on the device.
+    e1=2, e2=1: the four checked steps cross Algorithm 1's gradient and extrapolation phases."""
+    _cuda()
+    torch.manual_seed(0)
+    model = make_student("cifar10").cuda().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tuner = Tuner(opt, init=(0.5, 2.0), schedule=schedule, e1=2, e2=1, estimator=estimator, fd_virtual_lr="initial")
+    data = []
+    for k in range(7):  # on the device before the check: a copy from pageable host memory synchronises
+        (x, y, t), (xv, yv) = image_batches("cifar10", seed=k)
+        data.append(((x.cuda(), y.cuda(), t.cuda()), (xv.cuda(), yv.cuda())))
+    torch.cuda.synchronize()
+    for batch, val in data[:3]:
+        tuner.train_step(model, batch, val)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch, val in data[3:]:
+            tuner.train_step(model, batch, val)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert tuner.nan_skipped == 0 and tuner.iteration == 7
+
+
 def _problem_on(device: str):
     p = random_image_problem(32, 32, 32)
     for split in (p.train, p.val, p.test):
