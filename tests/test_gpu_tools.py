@@ -169,9 +169,11 @@ def test_travel_size_counts_tracked_untracked_and_carried(tmp_path):
     subprocess.run(git + ["add", "a.txt"], cwd=repo, check=True)
     subprocess.run(git + ["commit", "-qm", "a"], cwd=repo, check=True)
     (repo / "b.txt").write_bytes(b"y" * 10)  # untracked, not ignored: travels
+    assert not gpu_stage.ignored(repo)
     path = gpu_stage.exclude(repo)
     gpu_stage.exclude(repo)
-    assert path.read_text().splitlines().count("/.gpu/") == 1
+    assert path.read_text().splitlines().count("/.gpu/") == 1 and gpu_stage.ignored(repo)
+    assert gpu_stage.ignored(REPO)  # this repository's .gitignore: the staged folder is never committed
     (repo / ".gpu" / "data").mkdir(parents=True)
     (repo / ".gpu" / "data" / "f.bin").write_bytes(b"z" * 1000)
     t = gpu_stage.travel_bytes(repo, [".gpu"])

@@ -53,6 +53,9 @@ trials of all seeds as one stacked model; where the stacked finite difference is
 stacked unrolled step stands in for it, and the column says so). Table 2 = the sum over the three image columns;
 the synthetic column runs on the CPU's batched engine in seconds and is left out.
 
+**After the run** (on the session's machine): ``results-cuda.json`` goes to ``benchmarks/results-cuda.json`` and
+``tar xzf authors-cuda.tar.gz -C archive/`` gives ``archive/cifar10_reduced/authors-cuda/runs/``.
+
 Everything is written to ONE folder (``--out``, ``$OUT`` on the device machine), at most 6 files, none in
 sub-folders: ``results-cuda.json``, ``gpu_check.log`` (this run's whole output), ``pytest-cuda.xml``,
 ``nvidia-smi.txt``, ``authors-cuda.tar.gz`` (records, if the column ran). kdlib is imported inside the stages

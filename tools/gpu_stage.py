@@ -18,7 +18,8 @@ only the checkout travels (tracked files, untracked files git does not ignore, a
   the copy is read back through kdlib and compared with the source;
 * ``.gpu/COMMIT``: the checkout's commit (the tree travels without ``.git``; records name it);
 
-adds ``/.gpu/`` to the repository's ``info/exclude`` (nothing is committed), and measures what travels: the
+checks that git ignores ``.gpu/`` (``.gitignore`` lists it; else ``/.gpu/`` is added to the repository's
+``info/exclude``: nothing staged is committed), and measures what travels: the
 tracked and untracked-not-ignored files plus ``.gpu/``, against the 64 MiB limit (exit 1 if over).
 
 **The device call** (one ``run`` of the device tool; it prints the same with the sizes measured)::
@@ -224,6 +225,11 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
+def ignored(repo: Path, name: str = STAGE_DIR) -> bool:
+    """Whether git ignores ``name`` in ``repo`` (``.gitignore`` lists ``/.gpu/``)."""
+    return subprocess.run(["git", "check-ignore", "-q", f"{name}/x"], cwd=repo).returncode == 0
+
+
 def exclude(repo: Path, pattern: str = f"/{STAGE_DIR}/") -> Path:
     """Add ``pattern`` to the repository's ``info/exclude`` (a worktree's too: git's common one)."""
     path = Path(git(repo, "rev-parse", "--git-path", "info/exclude").strip())
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     stage = repo / STAGE_DIR
     report: dict[str, Any] = dict(repo=str(repo), stage=str(stage))
     if not args.check:
-        report["exclude"] = str(exclude(repo))
+        report["ignored_by"] = ".gitignore" if ignored(repo) else f"{exclude(repo)} (added)"
         stage.mkdir(exist_ok=True)
         if not args.no_wheels:
             report["wheels"] = stage_wheels(stage / "whl")
