@@ -27,7 +27,8 @@ the stages it finished:
    device's busy time per step (the union of the kernels' and copies' intervals), and the ``busy fraction =
    busy time per step / step``; under ``torch.cuda.set_sync_debug_mode("warn")`` it counts the host
    synchronisations per step. Peak memory is that of the N2 run. A stacked variant the engine does not implement
-   is reported as ``unsupported`` with the engine's reason.
+   is reported as ``unsupported`` with the engine's reason. N1 = 5, N2 = 25: the 20 steps between them are one
+   whole cycle of Algorithm 1 (e1 + e2 = 20), so the proposed method's step is its mean over both phases.
 4. ``projection``: the time of each Table 2 column and of the whole table (formula below).
 5. ``column``: if the budget allows, the reduced CIFAR-10 column under the authors' protocol
    (:func:`kdlib.analysis.archive.authors_protocol`, ``--set engine=stacked``), gradient-based first, through the
