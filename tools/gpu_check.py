@@ -31,7 +31,7 @@ the stages it finished:
    whole cycle of Algorithm 1 (e1 + e2 = 20), so the proposed method's step is its mean over both phases.
 4. ``projection``: the time of each Table 2 column and of the whole table (formula below).
 5. ``column``: if the budget allows, the reduced CIFAR-10 column under the authors' protocol
-   (:func:`kdlib.analysis.archive.authors_protocol`, ``--set engine=stacked``), gradient-based first, through the
+   (:func:`kdlib.experiments.protocol.authors_protocol`, ``--set engine=stacked``), gradient-based first, through the
    CLI on the GPU, with ``--column-workers`` processes; its records are packed into ``authors-cuda.tar.gz``
    (``cifar10_reduced/authors-cuda/runs/*.json``) and the final branch of each tuned run is compared with the CPU
    archive's run of the same seed (``archive/cifar10_reduced/authors/runs``).
@@ -352,7 +352,7 @@ def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Lo
                   flush: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
     """Step times of every variant, one by one and stacked, on ``dataset``'s shapes (module docstring);
     ``flush(partial)`` after each measurement, so that a run stopped at its time box keeps what it measured."""
-    from kdlib.analysis.archive import authors_protocol
+    from kdlib.experiments.protocol import authors_protocol
     from kdlib.experiments.profiles import resolve_config
     from kdlib.methods import fixed_tuner, get_method
     from kdlib.models import make_student
@@ -467,7 +467,7 @@ def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Lo
 def column_protocol(dataset: str) -> dict[str, dict[str, Any]]:
     """Per method of Table 2 under the authors' protocol at the paper profile: steps, evaluations and trainings of
     one run, and whether ``--set engine=stacked`` runs it stacked today."""
-    from kdlib.analysis.archive import authors_protocol
+    from kdlib.experiments.protocol import authors_protocol
     from kdlib.experiments.profiles import PAPER_IMAGES, profile_seeds, resolve_config
     from kdlib.methods import get_method
     from kdlib.names import METHOD_NAMES
@@ -562,7 +562,7 @@ def project(step_times: dict[str, Any], seeds: int) -> dict[str, Any]:
 def column_invocations() -> list[tuple[str, ...]]:
     """:data:`COLUMN_ORDER` split so that the methods of one CLI invocation share the authors' protocol flags (the
     random baseline has its own ``random_law``)."""
-    from kdlib.analysis.archive import authors_protocol
+    from kdlib.experiments.protocol import authors_protocol
 
     out: list[tuple[str, ...]] = []
     for group in COLUMN_ORDER:
@@ -576,7 +576,7 @@ def column_invocations() -> list[tuple[str, ...]]:
 def column_command(methods: tuple[str, ...], out_dir: Path, device: str, workers: int, dry: bool) -> list[str]:
     """The ``kdlib run`` of the reduced CIFAR-10 column's ``methods`` under the authors' protocol on ``device``,
     started through this file (so that the workers take the TF32 flags)."""
-    from kdlib.analysis.archive import authors_protocol
+    from kdlib.experiments.protocol import authors_protocol
 
     flags = {json.dumps(authors_protocol(m, "cifar10_reduced"), sort_keys=True) for m in methods}
     if len(flags) != 1:
@@ -603,7 +603,8 @@ def column_data_missing() -> str | None:
 
 def branches(out_dir: Path) -> dict[str, Any]:
     """Final branch of each tuned GPU run against the CPU archive's run of the same method and seed."""
-    from kdlib.analysis.archive import archive_dir, branch_of
+    from kdlib.analysis.archive import branch_of
+    from kdlib.experiments.protocol import archive_dir
 
     def final(rec: dict[str, Any]) -> tuple[str, float | None]:
         if rec["summary"].get("status") != "ok" or not rec["history"]:
