@@ -431,7 +431,8 @@ def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Lo
                 res: dict[str, Any] = dict(step_ms=round(1e3 * step, 4), step_ms_wall=round(1e3 * step_wall, 4),
                                            eval_s=round(max(min(t1s) - n1 * step, 0.0), 5),
                                            run_s=dict(n1=[round(t, 5) for t in t1s], n2=[round(t, 5) for t in t2s]),
-                                           peak_memory_mib=None if peak is None else round(peak, 1))
+                                           peak_memory_mib=None if peak is None else round(peak, 1),
+                                           noisy=bool(step <= 0 or step_wall <= 0))  # a difference lost in noise
                 try:  # the profiler's reading is extra: its failure keeps the step time
                     b1, b2 = clock.busy(lambda: run(n1)), clock.busy(lambda: run(n2))
                     if b1 is not None and b2 is not None:
