@@ -71,6 +71,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -634,11 +635,19 @@ def branches(out_dir: Path) -> dict[str, Any]:
 
 
 def run_column(args: argparse.Namespace, log: Log, deadline: float) -> dict[str, Any]:
+    """Stage 5 in a temporary folder (removed after; the records leave in the tarball): :func:`_run_column`."""
+    work = Path(tempfile.mkdtemp(prefix="kdlib-column-"))
+    try:
+        return _run_column(args, log, deadline, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_column(args: argparse.Namespace, log: Log, deadline: float, work: Path) -> dict[str, Any]:
     """Stage 5. A dry run runs the same commands at the smoke profile on a few images when the data are there,
     and only plans them (configs checked, nothing computed) when they are not (CI)."""
     res: dict[str, Any] = dict(status="not run", invocations=[])
     why = column_data_missing()
-    work = Path(tempfile.mkdtemp(prefix="kdlib-column-"))
     out_dir = work / "cifar10_reduced" / "authors-cuda"
     if why and not args.dry_run:
         res.update(status="skipped", reason=why)
