@@ -12,6 +12,19 @@ import numpy as np
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason, where torch sees no CUDA device (``tools/gpu_check.py`` runs
+    them on a GPU: ``pytest -m cuda``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (tools/gpu_check.py runs the cuda-marked tests on a GPU)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """The suite's models are tiny: on a shared 2-core machine one intra-op thread is several times faster."""

@@ -314,7 +314,7 @@ def test_model_and_optimizer_left_as_found(method, opts, opt_name):
     assert torch.equal(out, hypergradient(model, batch, val, LAM, optimizer=opt, method=method, **opts))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("method", ["unrolled", "finite_difference", "forward"])
 @pytest.mark.parametrize("opt_name", ["sgd_momentum_nesterov_wd", "adam"])
 def test_no_host_sync_on_cuda(method, opt_name):

@@ -206,14 +206,32 @@ def cpu_model() -> str:
         or platform.processor() or platform.machine() or "unknown"
 
 
-def provenance(threads: int) -> dict[str, Any]:
+def accelerator(device: str | torch.device) -> dict[str, Any] | None:
+    """The GPU a run on a CUDA ``device`` used (None on the CPU): its name and compute capability, the CUDA and
+    cuDNN versions torch was built with, and the TF32 flags in effect (TF32 rounds the float32 products of
+    cuDNN's convolutions, or of matrix products, to about 1e-3 relative: another result than float32's)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    return dict(name=torch.cuda.get_device_name(index), capability=f"{major}.{minor}", cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version(), tf32_cudnn=bool(torch.backends.cudnn.allow_tf32),
+                tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32))
+
+
+def provenance(threads: int, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Where and with what a record was made (``cpu_kernels``: the pin in effect, :mod:`kdlib.cpu_kernels`;
-    ``cpu_model``: :func:`cpu_model`)."""
-    return dict(kdlib_version=__version__, commit=git_commit(), torch=torch.__version__,
-                cpu_capability=cpu_capability(), cpu_kernels=cpu_kernels.in_effect(), cpu_model=cpu_model(),
-                threads=int(threads),
-                machine=f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)",
-                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    ``cpu_model``: :func:`cpu_model`; for a run on a GPU also ``accelerator``: :func:`accelerator`)."""
+    out = dict(kdlib_version=__version__, commit=git_commit(), torch=torch.__version__,
+               cpu_capability=cpu_capability(), cpu_kernels=cpu_kernels.in_effect(), cpu_model=cpu_model(),
+               threads=int(threads),
+               machine=f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)",
+               created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    gpu = accelerator(device)
+    if gpu is not None:
+        out["accelerator"] = gpu
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -310,7 +328,7 @@ def make_record(cfg: ExperimentConfig, history: list[dict[str, Any]], summary: d
     t = run_threads(cfg, threads)
     h = config_hash(cfg, t, cpu_kernels.in_effect())
     return json_safe(dict(key=f"{cfg.key()}__{h}", config_hash=h, config=cfg.to_dict(), history=history,
-                          summary=summary, provenance=provenance(t)))
+                          summary=summary, provenance=provenance(t, cfg.device)))
 
 
 # ------------------------------------------------------------------------------------------------ out dir

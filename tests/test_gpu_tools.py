@@ -1,0 +1,192 @@
+"""tools/gpu_check.py and tools/gpu_stage.py on the CPU: the GPU check's dry run writes its JSON with every stage,
+its projection counts the paper's protocol exactly, and the staging writes data kdlib reads back, checks wheels'
+requirements and measures what travels to the device machine."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_cifar_npz
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_check = _load("gpu_check")
+gpu_stage = _load("gpu_stage")
+
+
+def test_gpu_check_dry_run_writes_every_stage(tmp_path):
+    """The dry run CI runs (``--device cpu``): one folder, flat, with the JSON of every stage; the cuda-marked tests
+    skip, the step times of each variant and engine are there (or the stacked engine's reason), and without the
+    data the column is only planned, the random baseline in an invocation of its own (its own random_law)."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), "--device", "cpu", "--out", str(out),
+                           "--datasets", "fashion_mnist"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["gpu_check.log", "pytest-cuda.xml", "results-cuda.json"]  # no folders, under the 8-file limit
+    r = json.loads((out / "results-cuda.json").read_text())
+    assert r["dry_run"] is True and r["errors"] == []
+    assert {k: v["status"] for k, v in r["stages"].items()} == dict.fromkeys(
+        ["environment", "tests", "step_times", "projection", "column"], "ok")
+    env_ = r["environment"]
+    assert env_["torch"] and env_["python"] and env_["tf32"] == {"cudnn": False, "matmul": False}
+    assert env_["packages"]["hyperopt"] and env_["packages"]["higher"]
+    t = r["tests"]
+    assert t["status"] == "ok" and t["failed"] == [] and t["skipped"] >= 30 and t["passed"] >= 2
+    variants = r["step_times"]["fashion_mnist"]["variants"]
+    assert set(variants) == set(gpu_check.VARIANTS)
+    for name, engines in variants.items():
+        assert "step_ms" in engines["one_by_one"], (name, engines)
+        stacked = engines["stacked"]
+        assert "step_ms" in stacked or "unsupported" in stacked, (name, stacked)
+        assert "error" not in stacked
+    for name in ("fixed", "gradient_unrolled", "proposed_unrolled"):  # what the stacked engine implements today
+        assert "step_ms" in variants[name]["stacked"]
+    proj = r["projection"]
+    assert set(proj["table2_min"]) == {"one_by_one", "today", "all_stacked"}
+    assert set(proj["per_column"]["fashion_mnist"]["per_method"]) == {
+        "no_distillation", "naive", "random", "gradient", "hyperopt", "proposed"}
+    col = r["column"]
+    assert col["status"] == "planned" and "not found" in col["reason"]
+    assert [i["methods"] for i in col["invocations"]] == [["gradient"], ["no_distillation", "naive"], ["random"],
+                                                          ["proposed"], ["hyperopt"]]
+    assert all(i["planned_runs"] == 2 * len(i["methods"]) for i in col["invocations"])
+    random_cmd = next(i["command"] for i in col["invocations"] if i["methods"] == ["random"])
+    assert "--set=random_law=authors" in random_cmd and "--set=engine=stacked" in random_cmd
+
+
+def test_column_protocol_counts_the_papers_steps_and_evaluations():
+    """steps = epochs * ceil(n / 128) with n = |D_train| (9/10 of |D|) for the methods tuned on D_val, |D| for the
+    others; evaluations at eval_every = 5 (epochs 0, 4, 9, ...); hyperopt's 5 trainings; Fashion-MNIST hyperopt at
+    the authors' 40 epochs."""
+    red = gpu_check.column_protocol("cifar10_reduced")
+    assert (red["gradient"]["steps"], red["gradient"]["evals"]) == (50 * math.ceil(11520 / 128), 11)
+    assert red["no_distillation"]["steps"] == 50 * 100 and red["hyperopt"]["trainings"] == 5
+    assert red["gradient"]["estimator"] == "finite_difference" and red["gradient"]["variant"] == "gradient_fd"
+    assert red["naive"]["stacked_today"] is True and red["gradient"]["stacked_today"] is False
+    assert red["hyperopt"]["stacked_today"] is False and red["hyperopt"]["runs"] == 10
+    full = gpu_check.column_protocol("cifar10")
+    assert (full["proposed"]["steps"], full["proposed"]["evals"]) == (100 * math.ceil(45000 / 128), 21)
+    fm = gpu_check.column_protocol("fashion_mnist")
+    assert (fm["hyperopt"]["epochs"], fm["hyperopt"]["steps"], fm["hyperopt"]["evals"]) == (
+        40, 40 * math.ceil(54000 / 128), 9)
+
+
+def test_projection_is_the_documented_formula():
+    steps = {"fixed": (1.0, 2.0), "gradient_fd": (3.0, 2.0), "proposed_fd": (2.0, 2.0),
+             "gradient_unrolled": (5.0, 6.0), "proposed_unrolled": (4.0, 7.0)}  # (one-by-one ms, stacked ms)
+    variants = {v: {"one_by_one": {"step_ms": a, "eval_s": 0.5},
+                    "stacked": {"step_ms": b, "eval_s": 1.0} if v in ("fixed", "gradient_unrolled",
+                                                                       "proposed_unrolled") else {"unsupported": "x"}}
+                for v, (a, b) in steps.items()}
+    proto = gpu_check.column_protocol("cifar10_reduced")
+    res = gpu_check.project({"cifar10_reduced": {"variants": variants, "column_protocol": proto}}, seeds=10)
+    col = res["per_column"]["cifar10_reduced"]
+
+    def run(m: str, step_ms: float, ev: float) -> float:
+        p = proto[m]
+        return p["trainings"] * (p["steps"] * step_ms / 1e3 + p["evals"] * ev)
+
+    one = sum(10 * run(m, steps[p["variant"]][0], 0.5) for m, p in proto.items())
+    today = sum(run(m, 2.0, 1.0) for m in ("no_distillation", "naive", "random")) + sum(
+        10 * run(m, steps[proto[m]["variant"]][0], 0.5) for m in ("gradient", "proposed", "hyperopt"))
+    stacked = sum(run(m, 2.0, 1.0) for m in ("no_distillation", "naive", "random", "hyperopt")) + \
+        run("gradient", 6.0, 1.0) + run("proposed", 7.0, 1.0)  # the stacked unrolled steps stand in for FD
+    assert col["one_by_one_min"] == pytest.approx(one / 60, abs=0.01)
+    assert col["today_min"] == pytest.approx(today / 60, abs=0.01)
+    assert col["all_stacked_min"] == pytest.approx(stacked / 60, abs=0.01)
+    assert res["table2_min"]["all_stacked"] == col["all_stacked_min"] and len(col["notes"]) == 2
+    assert res["target"]["table2_all_stacked_le_30_min"] is (stacked / 60 <= 30)
+
+
+# --------------------------------------------------------------------------------------------- staging
+def test_stage_data_reads_back_through_kdlib(tmp_path, monkeypatch):
+    """The staged data root holds kdlib's npz cache (LZMA-zipped) of at most the first 12,800 training images, the
+    test set and the verified teacher logits; kdlib reads it back equal to the source."""
+    src = tmp_path / "src"
+    (xtr, ytr), (xte, yte) = make_cifar_npz(src, n_train=30, n_test=12, random_pixels=True)
+    logits = src / "authors" / "teacher_logits" / "logits_resnet.npy"
+    logits.parent.mkdir(parents=True)
+    np.save(logits, np.random.default_rng(0).normal(size=(30, 10)).astype(np.float32))
+    entry = gpu_stage.AUTHORS_LOGITS["authors_resnet"]
+    monkeypatch.setitem(gpu_stage.AUTHORS_LOGITS, "authors_resnet",
+                        entry._replace(sha256=hashlib.sha256(logits.read_bytes()).hexdigest(), rows=30))
+    dest = tmp_path / "stage" / "data"
+    rep = gpu_stage.stage_data(src, dest)
+    assert rep["train_images"] == 30 and rep["test_images"] == 12
+    with zipfile.ZipFile(dest / "cifar10" / "train.npz") as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_LZMA}
+    from kdlib.data.sources import clear_memo, load_raw
+
+    clear_memo()
+    arrays, _ = load_raw("cifar10_reduced", dest)
+    assert np.array_equal(arrays["train"][0], xtr) and np.array_equal(arrays["test"][1], yte)
+    assert (dest / "authors" / "teacher_logits" / "logits_resnet.npy").read_bytes() == logits.read_bytes()
+    monkeypatch.setitem(gpu_stage.AUTHORS_LOGITS, "authors_resnet", entry)  # the real hash: the fake is refused
+    with pytest.raises(Exception, match="SHA-256"):
+        gpu_stage.stage_data(src, tmp_path / "other")
+
+
+def test_wheel_requirements_and_device_packages(tmp_path):
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("demo-1.0.dist-info/METADATA", "\n".join([
+            "Metadata-Version: 2.1", "Name: demo", "Requires-Dist: numpy (>=1.17)", "Requires-Dist: Py4J",
+            "Requires-Dist: typing_extensions; python_version < \"3.8\"", "Requires-Dist: pytest; extra == \"dev\"",
+            "Requires-Dist: cloud.pickle>=1.2"]))
+    assert gpu_stage.requires(wheel) == ["numpy", "py4j", "cloud-pickle"]
+    pkgs = gpu_stage.device_packages()
+    assert {"torch", "numpy", "scipy", "networkx", "cloudpickle", "tqdm"} <= pkgs
+    assert "hyperopt" not in pkgs and "higher" not in pkgs  # what the wheels bring
+    assert gpu_stage.device_packages(tmp_path / "absent.md") == gpu_stage.DEVICE_PACKAGES
+
+
+def test_travel_size_counts_tracked_untracked_and_carried(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
+    (repo / "a.txt").write_bytes(b"x" * 100)
+    subprocess.run(git + ["add", "a.txt"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], cwd=repo, check=True)
+    (repo / "b.txt").write_bytes(b"y" * 10)  # untracked, not ignored: travels
+    assert not gpu_stage.ignored(repo)
+    path = gpu_stage.exclude(repo)
+    gpu_stage.exclude(repo)
+    assert path.read_text().splitlines().count("/.gpu/") == 1 and gpu_stage.ignored(repo)
+    assert gpu_stage.ignored(REPO)  # this repository's .gitignore: the staged folder is never committed
+    (repo / ".gpu" / "data").mkdir(parents=True)
+    (repo / ".gpu" / "data" / "f.bin").write_bytes(b"z" * 1000)
+    t = gpu_stage.travel_bytes(repo, [".gpu"])
+    assert (t["tracked_bytes"], t["untracked_not_ignored_bytes"], t["carried_bytes"]) == (100, 10, {".gpu": 1000})
+    assert t["total_bytes"] == 1110 and t["fits"] and t["untracked_files"] == ["b.txt"]
+    assert len(gpu_stage.commit_of(repo)) == 40  # clean: no "+dirty" (untracked files do not count)
+
+
+def test_device_call_fits_the_tool_and_the_check_accepts_it():
+    call = gpu_stage.device_call()
+    assert call["command_chars"] <= 2000 and call["carry"] == [".gpu"]
+    cmd = call["command"]
+    budget = float(cmd.split("--budget-s")[1].split()[0])
+    assert budget <= 8 * 60 and call["timeout_s"] >= budget + 60 and call["timeout_s"] <= 600
+    assert "--target /tmp/site .gpu/whl/*.whl" in cmd and "KDLIB_DATA=$PWD/.gpu/data" in cmd
+    assert "tools/gpu_check.py --device cuda --out \"$OUT\"" in cmd

@@ -1,0 +1,838 @@
+"""The GPU check of issue 20: ONE prepared run, at most ~8 minutes, that a session with a GPU launches at once.
+
+    python tools/gpu_check.py --device cuda --out $OUT [--budget-s 460] [--column-workers 10] [--tf32 off]
+    python tools/gpu_check.py --device cpu --out DIR       # the dry run CI runs (tiny sizes, a few steps)
+
+How to stage the data and wheels and the exact device call: ``tools/gpu_stage.py`` (its docstring).
+
+Stages, each time-boxed and run in its own process (a crash, a hang or a CUDA error in one is written down and the
+next stage still runs); ``results-cuda.json`` is rewritten after every stage, so a run killed at any point leaves
+the stages it finished:
+
+1. ``environment``: GPU name, driver and memory (``nvidia-smi``), compute capability and multiprocessors, python,
+   torch, CUDA, cuDNN, the versions of the carried packages, the commit (``.gpu/COMMIT`` when the tree travels
+   without ``.git``), the TF32 flags the run uses.
+2. ``tests``: pytest on the CUDA-marked tests (``tests/test_cuda.py`` and every test marked ``cuda``) and the two
+   tests with a CUDA branch; counts and failures from its JUnit XML.
+3. ``step_times``, per image dataset (one process each): the student's step one by one (:func:`kdlib.train.
+   train_student`, the Tuner's shared-forward step) and stacked (:func:`kdlib.train.train_students_stacked`,
+   ``--seeds`` runs as one vmapped model), fixed metaparameters and tuned (gradient and proposed, with the finite
+   difference of the authors' protocol and with the unrolled estimator), at the paper profile's student and batch
+   size on random tensors of the datasets' shapes (the real data cannot travel; a step's cost does not depend on
+   the pixel values). Each time is a difference of two whole training runs through the loop, of N1 and N2 steps,
+   after a warm-up run: ``step = (T(N2) - T(N1)) / (N2 - N1)``, timed with CUDA events (and the wall clock), so
+   that the loop's own per-step work (batch slicing, stacking) is in it and the set-up and the one evaluation
+   at the end of each run cancel; ``eval = T(N1) - N1 * step`` is the cost of one evaluation on the paper-size
+   test and validation sets (plus the run's set-up). The same pair of runs under ``torch.profiler`` gives the
+   device's busy time per step (the union of the kernels' and copies' intervals), and the ``busy fraction =
+   busy time per step / step``; under ``torch.cuda.set_sync_debug_mode("warn")`` it counts the host
+   synchronisations per step. Peak memory is that of the N2 run. A stacked variant the engine does not implement
+   is reported as ``unsupported`` with the engine's reason. N1 = 5, N2 = 25: the 20 steps between them are one
+   whole cycle of Algorithm 1 (e1 + e2 = 20), so the proposed method's step is its mean over both phases.
+4. ``projection``: the time of each Table 2 column and of the whole table (formula below).
+5. ``column``: if the budget allows, the reduced CIFAR-10 column under the authors' protocol
+   (:func:`kdlib.experiments.protocol.authors_protocol`, ``--set engine=stacked``), gradient-based first, through the
+   CLI on the GPU, with ``--column-workers`` processes; its records are packed into ``authors-cuda.tar.gz``
+   (``cifar10_reduced/authors-cuda/runs/*.json``) and the final branch of each tuned run is compared with the CPU
+   archive's run of the same seed (``archive/cifar10_reduced/authors/runs``).
+
+**Projection formula** (per column c = dataset, method m of Table 2 under the authors' protocol, R = 10 runs):
+
+    steps(m)  = epochs(m) * ceil(n(m) / batch_size),  n(m) = |D_train| = |D| - |D| // 10 for the methods that tune on
+                D_val (gradient, proposed, hyperopt), |D| for the others (|D| = 60,000 / 12,800 / 50,000)
+    evals(m)  = the epochs after which a run evaluates (eval_every = 5: epochs 0, 4, 9, ...; kdlib.train.evaluates_after)
+    trainings(m) = hyperopt_evals (5) for hyperopt, else 1
+    one run     = steps(m) * step + evals(m) * eval
+    one_by_one: T(c) = sum_m R * trainings(m) * one run (one-by-one step and eval)
+    stacked:    T(c) = sum_m ceil(R / S) * trainings(m) * one run (stacked step and eval of S = --seeds runs)
+
+with ``step`` the measured step of the method's variant (fixed for no distillation, naive, random and hyperopt's
+trials; gradient_fd / proposed_fd for the tuned methods). Three projections are given: ``one_by_one`` (every run
+alone), ``today`` (what ``--set engine=stacked`` runs now: the stacked step where the engine implements the
+method, one by one elsewhere, hyperopt one by one) and ``all_stacked`` (every method stacked, hyperopt's k-th
+trials of all seeds as one stacked model; where the stacked finite difference is not implemented yet, the
+stacked unrolled step stands in for it, and the column says so). Table 2 = the sum over the three image columns;
+the synthetic column runs on the CPU's batched engine in seconds and is left out.
+
+**After the run** (on the session's machine): ``results-cuda.json`` goes to ``benchmarks/results-cuda.json`` and
+``tar xzf authors-cuda.tar.gz -C archive/`` gives ``archive/cifar10_reduced/authors-cuda/runs/``.
+
+Everything is written to ONE folder (``--out``, ``$OUT`` on the device machine), at most 6 files, none in
+sub-folders: ``results-cuda.json``, ``gpu_check.log`` (this run's whole output), ``pytest-cuda.xml``,
+``nvidia-smi.txt``, ``authors-cuda.tar.gz`` (records, if the column ran). kdlib is imported inside the stages
+only (each stage is a child process): a missing package fails that stage, with its error in the JSON, not the run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # kdlib from this checkout's source
+
+import torch  # noqa: E402  (after the path: the device machine runs kdlib from source)
+
+SCHEMA = 1
+DATASETS = ("cifar10_reduced", "cifar10", "fashion_mnist")
+TF32_ENV = "KDLIB_GPU_CHECK_TF32"  # "off": float32 products in float32 in this process and the ones it starts
+# variant -> (method, protocol, estimator override): what one step of each Table 2 method costs
+VARIANTS: dict[str, tuple[str, str, str | None]] = {
+    "fixed": ("naive", "authors", None),  # no distillation, naive, random and every hyperopt trial
+    "gradient_fd": ("gradient", "authors", None),  # the authors' protocol: finite difference, per-epoch reset, KL
+    "proposed_fd": ("proposed", "authors", None),
+    "gradient_unrolled": ("gradient", "defaults", "unrolled"),  # what the stacked tuned engine implements today
+    "proposed_unrolled": ("proposed", "defaults", "unrolled"),
+}
+METHOD_VARIANT = {"no_distillation": "fixed", "naive": "fixed", "random": "fixed", "hyperopt": "fixed",
+                  "gradient": "gradient_fd", "proposed": "proposed_fd"}
+STACKED_STANDIN = {"gradient_fd": "gradient_unrolled", "proposed_fd": "proposed_unrolled"}
+# the column's CLI invocations, in order: the headline (gradient-based) first
+COLUMN_ORDER: tuple[tuple[str, ...], ...] = (("gradient",), ("no_distillation", "naive", "random"), ("proposed",),
+                                             ("hyperopt",))
+FILES = ("results-cuda.json", "gpu_check.log", "pytest-cuda.xml", "nvidia-smi.txt", "authors-cuda.tar.gz")
+CUDA_TEST_NODES = ("tests/test_cuda.py", "tests/test_hypergrad_optimizers.py::test_no_host_sync_on_cuda",
+                   "tests/test_hypergrad_state.py::test_generator_gives_fresh_reproducible_seeds_and_default_is_fixed",
+                   "tests/test_trajectory.py::test_device_and_dtype_preserved_and_no_numpy")
+
+
+def apply_tf32_from_env() -> None:
+    """TF32 off when ``$KDLIB_GPU_CHECK_TF32`` is "off". Runs at import: the runner's spawned workers import this
+    file as their main module, so the column's workers get the flags too."""
+    if os.environ.get(TF32_ENV) == "off":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+apply_tf32_from_env()
+
+
+# ------------------------------------------------------------------------------------------------ plumbing
+class Log:
+    """Progress lines with the elapsed time, to stdout and to ``gpu_check.log``."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.t0 = time.monotonic()
+        self.fh = open(path, "a", buffering=1) if path is not None else None
+        self.lock = threading.Lock()
+
+    def raw(self, line: str) -> None:
+        with self.lock:
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+            sys.stdout.flush()
+            if self.fh is not None:
+                self.fh.write(line if line.endswith("\n") else line + "\n")
+
+    def __call__(self, msg: str) -> None:
+        self.raw(f"[gpu_check +{time.monotonic() - self.t0:6.1f}s] {msg}")
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+def run_child(cmd: list[str], log: Log, timeout: float, env: dict[str, str] | None = None,
+              cwd: Path = REPO) -> tuple[int | None, float]:
+    """Run ``cmd`` in its own process group, copying its output line by line into the log; kill the group at
+    ``timeout`` seconds. Returns (exit code or None when killed, seconds)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, start_new_session=True)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.raw("    " + line.rstrip("\n"))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        rc: int | None = proc.wait(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        log(f"  time box of {timeout:.0f} s reached: stopping {cmd[1:3]}")
+        try:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        rc = None
+    reader.join(timeout=5)
+    return rc, time.monotonic() - t0
+
+
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    if args.tf32 == "off":
+        env[TF32_ENV] = "off"
+    commit = REPO / ".gpu" / "COMMIT"
+    if commit.is_file() and not (REPO / ".git").exists() and "KDLIB_RUN_COMMIT" not in env:
+        env["KDLIB_RUN_COMMIT"] = commit.read_text().strip()  # the tree travelled without .git
+    return env
+
+
+# ------------------------------------------------------------------------------------------ 1. environment
+def package_versions(names: tuple[str, ...] = ("torch", "torchvision", "numpy", "scipy", "pandas", "hyperopt",
+                                                "higher", "networkx", "cloudpickle", "tqdm", "pytest")
+                     ) -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def environment(device: str, out: Path) -> dict[str, Any]:
+    env: dict[str, Any] = dict(python=sys.version.split()[0], executable=sys.executable, platform=platform.platform(),
+                               cpu_count=os.cpu_count(), torch=torch.__version__, cuda=torch.version.cuda,
+                               cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                               cuda_available=torch.cuda.is_available(), packages=package_versions(),
+                               tf32=dict(cudnn=bool(torch.backends.cudnn.allow_tf32),
+                                         matmul=bool(torch.backends.cuda.matmul.allow_tf32)),
+                               kdlib_data=os.environ.get("KDLIB_DATA"))
+    commit_file = REPO / ".gpu" / "COMMIT"
+    env["commit"] = (os.environ.get("KDLIB_RUN_COMMIT") or (commit_file.read_text().strip() if commit_file.is_file()
+                                                          else None))
+    if device == "cuda" and torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env["gpu"] = dict(name=p.name, capability=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count,
+                          memory_gib=round(p.total_memory / 2**30, 2), count=torch.cuda.device_count())
+    try:
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                            "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        env["nvidia_smi_query"] = q.stdout.strip() or q.stderr.strip()
+        if q.returncode == 0 and q.stdout.strip():
+            env["driver"] = q.stdout.strip().splitlines()[0].split(",")[1].strip()
+        full = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30)
+        (out / "nvidia-smi.txt").write_text(full.stdout + full.stderr)
+    except (OSError, subprocess.SubprocessError) as exc:
+        env["nvidia_smi_query"] = f"not available: {type(exc).__name__}: {exc}"
+    return env
+
+
+# ------------------------------------------------------------------------------------------------ 2. tests
+def junit_summary(path: Path) -> dict[str, Any]:
+    """Counts and the failed tests (with the first lines of their message) from pytest's JUnit XML."""
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    failed = []
+    for case in root.iter("testcase"):
+        for tag in ("failure", "error"):
+            el = case.find(tag)
+            if el is not None:
+                msg = (el.get("message") or el.text or "").strip().splitlines()
+                failed.append(dict(test=f"{case.get('classname')}::{case.get('name')}", kind=tag,
+                                   message=" | ".join(msg[:3])[:500]))
+    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    return dict(counts, failed=failed)
+
+
+def run_tests(args: argparse.Namespace, log: Log, timeout: float) -> dict[str, Any]:
+    xml = args.out / "pytest-cuda.xml"
+    cmd = [sys.executable, "-m", "pytest", *CUDA_TEST_NODES, "-q", "-rfEs", "-p", "no:cacheprovider",
+           f"--junitxml={xml}"]
+    if importlib.util.find_spec("pytest_timeout") is not None:  # one hanging test must not cost the others
+        cmd.append("--timeout=150")
+    rc, secs = run_child(cmd, log, timeout, env=child_env(args))
+    res: dict[str, Any] = dict(command=" ".join(cmd[1:]), rc=rc, seconds=round(secs, 1))
+    if xml.is_file():
+        res.update(junit_summary(xml))
+    res["status"] = "ok" if rc == 0 else ("timed out" if rc is None else "failed")
+    return res
+
+
+# ------------------------------------------------------------------------------------------- 3. step times
+class Clock:
+    """Seconds of a call: CUDA events around it (and the wall clock), synchronised only outside it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def time(self, fn: Callable[[], Any]) -> tuple[float, float]:
+        """(event seconds, wall seconds); on the CPU both are the wall clock."""
+        self.sync()
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            w0 = time.perf_counter()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0, time.perf_counter() - w0
+        w0 = time.perf_counter()
+        fn()
+        w = time.perf_counter() - w0
+        return w, w
+
+    def busy(self, fn: Callable[[], Any]) -> float | None:
+        """Seconds the device was busy during ``fn`` (union of the kernels' and copies' intervals,
+        ``torch.profiler``); None on the CPU."""
+        if not self.cuda:
+            return None
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        self.sync()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            self.sync()
+        spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                       if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+        total, cur_s, cur_e = 0.0, None, None
+        for s, e in spans:
+            if cur_e is None or s > cur_e:
+                if cur_e is not None:
+                    total += cur_e - cur_s
+                cur_s, cur_e = s, e
+            else:
+                cur_e = max(cur_e, e)
+        if cur_e is not None:
+            total += cur_e - cur_s
+        return total / 1e6  # microseconds
+
+    def syncs(self, fn: Callable[[], Any]) -> int | None:
+        """Host synchronisations during ``fn`` (``torch.cuda.set_sync_debug_mode("warn")``); None on the CPU."""
+        if not self.cuda:
+            return None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fn()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
+def _sizes(dataset: str, dry: bool) -> dict[str, Any]:
+    from kdlib.experiments.profiles import PAPER_IMAGES
+
+    n = PAPER_IMAGES[dataset]
+    if dry:
+        return dict(n_val=16, n_test=16, n1=1, n2=2, repeats=1, batch_size=8)
+    return dict(n_val=n // 10, n_test=10_000, n1=5, n2=25, repeats=2, batch_size=None)
+
+
+def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Log,
+                  flush: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
+    """Step times of every variant, one by one and stacked, on ``dataset``'s shapes (module docstring);
+    ``flush(partial)`` after each measurement, so that a run stopped at its time box keeps what it measured."""
+    from kdlib.experiments.protocol import authors_protocol
+    from kdlib.experiments.profiles import resolve_config
+    from kdlib.methods import fixed_tuner, get_method
+    from kdlib.models import make_student
+    from kdlib.train import Problem, Split, make_tuner, train_student, train_students_stacked
+
+    device = torch.device(device_name)
+    clock = Clock(device)
+    sz = _sizes(dataset, dry)
+    shape = (1, 28, 28) if dataset == "fashion_mnist" else (3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+
+    def draw(n: int, teacher: bool) -> Split:
+        x = torch.randn(n, *shape, generator=g).to(device)
+        y = torch.randint(0, 10, (n,), generator=g).to(device)
+        return Split(x, y, (3 * torch.randn(n, 10, generator=g)).to(device) if teacher else None)
+
+    def config(variant: str, seed: int):
+        method, protocol, estimator = VARIANTS[variant]
+        over: dict[str, Any] = dict(authors_protocol(method, dataset)) if protocol == "authors" else {}
+        if estimator is not None:
+            over["estimator"] = estimator
+        # one epoch of n steps; lr 0.1 keeps random data finite (a step's cost does not depend on lr)
+        over.update(epochs=1, lr=0.1, lr_step_epochs=None, eval_every=1, device=device_name)
+        if sz["batch_size"]:
+            over["batch_size"] = sz["batch_size"]
+        return resolve_config(dataset, method, "paper", seed=seed, **over)
+
+    cfg0 = config("fixed", 0)
+    bs = int(cfg0.batch_size)
+    val, test = draw(sz["n_val"], False), draw(sz["n_test"], False)
+    trains = {n: draw(n * bs, True) for n in (sz["n1"], sz["n2"])}
+
+    def problem(n: int) -> Problem:
+        return Problem(train=trains[n], val=val, test=test, make_student=lambda: make_student(dataset))
+
+    def one_call(variant: str, engine: str) -> Callable[[int], Any]:
+        method = VARIANTS[variant][0]
+        m = get_method(method)
+        if engine == "one_by_one":
+            cfg = config(variant, 0)
+            init = m.initial(cfg)
+            if variant == "fixed":
+                return lambda n: train_student(cfg, problem(n), fixed_tuner(init))
+            return lambda n: train_student(cfg, problem(n), lambda o, s: make_tuner(s, o, init, m.schedule))
+        cfgs = [config(variant, s) for s in range(seeds)]
+        values = torch.stack([m.initial(c).detach().float().cpu() for c in cfgs])
+        schedule = "fixed" if variant == "fixed" else m.schedule
+        return lambda n: train_students_stacked(cfgs, problem(n), values, schedule=schedule)
+
+    out: dict[str, Any] = dict(setup=dict(
+        dataset=dataset, device=device_name, student=type(make_student(dataset)).__name__, batch_size=bs,
+        input_shape=list(shape), seeds_stacked=seeds, n1=sz["n1"], n2=sz["n2"], repeats=sz["repeats"],
+        n_val=sz["n_val"], n_test=sz["n_test"], data="random tensors of the dataset's shapes",
+        lr="0.1 (random data; the cost of a step does not depend on it)"), variants={})
+    n1, n2 = sz["n1"], sz["n2"]
+    for variant in VARIANTS:
+        out["variants"][variant] = {}
+        for engine in ("one_by_one", "stacked"):
+            t0 = time.monotonic()
+            try:
+                run = one_call(variant, engine)
+                if not dry:
+                    run(n1)  # warm-up: cuDNN's choices, allocations, vmap's first trace
+                t1s, t2s, w1s, w2s = [], [], [], []
+                peak = None
+                for _ in range(sz["repeats"]):
+                    e1, w1 = clock.time(lambda: run(n1))
+                    if clock.cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                    e2, w2 = clock.time(lambda: run(n2))
+                    if clock.cuda:
+                        peak = torch.cuda.max_memory_allocated() / 2**20
+                    t1s.append(e1), t2s.append(e2), w1s.append(w1), w2s.append(w2)
+                step = (min(t2s) - min(t1s)) / (n2 - n1)
+                step_wall = (min(w2s) - min(w1s)) / (n2 - n1)
+                res: dict[str, Any] = dict(step_ms=round(1e3 * step, 4), step_ms_wall=round(1e3 * step_wall, 4),
+                                           eval_s=round(max(min(t1s) - n1 * step, 0.0), 5),
+                                           run_s=dict(n1=[round(t, 5) for t in t1s], n2=[round(t, 5) for t in t2s]),
+                                           peak_memory_mib=None if peak is None else round(peak, 1),
+                                           noisy=bool(step <= 0 or step_wall <= 0))  # a difference lost in noise
+                try:  # the profiler's reading is extra: its failure keeps the step time
+                    b1, b2 = clock.busy(lambda: run(n1)), clock.busy(lambda: run(n2))
+                    if b1 is not None and b2 is not None:
+                        busy = (b2 - b1) / (n2 - n1)
+                        res.update(busy_ms_per_step=round(1e3 * busy, 4),
+                                   busy_fraction=round(busy / step, 4) if step > 0 else None)
+                except Exception as exc:  # noqa: BLE001
+                    res["busy_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                try:
+                    s1, s2 = clock.syncs(lambda: run(n1)), clock.syncs(lambda: run(n2))
+                    if s1 is not None and s2 is not None:
+                        res["syncs_per_step"] = round((s2 - s1) / (n2 - n1), 3)
+                except Exception as exc:  # noqa: BLE001
+                    res["syncs_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                res["seconds"] = round(time.monotonic() - t0, 2)
+                log(f"  {dataset} {variant:17s} {engine:10s} step {res['step_ms']:9.3f} ms"
+                    + (f", busy {res['busy_fraction']}" if res.get("busy_fraction") is not None else "")
+                    + (f", syncs/step {res['syncs_per_step']}" if "syncs_per_step" in res else ""))
+            except Exception as exc:  # noqa: BLE001 - a measurement reports its error, the others still run
+                if engine == "stacked" and isinstance(exc, ValueError) and "stacked" in str(exc):
+                    res = dict(unsupported=str(exc)[:400])  # the stacked engine says what it does not implement
+                    log(f"  {dataset} {variant:17s} {engine:10s} unsupported: {str(exc)[:100]}")
+                    out["variants"][variant][engine] = res
+                    flush(out)
+                    continue
+                res = dict(error=f"{type(exc).__name__}: {exc}"[:600], traceback=traceback.format_exc()[-2000:])
+                log(f"  {dataset} {variant:17s} {engine:10s} ERROR {type(exc).__name__}: {str(exc)[:200]}")
+            out["variants"][variant][engine] = res
+            flush(out)
+    return out
+
+
+def column_protocol(dataset: str) -> dict[str, dict[str, Any]]:
+    """Per method of Table 2 under the authors' protocol at the paper profile: steps, evaluations and trainings of
+    one run, and whether ``--set engine=stacked`` runs it stacked today."""
+    from kdlib.experiments.protocol import authors_protocol
+    from kdlib.experiments.profiles import PAPER_IMAGES, profile_seeds, resolve_config
+    from kdlib.methods import get_method
+    from kdlib.names import METHOD_NAMES
+    from kdlib.train import evaluates_after
+
+    try:
+        from kdlib.experiments.runner import stacked_supports
+    except ImportError:  # the loop refactor may move the decision; then the measured support decides
+        stacked_supports = None  # type: ignore[assignment]
+    out = {}
+    for m in METHOD_NAMES:
+        cfg = resolve_config(dataset, m, "paper", 0, **authors_protocol(m, dataset), engine="stacked")
+        n_full = PAPER_IMAGES[dataset]
+        n = n_full - n_full // 10 if get_method(m).uses_val_split else n_full
+        epochs = int(cfg.epochs)
+        out[m] = dict(epochs=epochs, batch_size=int(cfg.batch_size), n_train=n,
+                      steps=epochs * math.ceil(n / int(cfg.batch_size)),
+                      evals=sum(evaluates_after(e, epochs, cfg.log_every, cfg.eval_every) for e in range(epochs)),
+                      trainings=int(cfg.hyperopt_evals) if m == "hyperopt" else 1,
+                      runs=profile_seeds("paper", dataset), estimator=cfg.estimator, variant=METHOD_VARIANT[m],
+                      stacked_today=None if stacked_supports is None else bool(stacked_supports(cfg)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- 4. projection
+def _timing(variants: dict[str, Any], variant: str, engine: str) -> tuple[float, float] | None:
+    r = variants.get(variant, {}).get(engine, {})
+    return (r["step_ms"] / 1e3, r["eval_s"]) if "step_ms" in r else None
+
+
+def project(step_times: dict[str, Any], seeds: int) -> dict[str, Any]:
+    """The projected time of each column and of Table 2 (module docstring's formula)."""
+    per_column: dict[str, Any] = {}
+    totals = {"one_by_one": 0.0, "today": 0.0, "all_stacked": 0.0}
+    missing: list[str] = []
+    for dataset, res in step_times.items():
+        if "variants" not in res:
+            missing.append(dataset)
+            continue
+        variants = res["variants"]
+        col: dict[str, Any] = {"per_method": {}, "notes": []}
+        sums = {k: 0.0 for k in totals}
+        for m, p in (res.get("column_protocol") or column_protocol(dataset)).items():
+            v = p["variant"]
+            one = _timing(variants, v, "one_by_one")
+            stacked = _timing(variants, v, "stacked")
+            standin = None
+            if stacked is None and v in STACKED_STANDIN:
+                standin = _timing(variants, STACKED_STANDIN[v], "stacked")
+            if one is None:
+                missing.append(f"{dataset}/{m}")
+                continue
+            groups = math.ceil(p["runs"] / seeds)
+
+            def cost(t: tuple[float, float], count: int) -> float:
+                return count * p["trainings"] * (p["steps"] * t[0] + p["evals"] * t[1])
+
+            t_one = cost(one, p["runs"])
+            stacked_today = p["stacked_today"] if p["stacked_today"] is not None else (
+                stacked is not None and m != "hyperopt")
+            t_today = cost(stacked, groups) if (stacked_today and stacked is not None) else t_one
+            best = stacked if stacked is not None else standin
+            t_all = cost(best, groups) if best is not None else t_one
+            if stacked is None and standin is not None:
+                col["notes"].append(f"{m}: the stacked {v} step is not implemented; all_stacked uses the stacked "
+                                    f"{STACKED_STANDIN[v]} step in its place")
+            col["per_method"][m] = dict(variant=v, steps=p["steps"], evals=p["evals"], trainings=p["trainings"],
+                                        runs=p["runs"], one_by_one_s=round(t_one, 1), today_s=round(t_today, 1),
+                                        all_stacked_s=round(t_all, 1), stacked_today=bool(stacked_today))
+            sums["one_by_one"] += t_one
+            sums["today"] += t_today
+            sums["all_stacked"] += t_all
+        col.update({f"{k}_min": round(v / 60, 2) for k, v in sums.items()})
+        per_column[dataset] = col
+        for k in totals:
+            totals[k] += sums[k]
+    busy = [r["variants"][v]["stacked"].get("busy_fraction") for r in step_times.values() if "variants" in r
+            for v in r["variants"] if isinstance(r["variants"][v].get("stacked"), dict)]
+    busy = [b for b in busy if b is not None]
+    table2 = {k: round(v / 60, 2) for k, v in totals.items()}
+    return dict(formula=("steps(m) = epochs(m) * ceil(n(m) / batch_size); run = steps * step + evals * eval; "
+                         "column = sum_m count(m) * trainings(m) * run, count = runs (one by one) or ceil(runs / S) "
+                         "(stacked, S seeds per model); Table 2 = the three image columns (synthetic: CPU, seconds)"),
+                seeds_stacked=seeds, per_column=per_column, table2_min=table2,
+                target=dict(table2_all_stacked_le_30_min=(table2["all_stacked"] <= 30) if not missing else None,
+                            stacked_busy_fraction_min=min(busy) if busy else None,
+                            stacked_busy_ge_80=(min(busy) >= 0.8) if busy else None),
+                incomplete=missing)
+
+
+# --------------------------------------------------------------------------------------------- 5. column
+def column_invocations() -> list[tuple[str, ...]]:
+    """:data:`COLUMN_ORDER` split so that the methods of one CLI invocation share the authors' protocol flags (the
+    random baseline has its own ``random_law``)."""
+    from kdlib.experiments.protocol import authors_protocol
+
+    out: list[tuple[str, ...]] = []
+    for group in COLUMN_ORDER:
+        by_flags: dict[str, list[str]] = {}
+        for m in group:
+            by_flags.setdefault(json.dumps(authors_protocol(m, "cifar10_reduced"), sort_keys=True), []).append(m)
+        out += [tuple(ms) for ms in by_flags.values()]
+    return out
+
+
+def column_command(methods: tuple[str, ...], out_dir: Path, device: str, workers: int, dry: bool) -> list[str]:
+    """The ``kdlib run`` of the reduced CIFAR-10 column's ``methods`` under the authors' protocol on ``device``,
+    started through this file (so that the workers take the TF32 flags)."""
+    from kdlib.experiments.protocol import authors_protocol
+
+    flags = {json.dumps(authors_protocol(m, "cifar10_reduced"), sort_keys=True) for m in methods}
+    if len(flags) != 1:
+        raise ValueError(f"{methods}: the authors' protocol differs between these methods; run them apart")
+    sets = {**authors_protocol(methods[0], "cifar10_reduced"), "engine": "stacked"}
+    if dry:
+        sets.update(epochs=1, n_train=40, n_test=20, hyperopt_evals=2)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--kdlib", "run", "--dataset", "cifar10_reduced",
+           "--methods", ",".join(methods), "--profile", "smoke" if dry else "paper", "--seeds", "2" if dry else "10",
+           "--device", device, "--workers", str(workers), "--no-progress", "--out", str(out_dir)]
+    return cmd + [f"--set={k}={v}" for k, v in sets.items()]
+
+
+def column_data_missing() -> str | None:
+    """Why the reduced CIFAR-10 column cannot run here (no data or no authors' logits), or None."""
+    from kdlib.paths import data_root
+    from kdlib.teachers.authors import authors_logits_path
+
+    root = data_root(None)
+    need = [root / "cifar10" / "train.npz", root / "cifar10" / "test.npz", authors_logits_path("authors_resnet")]
+    absent = [str(p) for p in need if not p.is_file()]
+    return f"not found: {', '.join(absent)} (stage them: tools/gpu_stage.py)" if absent else None
+
+
+def branches(out_dir: Path) -> dict[str, Any]:
+    """Final branch of each tuned GPU run against the CPU archive's run of the same method and seed."""
+    from kdlib.analysis.archive import branch_of
+    from kdlib.experiments.protocol import archive_dir
+
+    def final(rec: dict[str, Any]) -> tuple[str, float | None]:
+        if rec["summary"].get("status") != "ok" or not rec["history"]:
+            return "diverged", None
+        return branch_of(1.0 - float(rec["history"][-1]["lambda1"])), rec["summary"].get("final_accuracy")
+
+    cpu_dir = archive_dir("cifar10_reduced", "authors", REPO / "archive")
+    rows, same = [], {}
+    for path in sorted((out_dir / "runs").glob("*.json")):
+        rec = json.loads(path.read_text())
+        m, s = rec["config"]["method"], rec["config"]["seed"]
+        if m not in ("gradient", "proposed"):
+            continue
+        ref = sorted(cpu_dir.glob(f"cifar10_reduced__{m}__seed{s}__*.json"))
+        gb, ga = final(rec)
+        row: dict[str, Any] = dict(method=m, seed=s, gpu_branch=gb, gpu_accuracy=ga)
+        if ref:
+            cb, ca = final(json.loads(ref[0].read_text()))
+            row.update(cpu_branch=cb, cpu_accuracy=ca, same_branch=gb == cb)
+            same.setdefault(m, [0, 0])
+            same[m][0] += gb == cb
+            same[m][1] += 1
+        rows.append(row)
+    return dict(runs=rows, same_branch={m: f"{a}/{b}" for m, (a, b) in same.items()},
+                target="the gradient-based runs end on the CPU archive's branch in >= 8/10")
+
+
+def run_column(args: argparse.Namespace, log: Log, deadline: float) -> dict[str, Any]:
+    """Stage 5 in a temporary folder (removed after; the records leave in the tarball): :func:`_run_column`."""
+    work = Path(tempfile.mkdtemp(prefix="kdlib-column-"))
+    try:
+        return _run_column(args, log, deadline, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_column(args: argparse.Namespace, log: Log, deadline: float, work: Path) -> dict[str, Any]:
+    """Stage 5. A dry run runs the same commands at the smoke profile on a few images when the data are there,
+    and only plans them (configs checked, nothing computed) when they are not (CI)."""
+    res: dict[str, Any] = dict(status="not run", invocations=[])
+    why = column_data_missing()
+    out_dir = work / "cifar10_reduced" / "authors-cuda"
+    if why and not args.dry_run:
+        res.update(status="skipped", reason=why)
+        return res
+    if why:  # a dry run without the data: plan and check the configs, compute nothing
+        from kdlib.experiments.runner import plan
+
+        for methods in column_invocations():
+            cmd = column_command(methods, out_dir, args.device, 1, True)
+            n = len(plan("cifar10_reduced", list(methods), 2, "smoke", args.device,
+                         {k: v for a in cmd if a.startswith("--set=") for k, v in [_parse_set(a[6:])]}))
+            res["invocations"].append(dict(methods=list(methods), command=" ".join(cmd[1:]), planned_runs=n))
+        res.update(status="planned", reason=why)
+        return res
+    workers = min(args.column_workers, 2) if args.dry_run else args.column_workers
+    for methods in column_invocations():
+        left = deadline - time.monotonic()
+        if left < 30:
+            res["invocations"].append(dict(methods=list(methods), skipped=f"{left:.0f} s left"))
+            continue
+        before = len(list((out_dir / "runs").glob("*.json")))
+        cmd = column_command(methods, out_dir, args.device, workers, args.dry_run)
+        log(f"column: {','.join(methods)} ({left:.0f} s left)")
+        rc, secs = run_child(cmd, log, left - 15, env=child_env(args))
+        made = len(list((out_dir / "runs").glob("*.json"))) - before
+        inv = dict(methods=list(methods), command=" ".join(cmd[1:]), rc=rc, seconds=round(secs, 1), records=made)
+        if rc not in (0, None) and made == 0 and workers > 1 and deadline - time.monotonic() > 60:
+            log("column: no record came back with workers; once more with --workers 1")
+            cmd = column_command(methods, out_dir, args.device, 1, args.dry_run)
+            rc, secs = run_child(cmd, log, deadline - time.monotonic() - 15, env=child_env(args))
+            inv.update(retry_workers_1=dict(rc=rc, seconds=round(secs, 1),
+                                            records=len(list((out_dir / "runs").glob("*.json"))) - before))
+        res["invocations"].append(inv)
+    records = sorted((out_dir / "runs").glob("*.json"))
+    res.update(status=("ran" if records else "no records") + (" (dry run: smoke profile)" if args.dry_run else ""),
+               records=len(records), workers=workers)
+    if records:
+        tar = args.out / "authors-cuda.tar.gz"
+        with tarfile.open(tar, "w:gz") as tf:
+            for p in records:
+                tf.add(p, arcname=f"cifar10_reduced/authors-cuda/runs/{p.name}")
+        res["tarball"] = tar.name
+        res["tarball_bytes"] = tar.stat().st_size
+        try:
+            res["branches"] = branches(out_dir)
+        except Exception as exc:  # noqa: BLE001
+            res["branches"] = dict(error=f"{type(exc).__name__}: {exc}")
+    return res
+
+
+def _parse_set(text: str) -> tuple[str, Any]:
+    import ast
+
+    k, v = text.split("=", 1)
+    try:
+        return k, ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return k, v
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def stage_child(args: argparse.Namespace) -> int:
+    """``--stage bench --dataset D``: one dataset's step times as JSON into ``--stage-out``."""
+    log = Log(None)
+    out: dict[str, Any] = {}
+    for ds in args.dataset.split(","):
+        t0 = time.monotonic()
+        def flush(partial: dict[str, Any], ds: str = ds) -> None:
+            write_json(Path(args.stage_out), {**out, ds: dict(partial, complete=False)})
+
+        try:
+            out[ds] = dict(bench_dataset(ds, args.device, args.seeds, args.dry_run, log, flush), complete=True)
+        except Exception as exc:  # noqa: BLE001 - written down for the parent
+            out[ds] = dict(error=f"{type(exc).__name__}: {exc}"[:800], traceback=traceback.format_exc()[-3000:])
+        out[ds]["seconds"] = round(time.monotonic() - t0, 1)
+        write_json(Path(args.stage_out), out)  # what is done survives a kill at the time box
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--kdlib"]:  # the CLI, in a process that took the TF32 flags
+        from kdlib.cli import main as kdlib_main
+
+        return int(kdlib_main(argv[1:]) or 0)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--out", default=os.environ.get("OUT") or "gpu-check-out")
+    ap.add_argument("--budget-s", type=float, default=460.0, help="the whole run's time budget (seconds)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="tiny sizes, a few steps, the column at the smoke profile on a few images if its data are "
+                         "there, else only planned (implied by --device cpu)")
+    ap.add_argument("--seeds", type=int, default=10, help="runs per stacked model (the paper: 10 seeds)")
+    ap.add_argument("--column-workers", type=int, default=10, help="processes of the column run (one GPU)")
+    ap.add_argument("--no-column", action="store_true", help="skip stage 5")
+    ap.add_argument("--no-tests", action="store_true", help="skip stage 2")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--tf32", default="off", choices=["off", "default"],
+                    help="off (default): float32 products in float32, as on the CPU; default: torch's flags")
+    ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--stage-out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        args.dry_run = True
+    if args.stage == "bench":
+        return stage_child(args)
+    if args.tf32 == "off":
+        os.environ[TF32_ENV] = "off"
+        apply_tf32_from_env()
+    if args.dry_run:
+        args.seeds = min(args.seeds, 2)
+    args.out = Path(args.out).resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    deadline = t_start + args.budget_s
+    log = Log(args.out / "gpu_check.log")
+    results: dict[str, Any] = dict(schema=SCHEMA, tool="tools/gpu_check.py", argv=argv, device=args.device,
+                                   dry_run=args.dry_run, budget_s=args.budget_s, started=utc_now(), stages={},
+                                   errors=[])
+    path = args.out / "results-cuda.json"
+
+    def stage(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.monotonic()
+        log(f"stage {name}: start ({deadline - t0:.0f} s of the budget left)")
+        try:
+            value = fn()
+            status = "ok"
+        except Exception as exc:  # noqa: BLE001 - one failure must not cost the other stages
+            value = None
+            status = "error"
+            results["errors"].append(dict(stage=name, error=f"{type(exc).__name__}: {exc}"[:1000],
+                                          traceback=traceback.format_exc()[-3000:]))
+            log(f"stage {name}: ERROR {type(exc).__name__}: {exc}")
+        results["stages"][name] = dict(status=status, seconds=round(time.monotonic() - t0, 1))
+        if value is not None:
+            results[name] = value
+        results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+        write_json(path, results)
+        log(f"stage {name}: {status} in {time.monotonic() - t0:.1f} s")
+        return value
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        results["errors"].append(dict(stage="start", error="--device cuda but torch sees no CUDA device"))
+    stage("environment", lambda: environment(args.device, args.out))
+    if not args.no_tests:
+        stage("tests", lambda: run_tests(args, log, min(200.0, max(30.0, deadline - time.monotonic() - 240))))
+
+    def step_times() -> dict[str, Any]:
+        """One child process per dataset on the GPU (a hang or crash costs one dataset); all in one in a dry run."""
+        out: dict[str, Any] = {}
+        names = [d for d in args.datasets.split(",") if d]
+        chunks = [names] if args.dry_run else [[d] for d in names]
+        for i, chunk in enumerate(chunks):
+            left = deadline - time.monotonic()
+            box = 240.0 if args.dry_run else min(150.0, max(20.0, (left - 60) / (len(chunks) - i)))
+            stage_out = args.out / ".bench.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", "bench", "--dataset", ",".join(chunk),
+                   "--device", args.device, "--seeds", str(args.seeds), "--stage-out", str(stage_out),
+                   *(["--dry-run"] if args.dry_run else [])]
+            log(f"step times: {', '.join(chunk)} (time box {box:.0f} s)")
+            rc, secs = run_child(cmd, log, box, env=child_env(args))
+            got = json.loads(stage_out.read_text()) if stage_out.is_file() else {}
+            stage_out.unlink(missing_ok=True)
+            for ds in chunk:
+                out[ds] = got.get(ds) or dict(error=f"no result (exit {rc}, "
+                                                    f"{'killed at the time box' if rc is None else 'crashed'})",
+                                              seconds=round(secs, 1))
+        return out
+
+    st = stage("step_times", step_times)
+    if st is not None:
+        stage("projection", lambda: project(st, args.seeds))
+    if not args.no_column:
+        stage("column", lambda: run_column(args, log, deadline - 10))
+    results["finished"] = utc_now()
+    results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    results["files"] = sorted(p.name for p in args.out.iterdir() if p.is_file())
+    write_json(path, results)
+    log(f"done in {results['elapsed_s']} s: {path}")
+    proj = results.get("projection", {})
+    if proj:
+        log(f"Table 2 projected (min): {proj.get('table2_min')}; target {proj.get('target')}")
+    return 0 if not results["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
