@@ -475,10 +475,8 @@ def column_protocol(dataset: str) -> dict[str, dict[str, Any]]:
     from kdlib.names import METHOD_NAMES
     from kdlib.train import evaluates_after
 
-    try:
-        from kdlib.experiments.runner import stacked_supports
-    except ImportError:  # the loop refactor may move the decision; then the measured support decides
-        stacked_supports = None  # type: ignore[assignment]
+    from kdlib.experiments.runner import choose_backend
+
     out = {}
     for m in METHOD_NAMES:
         cfg = resolve_config(dataset, m, "paper", 0, **authors_protocol(m, dataset), engine="stacked")
@@ -490,7 +488,7 @@ def column_protocol(dataset: str) -> dict[str, dict[str, Any]]:
                       evals=sum(evaluates_after(e, epochs, cfg.log_every, cfg.eval_every) for e in range(epochs)),
                       trainings=int(cfg.hyperopt_evals) if m == "hyperopt" else 1,
                       runs=profile_seeds("paper", dataset), estimator=cfg.estimator, variant=METHOD_VARIANT[m],
-                      stacked_today=None if stacked_supports is None else bool(stacked_supports(cfg)))
+                      stacked_today=choose_backend(cfg, runs=profile_seeds("paper", dataset)).backend == "stacked")
     return out
 
 
