@@ -51,10 +51,9 @@ from kdlib.hypergrad.distributed import rank_mean_of
 from kdlib.hypergrad.rules import check_clip
 from kdlib.losses import LOSS_FORMS, distillation_loss
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE, in_box
-from kdlib.names import ESTIMATORS, FD_VIRTUAL_LRS
+from kdlib.names import ESTIMATORS, FD_VIRTUAL_LRS, PLACEMENTS
 from kdlib.schedules import NonFiniteHypergradient, Schedule, check_schedule
 
-PLACEMENTS = ("before_backward", "after_backward")
 ValBatch = Union[Sequence[Tensor], Callable[[], Sequence[Tensor]]]
 
 

@@ -200,3 +200,44 @@ def test_skipped_non_finite_hypergradients_are_warned_about_once(monkeypatch):
     assert [r["summary"]["nan_skipped"] for r in recs] == [0, 1, 0]
     skipped = [str(w.message) for w in caught if "non-finite hypergradient(s) were skipped" in str(w.message)]
     assert skipped == ["synthetic__gradient__seed1: 1 non-finite hypergradient(s) were skipped"]
+
+
+AFTER_CASES = [("gradient", "finite_difference"), ("gradient", "unrolled"), ("proposed", "finite_difference"),
+               ("proposed", "unrolled"), ("naive", "finite_difference")]
+
+
+@pytest.mark.parametrize("method,estimator", AFTER_CASES)
+def test_linear_after_backward_equals_one_by_one(method, estimator):
+    # placement="after_backward": the Tuner steps from the loop's .grad and the new values act one step late;
+    # the closed form takes the same hypergradient and keeps the step's values (kdlib.train.linear.Linear.step)
+    from kdlib.experiments.runner import run_one
+
+    cfgs = _configs(method, estimator, placement="after_backward")
+    assert choose_backend(cfgs[0]).backend == "linear"
+    generic = [run_one(c) for c in cfgs]
+    fast = run_group(cfgs, "linear")
+    for g, b, c in zip(generic, fast, cfgs):
+        assert b["config"] == g["config"] == c.to_dict()
+        _assert_same_history(g["history"], b["history"])
+        assert b["summary"]["final_accuracy"] == g["summary"]["final_accuracy"]
+    if method != "naive":  # the placement changes a moving schedule's run (the values act one step late)
+        before = run_group(_configs(method, estimator), "linear")
+        assert any(abs(rb["val_loss"] - ra["val_loss"]) > 1e-6
+                   for r0, r1 in zip(before, fast) for rb, ra in zip(r0["history"][1:], r1["history"][1:]))
+    else:  # fixed values: the placement changes nothing
+        before = run_group(_configs(method, estimator), "linear")
+        assert [_strip(r["history"]) for r in before] == [_strip(r["history"]) for r in fast]
+
+
+def test_after_backward_settings_are_checked():
+    from kdlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="placement"):
+        resolve_config("synthetic", "gradient", "smoke", 0, estimator="neumann", placement="after_backward")
+    with pytest.raises(ConfigError, match="placement"):
+        resolve_config("synthetic", "gradient", "smoke", 0, placement="sideways")
+    cfg = resolve_config("fashion_mnist", "gradient", "smoke", 0, placement="after_backward", engine="stacked",
+                         estimator="unrolled", loss_form="ce")
+    from kdlib.train.stacked import unsupported as stacked_unsupported
+
+    assert "placement" in stacked_unsupported(cfg, "gradient")

@@ -16,7 +16,8 @@ Python and dispatch overhead, not arithmetic. :class:`Linear` holds S runs at on
 The loop (:func:`kdlib.train.loop.run_loop`) drives it like any backend: it steps, evaluates and logs the same
 rows; hyperopt's trials train together through :func:`kdlib.train.together.search_together`. Initial student
 weights are those of the reference backend (``torch.manual_seed(seed)`` then the problem's ``make_student()``).
-Plain full-batch SGD at a constant lr only (:func:`unsupported` says why not otherwise).
+Plain full-batch SGD at a constant lr only (:func:`unsupported` says why not otherwise); both placements of the
+Tuner's step (``placement``: before the backward, or after it with the values one step late).
 """
 from __future__ import annotations
 
@@ -252,6 +253,7 @@ class Linear:
         self.lr = float(st.lr)
         self.t_val = st.t_val
         self.estimator, self.form, self.t2_scaling = st.estimator, st.loss_form, st.t2_scaling
+        self.after_backward = getattr(st, "placement", "before_backward") == "after_backward"
         device = self.lp.f_train.device
         with torch.inference_mode():
             self.w, self.b = initial_weights(self.lp, self.seeds, device)
@@ -268,15 +270,22 @@ class Linear:
 
     @torch.inference_mode()
     def step(self, batches: list[Batch], next_val: Callable[[], Any]) -> None:
-        """One SGD step of every run on the full train set at the values the schedule picks."""
+        """One SGD step of every run on the full train set at the values the schedule picks.
+
+        ``placement="after_backward"`` (:class:`kdlib.tuner.Tuner`): the hypergradient is the same function of
+        (w, lambda) -- the loop's train gradient at the current lambda is the one eq. (3)'s virtual step takes --
+        but the real step keeps the values it was taken at, and the new values act from the next iteration."""
         lp, w, b, lr = self.lp, self.w, self.b, self.lr
 
         def hypergradient(lam_: Tensor) -> Tensor:
             return hypergradient_batched(lp, w, b, lam_, lr, self.t_val, self.estimator, self.form,
                                          self.t2_scaling)
 
+        trained_at = self.schedule.value
         lam = self.schedule.step(self.iteration, self.in_epoch, hypergradient)
-        self.values = lam
+        self.values = lam  # as the reference backend's rows: the schedule's value after this iteration
+        if self.after_backward:  # the step's gradient was taken at the values before this iteration's update
+            lam = trained_at
         z = logits(lp.f_train, w, b)
         gw, gb = param_grad(lp.f_train, train_logit_grad(z, lp.onehot_train, lp.t_train, lam, self.t2_scaling))
         self.w = torch.add(w, gw, alpha=-lr)

@@ -27,8 +27,8 @@ from torch import Tensor
 
 from kdlib.errors import ConfigError
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE
-from kdlib.names import (ESTIMATORS, FD_VIRTUAL_LRS, INIT_LAWS, LOSS_FORMS, OPTIMIZERS, PROPOSED_RESETS,
-                         RANDOM_LAWS, TEMPERATURE_PARAMS)
+from kdlib.names import (ESTIMATORS, FD_VIRTUAL_LRS, INIT_LAWS, LOSS_FORMS, OPTIMIZERS, PLACEMENTS,
+                         PROPOSED_RESETS, RANDOM_LAWS, TEMPERATURE_PARAMS)
 from kdlib.schedules import Schedule
 from kdlib.tuner import Tuner
 
@@ -67,6 +67,10 @@ class Settings:
     clamp_extrapolation: bool = True
     fd_virtual_lr: str = "current"  # finite-difference virtual step at the "current" or the "initial" lr
     temperature_param: str = "linear"  # eq. 3's step on T ("linear", the paper) or on log T ("log")
+    # where the Tuner's step sits: "before_backward" (the paper: the new values act on this very step) or
+    # "after_backward" (from the loop's own .grad, one forward and backward fewer; the values act one step late;
+    # one-step "unrolled" / "finite_difference" only)
+    placement: str = "before_backward"
     # "uniform": lambda1 ~ U(0,1), log10 T ~ U(-1,1) from default_rng(seed); "authors": the authors' sequence,
     # np.random.seed(42), run index = seed
     init_law: str = "uniform"
@@ -90,7 +94,7 @@ class Settings:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = dict(
         estimator=ESTIMATORS, optimizer=OPTIMIZERS, random_law=RANDOM_LAWS, loss_form=LOSS_FORMS,
         proposed_reset=PROPOSED_RESETS, init_law=INIT_LAWS, fd_virtual_lr=FD_VIRTUAL_LRS,
-        temperature_param=TEMPERATURE_PARAMS)
+        temperature_param=TEMPERATURE_PARAMS, placement=PLACEMENTS)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"iterations", "epochs", "batch_size", "lr_step_epochs",
                                                     "init_lambda1", "init_temperature"})
 
@@ -165,6 +169,13 @@ class Settings:
         if self.nesterov and self.momentum <= 0:
             raise fail("nesterov", "False when momentum is 0 (Nesterov needs momentum > 0)", self.nesterov,
                        "set momentum > 0 or nesterov=False")
+        if self.placement == "after_backward" and (self.estimator not in ("unrolled", "finite_difference")
+                                                   or self.unroll_steps != 1):
+            raise ConfigError(f"config field 'placement': 'after_backward' steps from the gradient in .grad, which "
+                              f"the one-step 'unrolled' and 'finite_difference' estimators take; found estimator="
+                              f"{self.estimator!r}, unroll_steps={self.unroll_steps}; fix: set "
+                              f"placement=before_backward, or estimator=unrolled/finite_difference with "
+                              f"unroll_steps=1")
         for name, (lo, hi) in (("init_lambda1", LAMBDA1_RANGE), ("init_temperature", TEMPERATURE_RANGE)):
             v = getattr(self, name)
             if v is not None and not _is_number(v):
@@ -218,7 +229,8 @@ def make_tuner(settings: Settings, optimizer: torch.optim.Optimizer, init: Tenso
     """The Tuner of one run: ``schedule`` from ``init`` with the settings' estimator and Algorithm 1 options."""
     return Tuner(optimizer, init=init, schedule=schedule, estimator=settings.estimator, t_val=settings.t_val,
                  steps=settings.unroll_steps, form=settings.loss_form, t2_scaling=settings.t2_scaling,
-                 fd_virtual_lr=settings.fd_virtual_lr, seed=settings.seed, **schedule_options(settings))
+                 fd_virtual_lr=settings.fd_virtual_lr, seed=settings.seed, placement=settings.placement,
+                 **schedule_options(settings))
 
 
 def make_schedule(settings: Settings, init: Tensor, schedule: str) -> Schedule:

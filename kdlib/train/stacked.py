@@ -184,6 +184,8 @@ def unsupported(st: Any, schedule: str) -> str | None:
     if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
         return ("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
                 "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
+    if getattr(st, "placement", "before_backward") != "before_backward":
+        return "the stacked tuned backend takes the hypergradient before the step (placement='before_backward')"
     return None
 
 
