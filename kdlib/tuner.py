@@ -373,7 +373,8 @@ class Tuner:
         L_train at the new values through the same graph. For a dropout-free model the values and the student
         are bit-identical to :meth:`step` + the loop (``tests/test_fused.py``); with dropout the estimator sees
         the real step's train masks. With ``placement="after_backward"``: forward, L_train at the current values,
-        backward, :meth:`step` from ``.grad``, then the optimizer's step. ``clip_grad_norm`` clips the real step
+        backward (its graph retained for ``"unrolled"``, which differentiates through it instead of a forward of
+        its own), :meth:`step` from ``.grad``, then the optimizer's step. ``clip_grad_norm`` clips the real step
         (``torch.nn.utils.clip_grad_norm_``) before ``optimizer.step()``. Returns the (detached) train loss.
         """
         if self.optimizer is None:
@@ -386,9 +387,12 @@ class Tuner:
             self._advance(model, batch, val, z, "train_step")
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(z, t, y)
-        loss.backward()
-        if self._watch is not None:  # after_backward: the step reads the gradient just taken
-            self._advance(model, batch, val, None, "train_step")
+        # after_backward: the step reads the gradient just taken; "unrolled" also pulls its J^T c_i back through
+        # this forward's graph (kept for it, freed by it: no forward of its own)
+        share = self._watch is not None and self.estimator == "unrolled"
+        loss.backward(retain_graph=share)
+        if self._watch is not None:
+            self._advance(model, batch, val, z if share else None, "train_step")
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
         self.optimizer.step()

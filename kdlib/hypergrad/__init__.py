@@ -148,8 +148,6 @@ def hypergradient_functional(model: nn.Module, params: Mapping[str, Tensor], sta
             raise ValueError(f"train_grad= (the gradient already in .grad) is taken by the one-step 'unrolled' and "
                              f"'finite_difference' estimators, not method={method!r} steps={steps} "
                              f"unrolled_impl={impl!r}")
-        if shared is not None:
-            raise ValueError("pass train_grad= or train_logits=, not both")
         missing = [n for n in params if n not in train_grad]
         if missing:
             raise ValueError(f"train_grad= lacks the gradient of {missing[:3]}; give one for every stepped parameter")
@@ -206,7 +204,9 @@ def hypergradient(model: nn.Module, train_batch, val_batch, metaparams: Tensor, 
             step from it instead of taking it again: ``unrolled`` needs only J^T c_i (one forward, two backwards),
             ``finite_difference`` only its two perturbed no-grad forwards. A parameter whose entry is ``None`` is
             not stepped (``optimizer.step()`` skips it). Exact for a model without dropout; with dropout the
-            estimator's own forward has other masks than the loop's.
+            estimator's own forward has other masks than the loop's. With ``train_logits`` too (the logits of that
+            same backward, their graph retained: :meth:`kdlib.tuner.Tuner.train_step`), ``unrolled`` takes no
+            forward at all, only J^T c_1, J^T c_2 through that graph (then freed), with the loop's dropout masks.
         rank_mean: data parallelism (:func:`kdlib.hypergrad.distributed.rank_mean`, averaging tensors over the
             ranks). Without ``train_grad``: the result is the mean over ranks of each rank's hypergradient on its
             own batches (one two-number all-reduce). With ``train_grad`` (then DDP's rank-averaged gradient): the

@@ -53,7 +53,7 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     recomputed and its graph is retained for the real step's backward.
 
     ``train_grad``: J^T s already taken by the loop's backward (the gradient in ``.grad``): only J^T c_1, J^T c_2
-    are taken here. ``val_mean``: v is averaged over the data-parallel ranks before it is pulled back.
+    are taken here; with ``shared`` too (that backward's graph, retained), through it, which is then freed. ``val_mean``: v is averaged over the data-parallel ranks before it is pulled back.
     """
     x, y, t = batch
     lam = metaparams.detach().clone().requires_grad_(True)
@@ -62,6 +62,8 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
         z = fwd(w, x)
     else:
         z, w = shared[0], dict(shared[1])
+        if train_grad is not None:  # the parameters the loop's gradient steps (those without one are held)
+            w = {n: w[n] for n in params}
     names = list(w)
     wl = [w[n] for n in names]
     z_det = z.detach().requires_grad_(True)
@@ -76,8 +78,8 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     # three backwards through the saved train graph (one per cotangent): faster on CPU than one
     # ``is_grads_batched`` (vmapped) backward, and the same products up to rounding
     last = len(cots) - 1
-    per = [grad(z, wl, grad_outputs=c.to(z.dtype), retain_graph=shared is not None or i < last)
-           for i, c in enumerate(cots)]
+    keep = shared is not None and train_grad is None  # the real step's backward still needs the shared graph
+    per = [grad(z, wl, grad_outputs=c.to(z.dtype), retain_graph=keep or i < last) for i, c in enumerate(cots)]
     if train_grad is not None:
         per = [tuple(train_grad[n] for n in names)] + per
     jt = [torch.stack(gs) for gs in zip(*per)]
