@@ -29,6 +29,10 @@ from the next iteration's :meth:`Tuner.loss` on::
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)   # optional; then Tuner(clip_grad_norm=1.0)
         optimizer.step()
 
+(with ``estimator="unrolled"``, ``z = student(x)``, ``loss.backward(retain_graph=True)`` and
+``tuner.step(student, (x, y, t), val, train_logits=z)`` spare it a forward of its own, as :meth:`Tuner.train_step`
+does).
+
 Under ``torch.distributed`` (DistributedDataParallel) every rank holds the same (lambda1, T): see :class:`Tuner`.
 
 :meth:`Tuner.step` takes the hypergradient of eq. (3) through one step of the optimizer the loop really uses
@@ -350,7 +354,8 @@ class Tuner:
         self.in_epoch += 1
         return value
 
-    def step(self, model: nn.Module, batch: Sequence[Any], val: ValBatch) -> tuple[Tensor, Tensor]:
+    def step(self, model: nn.Module, batch: Sequence[Any], val: ValBatch,
+             train_logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One iteration of the schedule at the model's current weights; returns ``(lambda1, T)`` (0-d tensors).
 
         ``batch`` is ``(x, y, teacher_logits)``; ``val`` a ``(x, y)`` batch of D_val, or a zero-argument callable
@@ -358,8 +363,15 @@ class Tuner:
         before the forward; the values returned are the ones this iteration trains at. ``"after_backward"``: call
         it after ``loss.backward()`` (``.grad`` holds the gradient at the current values) and before
         ``optimizer.step()``; the values returned act from the next :meth:`loss` on.
+
+        ``train_logits``: the loop's own ``student(x)`` on this batch, with its autograd graph, for the one-step
+        estimators to differentiate through instead of a forward of their own (one forward fewer;
+        :func:`kdlib.hypergrad.hypergradient`'s ``train_logits``). Before the backward (``"unrolled"`` or
+        ``"finite_difference"``): pass the logits the loss will be taken on (the graph is kept for that backward).
+        After it (only ``"unrolled"`` takes a train forward there): ``loss.backward(retain_graph=True)`` first;
+        the estimator frees the graph. The estimator then sees the loop's dropout masks.
         """
-        value = self._advance(model, batch, val, None, "step")
+        value = self._advance(model, batch, val, train_logits, "step")
         return value[0], value[1]
 
     def train_step(self, model: nn.Module, batch: Sequence[Any], val: ValBatch) -> Tensor:

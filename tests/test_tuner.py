@@ -483,6 +483,44 @@ def test_after_backward_train_step_and_dropout_loop():
     assert tuner.hypergrad_evals == 3 and tuner.nan_skipped == 0 and in_box(tuner.metaparams)
 
 
+@pytest.mark.parametrize("placement", ["before_backward", "after_backward"])
+def test_step_with_the_loops_logits_spares_a_forward(placement):
+    """tuner.step(..., train_logits=z) with the loop's own logits: the same run (dropout-free student) as the loop
+    without them, with one student forward fewer per hypergradient (the estimator differentiates through z)."""
+    student, opt, x, y, t, xv, yv = _eval_student_problem()
+    batches = [(x[i:i + 8], y[i:i + 8], t[i:i + 8]) for i in range(0, 32, 8)]
+    s2, o2 = copy.deepcopy((student, opt))
+    kw = dict(init=(0.5, 2.0), schedule="gradient", meta_lr=1.0, meta_clip=1.0, placement=placement)
+    a, b = kdlib.Tuner(opt, **kw), kdlib.Tuner(o2, **kw)
+    calls = {"a": 0, "b": 0}
+    student.register_forward_hook(lambda *_: calls.__setitem__("a", calls["a"] + 1))
+    s2.register_forward_hook(lambda *_: calls.__setitem__("b", calls["b"] + 1))
+    for bt in batches:
+        bx, by, bt_ = bt
+        if placement == "after_backward":
+            _after_loop(student, opt, a, [bt], (xv, yv))
+            z = s2(bx)
+            loss = b.loss(z, bt_, by)
+            o2.zero_grad()
+            loss.backward(retain_graph=True)
+            b.step(s2, bt, (xv, yv), train_logits=z)
+            o2.step()
+        else:
+            a.step(student, bt, (xv, yv))
+            opt.zero_grad()
+            a.loss(student(bx), bt_, by).backward()
+            opt.step()
+            z = s2(bx)
+            b.step(s2, bt, (xv, yv), train_logits=z)
+            o2.zero_grad()
+            b.loss(z, bt_, by).backward()
+            o2.step()
+    assert a.history == b.history and a.hypergrad_evals == len(batches)
+    for p, q in zip(student.parameters(), s2.parameters()):
+        assert torch.equal(p, q)
+    assert calls["a"] - calls["b"] == len(batches)  # the estimator's own train forward, spared
+
+
 def test_after_backward_refuses_a_missing_or_stale_gradient():
     student, opt, x, y, t, xv, yv = _eval_student_problem()
     tuner = kdlib.Tuner(opt, schedule="gradient", placement="after_backward")
