@@ -21,8 +21,9 @@ line; each measurement family is a module of this package (what it times: :mod:`
   one by one, on CPU (the GPU figures are still to be taken) (:mod:`benchmarks.engines`);
 * ``tuner_step_s[sgd|adam]``: a :class:`kdlib.Tuner` iteration (fixed; gradient schedule with the unrolled
   and finite-difference estimators through that optimizer; ``*_after_backward``: the same estimators placed after
-  the loop's backward, ``placement="after_backward"``) against a plain step, on the CIFAR-10 student
-  (:mod:`benchmarks.tuner`);
+  the loop's backward, ``placement="after_backward"``; ``*_after_backward_train_step``: ``Tuner.train_step`` in
+  that placement) against a plain step, on the CIFAR-10 student, by wall time and (CPU) by the thread's CPU
+  time on one intra-op thread (``*_over_plain_thread_time``, robust to a loaded machine) (:mod:`benchmarks.tuner`);
 * ``profile``: where the time of one unrolled iteration goes on the CIFAR-10 student (top ops)
   (:mod:`benchmarks.hypergrad`);
 * ``run_s[method]``: a short whole run per method (CIFAR-10 student, same epochs), ratios

@@ -5,11 +5,13 @@
   ``Tuner.train_step`` (one shared forward);
 * ``tuner_step_s[sgd|adam]`` (:func:`bench_tuner_step`): a Tuner iteration (fixed; gradient schedule with the
   unrolled and finite-difference estimators through that optimizer; ``*_after_backward``: the same estimators
-  placed after the loop's backward) against a plain step.
+  placed after the loop's backward; ``*_after_backward_train_step``: :meth:`kdlib.Tuner.train_step` in that
+  placement) against a plain step.
 """
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, Callable
 
 import torch
@@ -76,23 +78,40 @@ def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
                           estimator="unrolled" if est == "fixed" else est, t_val=s["t_val"])
             fns[est] = lambda tuner=tuner: train_step_iteration(model, opt, tuner, s)
         for est in ("unrolled", "finite_difference"):  # own copies: their .grad checks count every backward
-            m2 = copy.deepcopy(model)
-            o2 = make_opt(m2.parameters())
-            tuner = Tuner(o2, init=(0.5, 2.0), schedule="gradient", estimator=est, t_val=s["t_val"],
-                          placement="after_backward")
-            fns[f"{est}_after_backward"] = lambda tuner=tuner, m2=m2, o2=o2: after_backward_iteration(m2, o2, tuner, s)
+            for kind, fn in (("after_backward", after_backward_iteration),
+                             ("after_backward_train_step", train_step_iteration)):
+                m2 = copy.deepcopy(model)
+                o2 = make_opt(m2.parameters())
+                tuner = Tuner(o2, init=(0.5, 2.0), schedule="gradient", estimator=est, t_val=s["t_val"],
+                              placement="after_backward")
+                fns[f"{est}_{kind}"] = lambda tuner=tuner, m2=m2, o2=o2, fn=fn: fn(m2, o2, tuner, s)
         with quiet():
             med = timer.interleaved(fns, reps, warmup=2, stat=min)
+            cpu = None
+            if not timer.cuda:  # the thread's CPU time on one intra-op thread: robust to a loaded machine
+                saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    cpu = timer.interleaved(fns, reps, warmup=1, stat=min, clock=time.thread_time)
+                finally:
+                    torch.set_num_threads(saved)
         row: dict[str, Any] = {"plain_s": rounded(med["plain"])}
         for est in ("fixed", "unrolled", "finite_difference", "unrolled_after_backward",
-                    "finite_difference_after_backward"):
+                    "finite_difference_after_backward", "unrolled_after_backward_train_step",
+                    "finite_difference_after_backward_train_step"):
             row[f"tuner_{est}_s"] = rounded(med[est])
             row[f"tuner_{est}_over_plain"] = rounded(med[est] / med["plain"], 4)
+            if cpu is not None:
+                row[f"tuner_{est}_over_plain_thread_time"] = rounded(cpu[est] / cpu["plain"], 4)
         out[opt_name] = row
     out["setup"] = ("CIFAR-10 student (Cifar_Very_Tiny), batch 128, lr 0.1 (SGD) / 1e-3 (Adam); tuner_*: "
                     "tuner.step + loss + backward + optimizer step (gradient schedule: one hypergradient through "
                     "that optimizer's update every step); *_after_backward: loss + backward + tuner.step from "
-                    ".grad + optimizer step (placement='after_backward'); plain: the same without tuner.step; "
-                    "fastest of the interleaved rounds (the least-loaded estimate on a shared machine)")
+                    ".grad + optimizer step (placement='after_backward'); *_after_backward_train_step: "
+                    "Tuner.train_step in that placement (what kdlib.train runs; unrolled differentiates through "
+                    "the loop's own forward graph); plain: the same without tuner.step; "
+                    "fastest of the interleaved rounds (the least-loaded estimate on a shared machine); "
+                    "*_over_plain_thread_time (CPU): the same rounds timed by the thread's CPU time "
+                    "(time.thread_time) on one intra-op thread, which other processes' load barely moves")
     out["target_after_backward"] = "<= 2.6 (issue 22: both estimators, tuner_*_after_backward_over_plain)"
     return out
