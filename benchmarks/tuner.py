@@ -18,6 +18,7 @@ import torch
 
 from benchmarks.fixtures import after_backward_iteration, loop_iteration, plain_step, train_step_iteration
 from benchmarks.timing import Timer, quiet, rounded
+from kdlib.losses import distillation_loss, validation_loss
 from kdlib.tuner import Tuner
 
 
@@ -77,6 +78,8 @@ def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
             tuner = Tuner(opt, init=(0.5, 2.0), schedule="fixed" if est == "fixed" else "gradient",
                           estimator="unrolled" if est == "fixed" else est, t_val=s["t_val"])
             fns[est] = lambda tuner=tuner: train_step_iteration(model, opt, tuner, s)
+        if opt_name == "sgd":  # the components of the after-backward floors, in the same rounds
+            fns.update(_components(model, opt, s, lam))
         for est in ("unrolled", "finite_difference"):  # own copies: their .grad checks count every backward
             for kind, fn in (("after_backward", after_backward_iteration),
                              ("after_backward_train_step", train_step_iteration)):
@@ -103,6 +106,8 @@ def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
             row[f"tuner_{est}_over_plain"] = rounded(med[est] / med["plain"], 4)
             if cpu is not None:
                 row[f"tuner_{est}_over_plain_thread_time"] = rounded(cpu[est] / cpu["plain"], 4)
+        if opt_name == "sgd":
+            row["floor_after_backward"] = _floors(cpu if cpu is not None else med)
         out[opt_name] = row
     out["setup"] = ("CIFAR-10 student (Cifar_Very_Tiny), batch 128, lr 0.1 (SGD) / 1e-3 (Adam); tuner_*: "
                     "tuner.step + loss + backward + optimizer step (gradient schedule: one hypergradient through "
@@ -114,4 +119,40 @@ def bench_tuner_step(students, timer: Timer, quick: bool) -> dict[str, Any]:
                     "*_over_plain_thread_time (CPU): the same rounds timed by the thread's CPU time "
                     "(time.thread_time) on one intra-op thread, which other processes' load barely moves")
     out["target_after_backward"] = "<= 2.6 (issue 22: both estimators, tuner_*_after_backward_over_plain)"
+    out["floor_after_backward_setup"] = (
+        "sgd.floor_after_backward: the sum of the work each after-backward iteration cannot skip, from component "
+        "timings in the same rounds (thread time on CPU), over a plain step: finite_difference = 1 + validation "
+        "forward+backward + 2 no-grad train forwards; unrolled = 1 + validation forward+backward + train forward + "
+        "2 train backwards (J^T c_1, J^T c_2); unrolled_train_step (and tuner.step(..., train_logits=z)): the "
+        "same without the train forward")
     return out
+
+
+def _components(model, opt, s, lam) -> dict[str, Callable[[], Any]]:
+    """The parts of an after-backward iteration, timed alone (``c_*``)."""
+    x, y, t = s["train"]
+    xv, yv = s["val"]
+
+    def forward_no_grad() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def val_forward_backward() -> None:
+        opt.zero_grad(set_to_none=True)
+        validation_loss(model(xv), yv, s["t_val"]).backward()
+
+    def forward_backward() -> None:
+        opt.zero_grad(set_to_none=True)
+        distillation_loss(model(x), t, y, lam[0], lam[1]).backward()
+
+    return {"c_forward": lambda: model(x), "c_forward_no_grad": forward_no_grad,
+            "c_val_forward_backward": val_forward_backward, "c_forward_backward": forward_backward}
+
+
+def _floors(times: dict[str, float]) -> dict[str, float]:
+    """The after-backward floors over a plain step (see ``floor_after_backward_setup``)."""
+    r = {k: v / times["plain"] for k, v in times.items()}
+    backward = r["c_forward_backward"] - r["c_forward"]
+    return {"finite_difference": rounded(1 + r["c_val_forward_backward"] + 2 * r["c_forward_no_grad"], 4),
+            "unrolled": rounded(1 + r["c_val_forward_backward"] + r["c_forward"] + 2 * backward, 4),
+            "unrolled_train_step": rounded(1 + r["c_val_forward_backward"] + 2 * backward, 4)}
