@@ -53,7 +53,8 @@ def unrolled_one_step(fwd: Forward, params: Mapping[str, Tensor], batch: tuple, 
     recomputed and its graph is retained for the real step's backward.
 
     ``train_grad``: J^T s already taken by the loop's backward (the gradient in ``.grad``): only J^T c_1, J^T c_2
-    are taken here; with ``shared`` too (that backward's graph, retained), through it, which is then freed. ``val_mean``: v is averaged over the data-parallel ranks before it is pulled back.
+    are taken here; with ``shared`` too (that backward's graph, retained), through it, which is then freed.
+    ``val_mean``: v is averaged over the data-parallel ranks before it is pulled back.
     """
     x, y, t = batch
     lam = metaparams.detach().clone().requires_grad_(True)
