@@ -1,6 +1,6 @@
 """The synthetic column of Table 2 with the Tuner's step before the backward (the paper) and after it (issue 22).
 
-    python -m benchmarks.placement --out results/placement [--seeds 10] [--profile paper]
+    python -m benchmarks.placement --out results/placement [--seeds 10] [--profile paper] [--estimator unrolled]
 
 Runs (or reads, if stored) the six methods x the seeds at the profile on the authors' data variant, once with
 ``placement=before_backward`` and once with ``placement=after_backward`` (the hypergradient from the loop's
@@ -26,12 +26,13 @@ from kdlib.names import METHOD_NAMES, PLACEMENTS
 
 
 def compare(out: str, seeds: int = 10, profile: str = "paper", variant: str = "authors",
-            methods: tuple[str, ...] = METHOD_NAMES) -> dict[str, Any]:
-    """Per method: both placements' summaries, the difference and whether it is within the seed spread."""
+            methods: tuple[str, ...] = METHOD_NAMES, **overrides: Any) -> dict[str, Any]:
+    """Per method: both placements' summaries, the difference and whether it is within the seed spread
+    (``overrides``: more config fields, e.g. ``estimator="unrolled"``)."""
     finals = {}
     for placement in PLACEMENTS:
         df = run_experiments("synthetic", list(methods), seeds, profile, out,
-                             overrides=dict(variant=variant, placement=placement), progress=False)
+                             overrides=dict(overrides, variant=variant, placement=placement), progress=False)
         finals[placement] = final_accuracy(df)
     before, after = finals["before_backward"], finals["after_backward"]
     rows: dict[str, Any] = {}
@@ -46,6 +47,7 @@ def compare(out: str, seeds: int = 10, profile: str = "paper", variant: str = "a
         rows[m] = dict(before=a, after=b, difference=diff, paired=paired, seed_spread=spread,
                        within_spread=bool(abs(diff) <= spread + 1e-12 and not paired["separated"]))
     return dict(setup=dict(dataset="synthetic", profile=profile, variant=variant, seeds=seeds, out=out,
+                           overrides=overrides,
                            statistic="final test accuracy; std ddof=0 (the paper's ±); paired: after - before by "
                                      "seed, 95 % t-interval"),
                 methods=rows, all_within_spread=all(r["within_spread"] for r in rows.values()))
@@ -57,8 +59,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--variant", default="authors")
+    ap.add_argument("--estimator", default=None, help="the hypergradient estimator (default: the profile's)")
     args = ap.parse_args(argv)
-    res = compare(args.out, args.seeds, args.profile, args.variant)
+    over = {} if args.estimator is None else dict(estimator=args.estimator)
+    res = compare(args.out, args.seeds, args.profile, args.variant, **over)
     print(json.dumps(res, indent=1, sort_keys=True, default=float))
     return res
 
