@@ -183,6 +183,53 @@ def test_the_lr_tensor_is_made_once_per_lr_change():
     assert backend.optimizer.param_groups[0]["lr"] == 0.1
 
 
+def fmnist_overrides(data_root, tmp_path, n_train: int = 60, n_test: int = 20) -> dict:
+    """A fabricated Fashion-MNIST under ``data_root``, a teacher file agreeing with its labels, and the authors'
+    protocol at a few steps (lr 0.1, meta_lr 1: see the runner test)."""
+    import numpy as np
+
+    from conftest import make_fmnist_root
+    from kdlib.experiments.protocol import AUTHORS_PROTOCOL
+
+    (_, ytr), _ = make_fmnist_root(data_root, n_train=n_train, n_test=n_test)
+    table = np.random.default_rng(0).normal(size=(n_train, 10)).astype(np.float32)
+    table[np.arange(n_train), ytr] += 6.0
+    teacher = tmp_path / "teacher.npy"
+    np.save(teacher, table)
+    return {**AUTHORS_PROTOCOL, "random_law": "authors", "epochs": 2, "batch_size": 16, "e1": 2, "e2": 1,
+            "hyperopt_evals": 2, "teacher": f"file:{teacher}",
+            # the smoke profile's paper-travel meta_lr (~260 here) multiplies a rounding-level difference of a
+            # hypergradient under the clip by as much, and its lr of 1 on random pixels makes the students'
+            # training itself amplify rounding (no distillation's L_val 3e-3 apart): both set to sane values
+            "meta_lr": 1.0, "lr": 0.1}
+
+
+def test_a_group_with_a_dead_run_is_trained_one_by_one(isolated_kdlib_env, tmp_path, monkeypatch):
+    """A stacked run whose every hypergradient is NaN/inf fails its group's end-of-run check; the runner then trains
+    the group's seeds one by one, so that each seed gets the record it gets alone (run_one: the dead run stored as
+    diverged, the others ok) instead of the whole group failing."""
+    import json
+
+    from kdlib.experiments import runner
+
+    over = fmnist_overrides(isolated_kdlib_env["data"], tmp_path)
+    init = StackedTuned.__init__
+
+    def dying(self, *args, **kwargs):  # run 1 of every stacked group: every hypergradient NaN
+        init(self, *args, **kwargs)
+        real = self._hypergradient
+        self._hypergradient = lambda value, *a: torch.where(
+            torch.arange(value.shape[0], device=value.device)[:, None] == 1, float("nan"), real(value, *a))
+
+    monkeypatch.setattr(StackedTuned, "__init__", dying)
+    with pytest.warns(UserWarning, match="trained one by one"):
+        runner.run_experiments("fashion_mnist", "gradient", 2, "smoke", tmp_path / "o", progress=False,
+                               overrides={**over, "engine": "stacked"})
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "o" / "runs").glob("*.json")]
+    assert sorted(r["config"]["seed"] for r in recs) == [0, 1]
+    assert all("engine" not in r["summary"] and r["summary"]["status"] == "ok" for r in recs)  # one by one
+
+
 def test_runner_engine_stacked_runs_every_method_of_the_authors_protocol_stacked(isolated_kdlib_env, tmp_path):
     """Through the runner (``--set engine=stacked``): every Table 2 method's seeds train as one stacked model
     (``summary.engine``), hyperopt's trials included, and the records equal the one-by-one records. Measured max
@@ -191,24 +238,10 @@ def test_runner_engine_stacked_runs_every_method_of_the_authors_protocol_stacked
     gradient-based, 2e-4 for proposed (module docstring)."""
     import json
 
-    import numpy as np
-
-    from conftest import make_fmnist_root
     from kdlib.experiments import runner
-    from kdlib.experiments.protocol import AUTHORS_PROTOCOL
 
-    n_train, n_test = 60, 20
-    (_, ytr), _ = make_fmnist_root(isolated_kdlib_env["data"], n_train=n_train, n_test=n_test)
-    table = np.random.default_rng(0).normal(size=(n_train, 10)).astype(np.float32)
-    table[np.arange(n_train), ytr] += 6.0
-    teacher = tmp_path / "teacher.npy"
-    np.save(teacher, table)
-    over = {**AUTHORS_PROTOCOL, "random_law": "authors", "epochs": 2, "batch_size": 16, "e1": 2, "e2": 1,
-            "hyperopt_evals": 2, "teacher": f"file:{teacher}",
-            # the smoke profile's paper-travel meta_lr (~260 here) multiplies a rounding-level difference of a
-            # hypergradient under the clip by as much, and its lr of 1 on random pixels makes the students'
-            # training itself amplify rounding (no distillation's L_val 3e-3 apart): both set to sane values
-            "meta_lr": 1.0, "lr": 0.1}
+    n_test = 20
+    over = fmnist_overrides(isolated_kdlib_env["data"], tmp_path, n_test=n_test)
     recs = {}
     for engine in ("one", "stacked"):
         out = tmp_path / engine
