@@ -272,3 +272,18 @@ def test_runner_engine_stacked_runs_every_method_of_the_authors_protocol_stacked
     print("max |difference| (lambda1, T; L_val relative) per method:", worst)
     for method, diff in worst.items():
         assert diff <= {"gradient": 5e-5, "proposed": 2e-4}.get(method, 1e-5), (method, diff)
+
+
+def test_a_student_with_dropout_is_refused_before_any_compute():
+    """Each one-by-one run draws its dropout masks from its own RNG stream; the stacked backend cannot reproduce
+    them and says so (instead of vmap's error in the first step)."""
+    problem = random_image_problem(N, N, N)
+
+    def student() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(3 * 32 * 32, 10))
+
+    problem.make_student = student
+    for schedule in ("fixed", "gradient"):
+        with pytest.raises(ValueError, match="Dropout.*one by one"):
+            get_method("naive" if schedule == "fixed" else "gradient").run_together(
+                settings("gradient"), problem, "stacked")

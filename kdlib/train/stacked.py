@@ -34,6 +34,9 @@ from kdlib.train.settings import make_optimizer as _make_optimizer
 from kdlib.train.settings import make_schedule
 
 
+RANDOM_MODULES = (nn.modules.dropout._DropoutNd,)  # every dropout layer of torch.nn
+
+
 class StackedFixed:
     """S students trained at fixed per-run values ``values[s] = (lambda1, T)``, seeded by ``settings[s].seed``.
 
@@ -46,6 +49,13 @@ class StackedFixed:
         for st in settings:  # each run's initial weights from its own seed, exactly as train_student draws them
             torch.manual_seed(st.seed)
             self.models.append(make_student().to(device).train())
+        random = sorted({type(m).__name__ for m in self.models[0].modules() if isinstance(m, RANDOM_MODULES)})
+        if random:
+            # one run draws its masks from the global stream (the real step) and its Tuner's generator (the
+            # estimator); S runs in one vmapped call cannot reproduce each seed's stream
+            raise ValueError(f"the stacked backend trains students without random layers; this student has "
+                             f"{', '.join(random)} (each run's masks come from its own RNG stream); train its runs "
+                             f"one by one (engine='one', kdlib.train.train_student)")
         params, buffers = stack_module_state(self.models)
         self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         self.buffers = buffers
