@@ -28,6 +28,8 @@ rounding of a tie: conv1's weights 6e-3 apart after 3 steps in one of three seed
 float64), so the float32 comparisons run at lr 0.2."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from conftest import random_image_problem
@@ -287,3 +289,56 @@ def test_a_student_with_dropout_is_refused_before_any_compute():
         with pytest.raises(ValueError, match="Dropout.*one by one"):
             get_method("naive" if schedule == "fixed" else "gradient").run_together(
                 settings("gradient"), problem, "stacked")
+
+
+@contextlib.contextmanager
+def host_reads_refused():
+    """Every Python-level read of a tensor's value back to the host (``.item()``, ``.tolist()``, ``.cpu()``,
+    ``bool``/``float``/``int`` of a tensor, ``.nonzero()``...) raises while active: on a GPU each would wait for the
+    device. The CPU stand-in for ``torch.cuda.set_sync_debug_mode("error")`` (tests/test_cuda.py runs that one)."""
+    names = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "nonzero")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def refuse(name: str):
+        def read(self, *args, **kwargs):
+            raise AssertionError(f"Tensor.{name} read a value back to the host inside the step")
+        return read
+
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, refuse(n))
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+@pytest.mark.parametrize("schedule,over", [("fixed", {}), ("gradient", dict(estimator="finite_difference")),
+                                           ("proposed", dict(estimator="finite_difference")),
+                                           ("gradient", dict(estimator="unrolled"))])
+def test_the_stacked_step_reads_no_value_back_to_the_host(schedule, over):
+    """Issue 20, item 2, checked on the CPU: a stacked step (the estimator, the schedule's clip, NaN/inf count,
+    projection and Algorithm 1's line, the optimizer's step) and an epoch reset never read a tensor's value on the
+    host; the rows are read only when logged."""
+    from kdlib.train.stacked import build
+
+    method = {"fixed": "naive"}.get(schedule, schedule)
+    sts = settings(method, batch_size=16, lr=0.5, meta_lr=0.05, meta_clip=1.0, **over)
+    problem = random_image_problem(N, N, N)
+    backend = build(sts, problem, torch.tensor([[0.5, 2.0], [0.2, 1.0], [0.8, 4.0]]), schedule)
+    x, y, t = problem.train.x, problem.train.y, problem.train.teacher
+    batches = [[(x[i:i + 16], y[i:i + 16], t[i:i + 16])] * 3 for i in (0, 16)]
+    val = (problem.val.x[:16], problem.val.y[:16])
+    for b in batches:
+        backend.step(b, lambda: val)
+    with host_reads_refused():
+        with pytest.raises(AssertionError, match="host"):  # the guard works
+            bool(torch.tensor(True))
+        for _ in range(2):  # gradient, gradient, extrapolate; the epoch reset; ...
+            backend.new_epoch()
+            for b in batches:
+                backend.step(b, lambda: val)
+    rows = backend.rows()
+    assert len(rows) == 3 and all(r["nan_skipped"] == 0 for r in rows)
+    if schedule != "fixed":
+        assert all(r["hypergrad_evals"] == 6 for r in rows)
