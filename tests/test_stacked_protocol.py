@@ -109,7 +109,8 @@ def float64_problem():
 def test_in_float64_the_stacked_runs_are_the_one_by_one_runs(method):
     """The same comparison in float64, at the paper's lr of 1 and unclipped hypergradients, where float32 runs part
     at a kink (a ReLU or max-pool input within rounding of a tie, then lr 1 on random pixels): every value, L_val
-    and weight equal to 1e-9 (measured 1e-13). The stacked finite difference and schedule are the reference's
+    and weight equal to 1e-9 (measured: the logged values and L_val
+    bit for bit, the weights to 1e-13). The stacked finite difference and schedule are the reference's
     arithmetic, only summed in another order."""
     problem = float64_problem()
     sts = settings(method, lr=1.0, meta_lr=0.05, meta_clip=1.0)
