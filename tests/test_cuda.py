@@ -224,6 +224,86 @@ def test_stacked_equals_one_by_one_on_cuda(schedule):
             assert abs(got.history[-1]["lambda1"] - float(v[0])) > 1e-3  # the values did move
 
 
+# the stacked step's configurations: (schedule, settings beyond the authors' protocol); e1=2, e2=1 so that the checked
+# steps cross Algorithm 1's gradient and extrapolation phases and an epoch reset
+STACKED_SYNC_CASES = {
+    "fixed": ("fixed", {}),
+    "gradient_fd_authors": ("gradient", dict(estimator="finite_difference")),
+    "proposed_fd_authors": ("proposed", dict(estimator="finite_difference")),
+    "gradient_unrolled": ("gradient", dict(estimator="unrolled", loss_form="ce", fd_virtual_lr="current")),
+}
+
+
+@pytest.mark.parametrize("case", list(STACKED_SYNC_CASES))
+def test_stacked_step_makes_no_host_synchronisation(case):
+    """Issue 20, item 2, for the stacked backend (kdlib.train.stacked): after its first steps, a step of S runs as one
+    vmapped model -- the finite difference's virtual step, validation gradient and two perturbed forwards, the
+    schedule's clip, NaN/inf skip counted per run on the device, projection and Algorithm 1's line, and the
+    optimizer's step -- never waits for the GPU; the lr is a device tensor made once per lr change (set_lr, between
+    epochs, outside the step), and the rows are read only when logged."""
+    _cuda()
+    from kdlib.experiments.protocol import authors_protocol
+    from kdlib.train import Settings
+    from kdlib.train.stacked import build
+
+    schedule, over = STACKED_SYNC_CASES[case]
+    method = {"fixed": "naive", "gradient": "gradient", "proposed": "proposed"}[schedule]
+    sts = [Settings(seed=s, epochs=2, batch_size=16, lr=0.5, e1=2, e2=1, meta_lr=0.05, meta_clip=1.0,
+                    **{**authors_protocol(method), **over}) for s in range(3)]
+    problem = _problem_on("cuda")
+    backend = build(sts, problem, torch.tensor([[0.5, 2.0], [0.2, 1.0], [0.8, 4.0]]), schedule)
+    x, y, t = problem.train.x, problem.train.y, problem.train.teacher
+    batches = [[(x[i:i + 16], y[i:i + 16], t[i:i + 16])] * 3 for i in (0, 16)]
+    val = (problem.val.x[:16], problem.val.y[:16])
+    torch.cuda.synchronize()
+    for b in batches * 2:  # warm-up: lazy initialisation, the optimizer's first step
+        backend.step(b, lambda: val)
+    backend.set_lr(0.25)  # StepLR between epochs: one fill kernel, before the checked steps
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):  # two epochs of two batches: gradient, gradient, extrapolate, reset, ...
+            backend.new_epoch()
+            for b in batches:
+                backend.step(b, lambda: val)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    rows = backend.rows()  # read once, when logged
+    assert len(rows) == 3 and all(r["nan_skipped"] == 0 for r in rows)
+    if schedule != "fixed":
+        assert backend.values.is_cuda and backend.schedule.nonfinite.is_cuda and backend.lr.is_cuda
+        assert all(r["hypergrad_evals"] > 0 for r in rows)
+        assert float(backend.lr) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("method", ["gradient", "proposed", "hyperopt"])
+def test_stacked_authors_protocol_equals_one_by_one_on_cuda(method):
+    """tests/test_stacked_protocol.py's comparison on the GPU: the authors' protocol (finite differences, the
+    virtual step at the initial lr, kl, the per-epoch reset; hyperopt's trials stacked across seeds), the stacked
+    runs against the one-by-one runs, both on the GPU."""
+    _cuda()
+    from kdlib.experiments.protocol import authors_protocol
+    from kdlib.methods import get_method
+    from kdlib.train import Settings
+
+    problem = _problem_on("cuda")
+    sts = [Settings(seed=s, epochs=3, batch_size=8, lr=0.2, lr_step_epochs=1, e1=2, e2=1, hyperopt_evals=3,
+                    estimator="finite_difference", meta_lr=0.25, meta_clip=0.01, **authors_protocol(method))
+           for s in range(3)]
+    m = get_method(method)
+    for st, got in zip(sts, m.run_together(sts, problem, "stacked")):
+        ref = m.run(st, problem)
+        assert next(got.model.parameters()).is_cuda
+        assert len(got.history) == len(ref.history) == 2
+        for a, b in zip(got.history, ref.history):
+            for k in ("step", "epoch", "hypergrad_evals", "nan_skipped", "phase", "lr"):
+                assert a[k] == b[k], k
+            assert a["lambda1"] == pytest.approx(b["lambda1"], abs=1e-4)
+            assert a["temperature"] == pytest.approx(b["temperature"], abs=1e-4)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+            assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1.0 / 32 + 1e-12
+
+
 # ------------------------------------------------------------------------------------------- the runner
 N_TRAIN, N_TEST = 60, 20
 FAST = dict(epochs=1, batch_size=32, e1=2, e2=1, hyperopt_evals=2)

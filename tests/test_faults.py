@@ -361,7 +361,8 @@ def test_workers_give_the_same_records_as_one_process(fmnist, tmp_path):
 def test_stacked_engine_records_equal_one_by_one(fmnist, tmp_path):
     """``engine="stacked"`` runs the seeds of a supported method as one model (summary.engine says so) and its
     records match the one-by-one records within float32 rounding (tests/test_stacked.py states why not bit for
-    bit); an unsupported method (finite-difference gradient, hyperopt) silently keeps the one-run engine."""
+    bit), the finite-difference gradient included; an unsupported one (the Neumann estimator) silently keeps the
+    one-run engine."""
     _, _, table = fmnist
     user = _save(tmp_path / "t.npy", table)
     over = {**FAST, "teacher": f"file:{user}", "estimator": "unrolled"}
@@ -370,21 +371,25 @@ def test_stacked_engine_records_equal_one_by_one(fmnist, tmp_path):
         out = tmp_path / engine
         runner.run_experiments("fashion_mnist", "naive,gradient", 3, "smoke", out, progress=False,
                                overrides={**over, "engine": engine})
-        runner.run_experiments("fashion_mnist", "gradient", 2, "smoke", out, progress=False,
-                               overrides={**over, "engine": engine, "estimator": "finite_difference"})
+        for estimator in ("finite_difference", "neumann"):
+            runner.run_experiments("fashion_mnist", "gradient", 2, "smoke", out, progress=False,
+                                   overrides={**over, "engine": engine, "estimator": estimator})
         recs[engine] = {(r["config"]["method"], r["config"]["estimator"], r["config"]["seed"]): r
                         for r in map(lambda p: json.loads(p.read_text()), (out / "runs").glob("*.json"))}
-    assert set(recs["one"]) == set(recs["stacked"]) and len(recs["one"]) == 8
+    assert set(recs["one"]) == set(recs["stacked"]) and len(recs["one"]) == 10
     for key, ref in recs["one"].items():
         got = recs["stacked"][key]
-        stacked = key[1] == "unrolled"
+        stacked = key[1] != "neumann"
         assert got["summary"].get("engine") == ("stacked" if stacked else None), key
         assert ref["summary"].get("engine") is None
         assert len(got["history"]) == len(ref["history"]) > 0
+        # the finite difference's quotient carries float32 rounding at about 1e-5 relative per hypergradient
+        # (tests/test_stacked_protocol.py), times the smoke profile's large meta_lr
+        tol = 1e-4 if key[1] == "finite_difference" else 1e-5
         for a, b in zip(got["history"], ref["history"]):
             assert a["step"] == b["step"] and a["hypergrad_evals"] == b["hypergrad_evals"]
-            assert a["lambda1"] == pytest.approx(b["lambda1"], abs=1e-5), key
-            assert a["temperature"] == pytest.approx(b["temperature"], abs=1e-5), key
+            assert a["lambda1"] == pytest.approx(b["lambda1"], abs=tol), key
+            assert a["temperature"] == pytest.approx(b["temperature"], abs=tol), key
             assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4), key
             assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1.0 / N_TEST + 1e-12, key
             if not stacked:

@@ -101,7 +101,8 @@ def test_stacked_tuned_histories_equal_one_by_one(schedule):
 
 def test_stacked_tuned_rejects_what_it_does_not_implement():
     problem = random_image_problem(32, 32, 32)
-    for bad in (dict(optimizer="adam", lr=1e-3), dict(momentum=0.9), dict(estimator="finite_difference")):
+    for bad in (dict(optimizer="adam", lr=1e-3), dict(momentum=0.9), dict(estimator="neumann"),
+                dict(estimator="unrolled", unroll_steps=2)):
         sts = [Settings(seed=s, epochs=1, batch_size=16, **bad) for s in range(2)]
         with pytest.raises(ValueError, match="stacked tuned backend"):
             train_students_stacked(sts, problem, VALUES[:2], schedule="gradient")

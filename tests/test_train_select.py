@@ -42,10 +42,13 @@ def test_methods_say_how_their_runs_train_together():
     ("fashion_mnist", "naive", 2, {}, "one", "engine='one'"),
     ("fashion_mnist", "naive", 2, dict(engine="stacked"), "stacked", "implements"),
     ("fashion_mnist", "naive", 1, dict(engine="stacked"), "one", "single run"),
-    ("fashion_mnist", "hyperopt", 2, dict(engine="stacked"), "one", "trials"),
-    ("fashion_mnist", "gradient", 2, dict(engine="stacked"), "one", "one-step unrolled"),
+    ("fashion_mnist", "hyperopt", 2, dict(engine="stacked"), "stacked", "implements"),  # its trials, stacked
+    ("fashion_mnist", "hyperopt", 1, dict(engine="stacked"), "one", "single run"),
+    ("fashion_mnist", "gradient", 2, dict(engine="stacked"), "stacked", "implements"),  # finite differences
+    ("fashion_mnist", "proposed", 2, dict(engine="stacked", estimator="neumann"), "one", "one-step unrolled"),
+    ("fashion_mnist", "gradient", 2, dict(engine="stacked", momentum=0.9), "one", "plain SGD"),
     ("fashion_mnist", "gradient", 2, dict(engine="stacked", estimator="unrolled"), "stacked", "implements"),
-    ("fashion_mnist", "naive", 2, dict(engine="stacked", t2_scaling=True), "one", "T^2"),
+    ("fashion_mnist", "naive", 2, dict(engine="stacked", t2_scaling=True), "stacked", "implements"),
     ("fashion_mnist", "gradient_std", 2, dict(engine="stacked", estimator="unrolled"), "one", "its own way"),
 ])
 def test_one_function_picks_the_backend_and_says_why(dataset, method, runs, over, backend, why):

@@ -48,10 +48,11 @@ the stages it finished:
 
 with ``step`` the measured step of the method's variant (fixed for no distillation, naive, random and hyperopt's
 trials; gradient_fd / proposed_fd for the tuned methods). Three projections are given: ``one_by_one`` (every run
-alone), ``today`` (what ``--set engine=stacked`` runs now: the stacked step where the engine implements the
-method, one by one elsewhere, hyperopt one by one) and ``all_stacked`` (every method stacked, hyperopt's k-th
-trials of all seeds as one stacked model; where the stacked finite difference is not implemented yet, the
-stacked unrolled step stands in for it, and the column says so). Table 2 = the sum over the three image columns;
+alone), ``today`` (what ``--set engine=stacked`` runs now, from :func:`kdlib.experiments.runner.choose_backend`:
+the stacked step where the engine implements the method -- every method of the authors' protocol, hyperopt's k-th
+trials of all seeds as one stacked model -- one by one elsewhere) and ``all_stacked`` (every method stacked; where
+a variant's stacked step was not measured, the stacked unrolled step stands in for it, and the column says so).
+Table 2 = the sum over the three image columns;
 the synthetic column runs on the CPU's batched engine in seconds and is left out.
 
 **After the run** (on the session's machine): ``results-cuda.json`` goes to ``benchmarks/results-cuda.json`` and
@@ -98,7 +99,7 @@ VARIANTS: dict[str, tuple[str, str, str | None]] = {
     "fixed": ("naive", "authors", None),  # no distillation, naive, random and every hyperopt trial
     "gradient_fd": ("gradient", "authors", None),  # the authors' protocol: finite difference, per-epoch reset, KL
     "proposed_fd": ("proposed", "authors", None),
-    "gradient_unrolled": ("gradient", "defaults", "unrolled"),  # what the stacked tuned engine implements today
+    "gradient_unrolled": ("gradient", "defaults", "unrolled"),  # the paper's defaults with the exact estimator
     "proposed_unrolled": ("proposed", "defaults", "unrolled"),
 }
 METHOD_VARIANT = {"no_distillation": "fixed", "naive": "fixed", "random": "fixed", "hyperopt": "fixed",

@@ -157,8 +157,18 @@ def run_group(cfgs: Sequence[ExperimentConfig], backend: str, threads: int = 1) 
     with intra_op_threads(run_threads(cfg, threads)):
         t0 = time.perf_counter()
         problem, bundle, teacher = problem_for(cfg)
-        results = get_method(cfg.method).run_together(cfgs, problem, backend)
+        try:
+            results = get_method(cfg.method).run_together(cfgs, problem, backend)
+        except NonFiniteHypergradient as e:
+            results = None
+            dead = e
         wall = time.perf_counter() - t0
+    if results is None:
+        # a run of the group took only non-finite hypergradients: its one-by-one run is recorded as diverged
+        # (run_one), the others as ok; train the group one by one so that every seed gets the record it gets alone
+        warnings.warn(f"{cfg.key()}: a run of the {backend} group took only non-finite hypergradients ({dead}); the "
+                      f"group's {len(cfgs)} runs are trained one by one", stacklevel=2)
+        return [run_one(c, progress=False, threads=threads) for c in cfgs]
     base = dict(data_source=bundle.source, teacher=_teacher_summary(teacher))
     recs = []
     for c, r in zip(cfgs, results):

@@ -7,7 +7,7 @@ any method), ``"stacked"`` (the runs as one vmapped model, :mod:`kdlib.train.sta
 (lambda1, T): :func:`train_students_stacked` runs them through the one loop. Each stacking backend says by its
 ``unsupported(settings, schedule)`` what it cannot train; :func:`select_backend` adds what the group asks for.
 
-A new stacking backend (for example a stacked finite-difference estimator on a GPU) is one module with a
+A new stacking backend (for example a CUDA-graph stacked step) is one module with a
 ``build`` and an ``unsupported`` of these signatures and one entry of :data:`BACKENDS`: the loop drives it through
 the :class:`kdlib.train.loop.Backend` methods, the methods' ``run_together`` (schedule runs, and hyperopt's trials
 through :func:`kdlib.train.together.search_together`) train on it unchanged, and :func:`select_backend` is where
@@ -84,8 +84,9 @@ def select_backend(cfg: Any, together: str | None, schedule: str, runs: int = 1,
     :func:`kdlib.train.together.search_together`; None: the method trains its own way).
 
     Synthetic: the linear backend wherever it implements the run (``linear_ok=False`` switches it off).
-    Images: the stacked backend when ``engine="stacked"``, for two or more schedule runs it implements
-    (hyperopt's trials stay one by one on images). Else one by one."""
+    Images: the stacked backend when ``engine="stacked"``, for two or more runs it implements: schedule runs, and
+    hyperopt's trials (fixed runs; each seed's TPE search, the k-th trials of all seeds as one stacked model, equal
+    to the one-by-one search: ``tests/test_stacked_protocol.py``). Else one by one."""
     if together is None:
         return Choice(ONE, f"method {getattr(cfg, 'method', '?')!r} trains its own way (no stacked form)")
     if cfg.dataset == "synthetic":
@@ -97,10 +98,6 @@ def select_backend(cfg: Any, together: str | None, schedule: str, runs: int = 1,
         return Choice(ONE, "engine='one'")
     if runs < 2:
         return Choice(ONE, "a single run: nothing to stack")
-    if together != "schedule":
-        # Method.run_together trains them on any stacking backend; kept one by one on images so that the
-        # engine='stacked' hyperopt configs run as they always have
-        return Choice(ONE, "hyperopt's trials are trained one by one on the image datasets")
     why = BACKENDS["stacked"].unsupported(cfg, schedule)
     return Choice(ONE, why) if why else Choice("stacked", "engine='stacked' and the stacked backend implements it")
 

@@ -10,6 +10,12 @@ the S runs (on a GPU, S times the work per kernel launch), with no host synchron
 batch statistics and updates each run's own running statistics. The loop itself is
 :func:`kdlib.train.loop.run_loop` (the same code as one run); the optimizer is the runs' own (``torch.optim`` updates
 are elementwise, so one optimizer over the stacked tensors steps every run as its own would).
+
+:class:`StackedTuned` adds the schedules (gradient-based and Algorithm 1, with either cycle reset) with the
+hypergradient of eq. (3) vmapped over the runs: the one-step unrolled estimator (exact) or the paper's finite
+difference (:mod:`kdlib.hypergrad.finite_difference`, step for step). The step takes no host synchronisation on a
+GPU: no ``.item()``, no Python branch on a tensor value, the lr a device tensor made once per lr change, the
+NaN/inf skip counted per run on the device (:class:`kdlib.schedules.Schedule`), the rows read only when logged.
 """
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ from kdlib.train.settings import make_optimizer as _make_optimizer
 from kdlib.train.settings import make_schedule
 
 
+RANDOM_MODULES = (nn.modules.dropout._DropoutNd,)  # every dropout layer of torch.nn
+
+
 class StackedFixed:
     """S students trained at fixed per-run values ``values[s] = (lambda1, T)``, seeded by ``settings[s].seed``.
 
@@ -40,6 +49,13 @@ class StackedFixed:
         for st in settings:  # each run's initial weights from its own seed, exactly as train_student draws them
             torch.manual_seed(st.seed)
             self.models.append(make_student().to(device).train())
+        random = sorted({type(m).__name__ for m in self.models[0].modules() if isinstance(m, RANDOM_MODULES)})
+        if random:
+            # one run draws its masks from the global stream (the real step) and its Tuner's generator (the
+            # estimator); S runs in one vmapped call cannot reproduce each seed's stream
+            raise ValueError(f"the stacked backend trains students without random layers; this student has "
+                             f"{', '.join(random)} (each run's masks come from its own RNG stream); train its runs "
+                             f"one by one (engine='one', kdlib.train.train_student)")
         params, buffers = stack_module_state(self.models)
         self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         self.buffers = buffers
@@ -47,11 +63,14 @@ class StackedFixed:
         self.values = project(values.to(device).detach().clone())
         self.optimizer = make_optimizer(list(self.params.values()), settings[0])
         self.runs = len(self.models)
+        # L_train's variant (kdlib.losses.distillation_loss): the paper's "ce" or the authors' "kl", T^2 or not
+        self.loss_opts = loss_options(settings[0])
+        loss_opts = self.loss_opts
 
         def train_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor,
                        lam: Tensor) -> Tensor:
             z = functional_call(self.base, (p, b), (x,))
-            return distillation_loss(z, t, y, lam[0], lam[1])
+            return distillation_loss(z, t, y, lam[0], lam[1], **loss_opts)
 
         def logits(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
             return functional_call(self.base, (p, b), (x,))
@@ -104,14 +123,33 @@ class StackedFixed:
         return [RunOutput(model=m) for m in self.models]
 
 
+def loss_options(st: Any) -> dict[str, Any]:
+    """The L_train options of settings ``st`` (:func:`kdlib.losses.distillation_loss`'s ``form``, ``t2_scaling``),
+    as :func:`kdlib.train.make_tuner` passes them to the Tuner."""
+    return dict(form=getattr(st, "loss_form", "ce"), t2_scaling=bool(getattr(st, "t2_scaling", False)))
+
+
 class StackedTuned(StackedFixed):
-    """S runs whose (lambda1, T) follow a schedule (``"gradient"`` or ``"proposed"``, Algorithm 1): the
-    hypergradient of eq. (3) for all runs at once, ``vmap`` over ``torch.func.grad`` of L_val after one
-    differentiable plain-SGD step (the unrolled estimator's double backprop, exact), and the schedule's
-    clipping, NaN skip, projection and extrapolation on (S, 2) values (:class:`kdlib.schedules.Schedule`, the
-    code the Tuner runs). BatchNorm in the estimator uses batch statistics and updates nothing, as
-    :func:`kdlib.hypergrad.inner_buffers`. Plain SGD only (the paper's); the loop's validation batches are drawn
-    once per hypergradient for all runs, which is what each run's own cycle would give."""
+    """S runs whose (lambda1, T) follow a schedule (``"gradient"`` or ``"proposed"``, Algorithm 1, the cycle
+    counted globally or restarted every epoch): the hypergradient of eq. (3) for all runs at once, ``vmap`` over
+    the settings' estimator through one virtual plain-SGD step, and the schedule's clipping, NaN skip (counted per
+    run), projection and extrapolation on (S, 2) values (:class:`kdlib.schedules.Schedule`, the code the Tuner
+    runs).
+
+    Estimators, each the reference's arithmetic per run:
+
+    * ``"unrolled"``: ``torch.func.grad`` of L_val after a differentiable step ``w - lr g`` (double backprop,
+      exact; the Tuner's cotangent evaluation is algebraically identical);
+    * ``"finite_difference"`` (:func:`kdlib.hypergrad.finite_difference.finite_difference`, plain SGD): the virtual
+      step at the initial lr (``fd_virtual_lr="initial"``, the authors') or the current one, the validation
+      gradient there as the direction d, ``eps = 0.01 / ||d||`` per run, grad_lambda L_train at ``w +- eps d``
+      (two perturbed forwards), their central difference scaled by ``-lr`` (the current lr).
+
+    BatchNorm in the estimator uses batch statistics and updates nothing, as :func:`kdlib.hypergrad.inner_buffers`;
+    the students have no dropout, so no RNG stream is drawn. Plain SGD only (the paper's); the loop's validation
+    batches are drawn once per hypergradient for all runs, which is what each run's own cycle would give."""
+
+    FD_EPS_SCALE = 0.01  # kdlib.hypergrad.finite_difference's default, the Tuner's
 
     def __init__(self, settings: Sequence[Any], make_student: Callable[[], nn.Module], values: Tensor,
                  device: torch.device | str, make_optimizer: Callable[[list[Tensor], Any], torch.optim.Optimizer],
@@ -125,21 +163,58 @@ class StackedTuned(StackedFixed):
         self.values = self.schedule.value
         self.iteration = 0
         self.in_epoch = 0
+        self.estimator = st.estimator
+        # the lr as device tensors, made once per lr change (set_lr), never in the step: the current lr of the
+        # virtual step and the finite difference's scale, and the lr the Tuner read at its start (initial_lr)
+        group = self.optimizer.param_groups[0]
+        self._lr_value = float(group["lr"])
+        self.lr = self._device_scalar(self._lr_value)
+        initial = self._device_scalar(float(group.get("initial_lr", group["lr"])))
+        self.virtual_lr = initial if getattr(st, "fd_virtual_lr", "current") == "initial" else None
         t_val = float(st.t_val)
+        loss_opts = self.loss_opts
+        eps_scale = self.FD_EPS_SCALE
         no_stats = {k: None for k in self.buffers}  # batch statistics, no running-statistics update
 
         def call(p: dict[str, Tensor], x: Tensor) -> Tensor:
             return functional_call(self.base, (p, no_stats), (x,), strict=False)
 
-        def one(lam: Tensor, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, xv: Tensor, yv: Tensor,
-                lr: Tensor) -> Tensor:
+        def unrolled(lam: Tensor, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, xv: Tensor, yv: Tensor,
+                     lr: Tensor, virtual_lr: Tensor) -> Tensor:
             def val_after(lv: Tensor) -> Tensor:
-                g = torch.func.grad(lambda q: distillation_loss(call(q, x), t, y, lv[0], lv[1]))(p)
+                g = torch.func.grad(lambda q: distillation_loss(call(q, x), t, y, lv[0], lv[1], **loss_opts))(p)
                 return validation_loss(call({k: p[k] - lr * g[k] for k in p}, xv), yv, t_val)
 
             return torch.func.grad(val_after)(lam)
 
-        self._hypergradient = vmap(one, in_dims=(0, 0, 0, 0, 0, None, None, None))
+        def finite_difference(lam: Tensor, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, xv: Tensor,
+                              yv: Tensor, lr: Tensor, virtual_lr: Tensor) -> Tensor:
+            gw = torch.func.grad(lambda q: distillation_loss(call(q, x), t, y, lam[0], lam[1], **loss_opts))(p)
+            w_new = {k: p[k] - virtual_lr * gw[k] for k in p}
+            d = torch.func.grad(lambda q: validation_loss(call(q, xv), yv, t_val))(w_new)
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d[k]) for k in p]))
+            eps = eps_scale / norm
+            lam_grads = []
+            for sign in (1.0, -1.0):
+                z = call({k: p[k] + (sign * eps) * d[k] for k in p}, x).detach()
+                lam_grads.append(torch.func.grad(
+                    lambda lv, z=z: distillation_loss(z, t, y, lv[0], lv[1], **loss_opts))(lam))
+            hess = (lam_grads[0] - lam_grads[1]) / (2 * eps)
+            return -lr * hess
+
+        one = finite_difference if self.estimator == "finite_difference" else unrolled
+        self._hypergradient = vmap(one, in_dims=(0, 0, 0, 0, 0, None, None, None, None))
+
+    def _device_scalar(self, value: float) -> Tensor:
+        """A 0-d tensor of the students' dtype on their device (a fill kernel: no host-to-device copy)."""
+        ref = next(iter(self.params.values()))
+        return torch.full((), value, dtype=ref.dtype, device=ref.device)
+
+    def set_lr(self, lr: float) -> None:
+        super().set_lr(lr)
+        if float(lr) != self._lr_value:  # a host float: the device tensor is remade only when the lr changes
+            self._lr_value = float(lr)
+            self.lr = self._device_scalar(self._lr_value)
 
     def new_epoch(self) -> None:
         self.in_epoch = 0
@@ -147,12 +222,13 @@ class StackedTuned(StackedFixed):
     def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
         x, y, t = (torch.stack(parts) for parts in zip(*batches))
         params = {k: v.detach() for k, v in self.params.items()}
-        lr = torch.as_tensor(self.optimizer.param_groups[0]["lr"], dtype=x.dtype, device=x.device)
+        lr = self.lr
+        virtual_lr = lr if self.virtual_lr is None else self.virtual_lr
 
         def hypergradient(value: Tensor) -> Tensor:
             xv, yv = next_val()
             self.base.train()
-            return self._hypergradient(value, params, x, y, t, xv, yv, lr)
+            return self._hypergradient(value, params, x, y, t, xv, yv, lr, virtual_lr)
 
         self.values = self.schedule.step(self.iteration, self.in_epoch, hypergradient)
         self.iteration += 1
@@ -170,21 +246,23 @@ class StackedTuned(StackedFixed):
         return super().finish()
 
 
+STACKED_ESTIMATORS = ("unrolled", "finite_difference")
+
+
 def unsupported(st: Any, schedule: str) -> str | None:
     """Why runs of settings ``st`` (any object with the run settings' field names) under ``schedule`` cannot train
-    on this backend, or None. Fixed values: any optimizer, the paper's loss without the T^2 factor; a moving
-    schedule: also the one-step unrolled estimator, the "ce" form and plain SGD."""
-    if st.t2_scaling:
-        return "the stacked backend trains the paper's loss without the T^2 factor (t2_scaling=False)"
+    on this backend, or None. Fixed values: any optimizer, either loss form, with or without the T^2 factor; a
+    moving schedule: also plain SGD and the one-step unrolled or the finite-difference estimator."""
     if schedule == "fixed":
         return None
     if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
         return ("the stacked tuned backend differentiates the paper's plain SGD step only; use "
                 "train_student for momentum, weight decay or Adam")
-    if st.estimator != "unrolled" or st.unroll_steps != 1 or st.loss_form != "ce" or st.t2_scaling:
-        return ("the stacked tuned backend implements the one-step unrolled estimator with the paper's "
-                "loss (estimator='unrolled', unroll_steps=1, loss_form='ce', t2_scaling=False)")
-    if getattr(st, "placement", "before_backward") != "before_backward":
+    if st.estimator not in STACKED_ESTIMATORS or (st.estimator == "unrolled" and st.unroll_steps != 1):
+        return ("the stacked tuned backend implements the one-step unrolled estimator and the finite difference "
+                "(estimator='unrolled' with unroll_steps=1, or estimator='finite_difference'); "
+                f"got estimator={st.estimator!r}, unroll_steps={st.unroll_steps}")
+    if st.placement != "before_backward":
         return "the stacked tuned backend takes the hypergradient before the step (placement='before_backward')"
     return None
 
@@ -197,4 +275,4 @@ def build(settings: Sequence[Any], problem: Problem, values: Tensor, schedule: s
     return StackedTuned(settings, problem.make_student, values, device, _make_optimizer, schedule)
 
 
-__all__ = ["StackedFixed", "StackedTuned", "build", "unsupported"]
+__all__ = ["STACKED_ESTIMATORS", "StackedFixed", "StackedTuned", "build", "loss_options", "unsupported"]
