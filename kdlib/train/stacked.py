@@ -262,7 +262,7 @@ def unsupported(st: Any, schedule: str) -> str | None:
         return ("the stacked tuned backend implements the one-step unrolled estimator and the finite difference "
                 "(estimator='unrolled' with unroll_steps=1, or estimator='finite_difference'); "
                 f"got estimator={st.estimator!r}, unroll_steps={st.unroll_steps}")
-    if st.placement != "before_backward":
+    if getattr(st, "placement", "before_backward") != "before_backward":
         return "the stacked tuned backend takes the hypergradient before the step (placement='before_backward')"
     return None
 
