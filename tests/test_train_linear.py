@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kdlib.experiments.runner import choose_backend, run_group
+from kdlib.experiments.runner import choose_backend, run_group, run_one
 from kdlib.experiments.profiles import resolve_config
 from kdlib.data import synthetic
 from kdlib.hypergrad import hypergradient
@@ -170,17 +170,24 @@ def test_supports_and_batch_checks():
         run_group([ok, ok], "linear")
 
 
-def test_all_non_finite_raises_on_the_linear_backend_too(monkeypatch):
-    from kdlib.schedules import NonFiniteHypergradient
-
+def test_all_non_finite_on_the_linear_backend_retrains_the_group_one_by_one(monkeypatch):
+    """A run of the group with only non-finite hypergradients: the backend names it (seed index 1), and the runner
+    trains the group one by one, so every seed gets the record it gets alone (here: the generic path, whose
+    hypergradient is not patched, so every run is ok and moves)."""
     def nan_hypergradient(lp, w, b, lam, *args, **kwargs):
         g = torch.zeros_like(lam)
         g[1] = float("nan")  # seed index 1: every hypergradient is NaN
         return g
 
+    cfgs = _configs("gradient")
     monkeypatch.setattr(linear, "hypergradient_batched", nan_hypergradient)
-    with pytest.raises(NonFiniteHypergradient, match=r"all 30 hypergradients of seeds \[0, 1, 2\] \(rows \[1\]\)"):
-        run_group(_configs("gradient"), "linear")
+    with pytest.warns(UserWarning, match=r"all 30 hypergradients of seeds \[0, 1, 2\] \(rows \[1\]\).*trained one by one"):
+        recs = run_group(cfgs, "linear")
+    assert [r["summary"]["status"] for r in recs] == ["ok"] * 3
+    assert all("engine" not in r["summary"] for r in recs)  # one by one: no stacking backend named
+    alone = [run_one(c) for c in cfgs]
+    for r, a in zip(recs, alone):
+        assert [h["lambda1"] for h in r["history"]] == [h["lambda1"] for h in a["history"]]
 
 
 def test_skipped_non_finite_hypergradients_are_warned_about_once(monkeypatch):
