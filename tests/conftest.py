@@ -157,3 +157,21 @@ def random_image_problem(n_train: int = 32, n_val: int = 16, n_test: int = 24):
     a, b = n_train, n_train + n_val
     return Problem(train=Split(x[:a], y[:a], t[:a]), val=Split(x[a:b], y[a:b]), test=Split(x[b:], y[b:]),
                    make_student=CifarStudent)
+
+
+def assert_same_history(got, ref, rows: int, abs_tol: float, rel_tol: float,
+                        accuracy_tol: float | None = None) -> None:
+    """Two runs' logged rows agree: the same schedule bookkeeping exactly (step, epoch, hypergradient and NaN-skip
+    counts, phase, lr), (lambda1, T) within ``abs_tol``, L_val within ``rel_tol``, and, when ``accuracy_tol`` is
+    given, the test accuracy within it. ``got``/``ref``: objects with a ``history`` list."""
+    import pytest
+
+    assert len(got.history) == len(ref.history) == rows
+    for a, b in zip(got.history, ref.history):
+        for k in ("step", "epoch", "hypergrad_evals", "nan_skipped", "phase", "lr"):
+            assert a[k] == b[k], k
+        assert a["lambda1"] == pytest.approx(b["lambda1"], abs=abs_tol)
+        assert a["temperature"] == pytest.approx(b["temperature"], abs=abs_tol)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=rel_tol)
+        if accuracy_tol is not None:
+            assert abs(a["test_accuracy"] - b["test_accuracy"]) <= accuracy_tol

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_fmnist_root, random_image_problem
+from conftest import assert_same_history, make_fmnist_root, random_image_problem
 from kdlib import Tuner
 from kdlib.hypergrad import hypergradient
 from kdlib.losses import distillation_loss
@@ -212,14 +212,7 @@ def test_stacked_equals_one_by_one_on_cuda(schedule):
         factory = (lambda o, s, v=v: make_tuner(s, o, v, schedule)) if tuned else fixed_tuner(v)
         ref = train_student(st, problem, factory)
         assert next(got.model.parameters()).is_cuda
-        assert len(got.history) == len(ref.history) == 2
-        for a, b in zip(got.history, ref.history):
-            for k in ("step", "epoch", "hypergrad_evals", "nan_skipped", "phase", "lr"):
-                assert a[k] == b[k], k
-            assert a["lambda1"] == pytest.approx(b["lambda1"], abs=1e-4)
-            assert a["temperature"] == pytest.approx(b["temperature"], abs=1e-4)
-            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
-            assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1.0 / 32 + 1e-12
+        assert_same_history(got, ref, rows=2, abs_tol=1e-4, rel_tol=1e-4, accuracy_tol=1.0 / 32 + 1e-12)
         if tuned:
             assert abs(got.history[-1]["lambda1"] - float(v[0])) > 1e-3  # the values did move
 
@@ -294,14 +287,7 @@ def test_stacked_authors_protocol_equals_one_by_one_on_cuda(method):
     for st, got in zip(sts, m.run_together(sts, problem, "stacked")):
         ref = m.run(st, problem)
         assert next(got.model.parameters()).is_cuda
-        assert len(got.history) == len(ref.history) == 2
-        for a, b in zip(got.history, ref.history):
-            for k in ("step", "epoch", "hypergrad_evals", "nan_skipped", "phase", "lr"):
-                assert a[k] == b[k], k
-            assert a["lambda1"] == pytest.approx(b["lambda1"], abs=1e-4)
-            assert a["temperature"] == pytest.approx(b["temperature"], abs=1e-4)
-            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
-            assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1.0 / 32 + 1e-12
+        assert_same_history(got, ref, rows=2, abs_tol=1e-4, rel_tol=1e-4, accuracy_tol=1.0 / 32 + 1e-12)
 
 
 # ------------------------------------------------------------------------------------------- the runner

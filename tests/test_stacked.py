@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_image_problem
+from conftest import assert_same_history, random_image_problem
 
 from kdlib.methods import fixed_tuner
 from kdlib.models import CifarStudent
@@ -89,13 +89,7 @@ def test_stacked_tuned_histories_equal_one_by_one(schedule):
     stacked = train_students_stacked(sts, problem, init, schedule=schedule)
     for st, v, got in zip(sts, init, stacked):
         ref = train_student(st, problem, lambda o, s, v=v: make_tuner(s, o, v, schedule))
-        assert len(got.history) == len(ref.history) == 3
-        for a, b in zip(got.history, ref.history):
-            for k in ("step", "epoch", "hypergrad_evals", "nan_skipped", "phase", "lr"):
-                assert a[k] == b[k], k
-            assert a["lambda1"] == pytest.approx(b["lambda1"], abs=1e-5)
-            assert a["temperature"] == pytest.approx(b["temperature"], abs=1e-5)
-            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        assert_same_history(got, ref, rows=3, abs_tol=1e-5, rel_tol=1e-5)
         assert abs(got.history[-1]["lambda1"] - float(v[0])) > 1e-3  # the values did move
 
 
