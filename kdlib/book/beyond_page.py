@@ -273,8 +273,12 @@ class BeyondPage:
         if costs:
             text += " Cost: " + "; ".join(costs) + "."
         if elsewhere:
-            text += (" Wall times compare only on one CPU model: " + "; ".join(f"{label} was timed on {where}"
-                                                                                for label, where in elsewhere)
+            by_machine: dict[str, list[str]] = {}
+            for label, where in elsewhere:
+                by_machine.setdefault(where, []).append(label)
+            text += (" Wall times compare only on one CPU model: " + "; ".join(
+                f"{', '.join(labels)} {'was' if len(labels) == 1 else 'were'} timed on {where}"
+                for where, labels in by_machine.items())
                      + f", gradient-based tuning on {g_machine}, so no wall-time ratio is given for "
                      + ("it" if len(elsewhere) == 1 else "them")
                      + "; the hypergradient and training counts compare across machines.")

@@ -72,9 +72,11 @@ def finish_record(cfg: ExperimentConfig, history: list[dict[str, Any]], summary:
     if reason:
         summary["final_accuracy"] = None
         summary["diverged"] = reason
+        # meta_lr is a fix only for a method whose metaparameters move by hypergradient
+        meta = f" or meta_lr (now {cfg.meta_lr})" if get_method(cfg.method).schedule != "fixed" else ""
         warnings.warn(f"{cfg.key()} ({cfg.method}): the run diverged: {reason}; stored with status 'diverged' "
                       f"and final_accuracy null (counted apart, never averaged). Fix: a smaller lr "
-                      f"(now {cfg.lr}) or meta_lr (now {cfg.meta_lr})", stacklevel=2)
+                      f"(now {cfg.lr}){meta}", stacklevel=2)
     elif summary.get("nan_skipped"):
         warnings.warn(f"{cfg.key()}: {summary['nan_skipped']} non-finite hypergradient(s) were skipped",
                       stacklevel=2)
