@@ -47,16 +47,21 @@ def _assert_same_history(gen, bat, lam_tol=1e-5):
         assert math.isclose(rg["val_loss"], rb["val_loss"], rel_tol=1e-4, abs_tol=1e-5)
 
 
-@pytest.mark.parametrize("method,estimator,over", CASES)
-def test_linear_equals_one_by_one(method, estimator, over):
-    from kdlib.experiments.runner import run_one
-
-    cfgs = _configs(method, estimator, **over)
+def _linear_beside_one_by_one(cfgs) -> tuple[list[dict], list[dict]]:
+    """The one-by-one records and the linear group's records of ``cfgs``, checked to share configs and
+    histories (:func:`_assert_same_history`)."""
     generic = [run_one(c) for c in cfgs]
     fast = run_group(cfgs, "linear")
     for g, b, c in zip(generic, fast, cfgs):
         assert b["config"] == g["config"] == c.to_dict()
         _assert_same_history(g["history"], b["history"])
+    return generic, fast
+
+
+@pytest.mark.parametrize("method,estimator,over", CASES)
+def test_linear_equals_one_by_one(method, estimator, over):
+    generic, fast = _linear_beside_one_by_one(_configs(method, estimator, **over))
+    for g, b in zip(generic, fast):
         assert b["summary"]["full_trainings"] == g["summary"]["full_trainings"]
         assert b["summary"]["final_accuracy"] == g["summary"]["final_accuracy"]
         assert b["summary"]["extra"] == g["summary"]["extra"]  # hyperopt: the same TPE trials and scores
@@ -217,15 +222,10 @@ AFTER_CASES = [("gradient", "finite_difference"), ("gradient", "unrolled"), ("pr
 def test_linear_after_backward_equals_one_by_one(method, estimator):
     # placement="after_backward": the Tuner steps from the loop's .grad and the new values act one step late;
     # the closed form takes the same hypergradient and keeps the step's values (kdlib.train.linear.Linear.step)
-    from kdlib.experiments.runner import run_one
-
     cfgs = _configs(method, estimator, placement="after_backward")
     assert choose_backend(cfgs[0]).backend == "linear"
-    generic = [run_one(c) for c in cfgs]
-    fast = run_group(cfgs, "linear")
-    for g, b, c in zip(generic, fast, cfgs):
-        assert b["config"] == g["config"] == c.to_dict()
-        _assert_same_history(g["history"], b["history"])
+    generic, fast = _linear_beside_one_by_one(cfgs)
+    for g, b in zip(generic, fast):
         assert b["summary"]["final_accuracy"] == g["summary"]["final_accuracy"]
     if method != "naive":  # the placement changes a moving schedule's run (the values act one step late)
         before = run_group(_configs(method, estimator), "linear")

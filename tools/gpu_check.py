@@ -91,6 +91,8 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402  (after the path: the device machine runs kdlib from source)
 
+from benchmarks.timing import Timer  # noqa: E402
+
 SCHEMA = 1
 DATASETS = ("cifar10_reduced", "cifar10", "fashion_mnist")
 TF32_ENV = "KDLIB_GPU_CHECK_TF32"  # "off": float32 products in float32 in this process and the ones it starts
@@ -275,15 +277,9 @@ def run_tests(args: argparse.Namespace, log: Log, timeout: float) -> dict[str, A
 
 
 # ------------------------------------------------------------------------------------------- 3. step times
-class Clock:
-    """Seconds of a call: CUDA events around it (and the wall clock), synchronised only outside it."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
+class Clock(Timer):
+    """Seconds of a call: CUDA events around it (and the wall clock), synchronised only outside it
+    (:class:`benchmarks.timing.Timer`'s device and synchronisation)."""
 
     def time(self, fn: Callable[[], Any]) -> tuple[float, float]:
         """(event seconds, wall seconds); on the CPU both are the wall clock."""
