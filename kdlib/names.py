@@ -41,6 +41,9 @@ LOSS_FORMS: tuple[str, ...] = ("ce", "kl")
 VARIANTS: tuple[str, ...] = ("paper", "authors")
 # where kdlib.Tuner.step sits in the loop: before the forward (the paper) or after loss.backward(), reusing .grad
 PLACEMENTS: tuple[str, ...] = ("before_backward", "after_backward")
+# training-time augmentation of image batches: none, or the authors' use_aug=True (flip + padded crop,
+# kdlib.data.augment)
+AUGMENTS: tuple[str, ...] = ("none", "flip_crop")
 # how the seeds of one image method train: each on its own, or as one vmapped model (kdlib.train.select)
 ENGINES: tuple[str, ...] = ("one", "stacked")
 
@@ -55,7 +58,7 @@ ESTIMATOR_LABELS: dict[str, str] = {"unrolled": "unrolled (reverse mode)", "fini
 
 __all__ = ["IMAGE_DATASETS", "DATASETS", "METHOD_NAMES", "BEYOND_METHOD_NAMES", "ALL_METHOD_NAMES", "ESTIMATORS", "PROFILES", "OPTIMIZERS", "STATUSES",
            "SCHEDULES", "PROPOSED_RESETS", "TEMPERATURE_PARAMS", "FD_VIRTUAL_LRS", "INIT_LAWS", "RANDOM_LAWS",
-           "LOSS_FORMS", "PLACEMENTS", "VARIANTS", "ENGINES", "METHOD_LABELS", "DATASET_LABELS", "ESTIMATOR_LABELS"]
+           "LOSS_FORMS", "PLACEMENTS", "AUGMENTS", "VARIANTS", "ENGINES", "METHOD_LABELS", "DATASET_LABELS", "ESTIMATOR_LABELS"]
 
 # teacher kinds (kdlib.teachers); a user's own logits are given as "file:PATH.npy"
 AUTHORS_TEACHERS: tuple[str, ...] = ("authors_resnet", "authors_cnn", "authors_resnet_fmnist")

@@ -78,6 +78,8 @@ class ExperimentConfig(Settings):
         if self.dataset == "synthetic":
             if self.iterations is None:
                 raise fail("iterations", "an integer >= 1 (synthetic runs count full-batch iterations)", None)
+            if self.augment != "none":
+                raise fail("augment", "'none' (the synthetic problem has no images to augment)", self.augment)
         elif self.dataset in DATASETS and self.epochs is None:
             raise fail("epochs", f"an integer >= 1 ({self.dataset} runs count epochs)", None)
         super().validate()

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kdlib.data import DataBundle, load_dataset
+from kdlib.data.augment import FlipCrop
 from kdlib.experiments.config import ExperimentConfig
 from kdlib.methods import get_method
 from kdlib.models import LogReg, make_student
@@ -83,8 +84,11 @@ def build_problem(cfg: ExperimentConfig, bundle: DataBundle, teacher: TeacherLog
     else:
         def make() -> torch.nn.Module:
             return make_student(cfg.dataset)
+    augment = None
+    if "normalization" in bundle.meta:  # images: the authors' flip + padded crop (used when cfg.augment says so)
+        augment = FlipCrop.for_normalization(bundle.meta["normalization"]["mean"], bundle.meta["normalization"]["std"])
     return Problem(train=split(train, True), val=split(bundle.val, False), test=split(bundle.test, False),
-                   make_student=make)
+                   make_student=make, augment=augment)
 
 
 def problem_for(cfg: ExperimentConfig, progress: bool = False) -> tuple[Problem, DataBundle, TeacherLogits]:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
+from kdlib.errors import ConfigError
 from kdlib.train.problem import Problem, Split
 from kdlib.train.settings import Settings
 from kdlib.tuner import Tuner
@@ -108,6 +109,7 @@ class Backend(Protocol):
 
 
 _PER_RUN_FIELDS = ("seed",)
+AUGMENT_SEED_OFFSET = 2 ** 31  # a run's augmentation stream: seed + this (its shuffle stream is the seed itself)
 
 
 def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callable[[], Backend], progress: bool = False,
@@ -120,6 +122,9 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
         diff = [k for k, v in dataclasses.asdict(other).items() if k not in _PER_RUN_FIELDS and ref[k] != v]
         if diff:
             raise ValueError(f"stacked runs may differ only in seed and metaparameters; they differ in {diff}")
+    if st.augment != "none" and problem.augment is None:
+        raise ConfigError(f"config field 'augment': {st.augment!r} needs image data, and this problem has no "
+                          f"augmentation; fix: set augment=none")
     backend = backend_factory()
     by_iteration = st.iterations is not None
     n_train = len(problem.train)
@@ -128,6 +133,8 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
     total = int(st.iterations) if by_iteration else int(st.epochs) * batches_per_epoch
     val_iter = _val_cycle(problem.val, st.batch_size)
     gens = [torch.Generator().manual_seed(s.seed) for s in sts]
+    augment_gens = ([torch.Generator().manual_seed(s.seed + AUGMENT_SEED_OFFSET) for s in sts]
+                    if st.augment != "none" else None)
     outs = [RunOutput() for _ in sts]
     t0 = time.perf_counter()
     lr = st.lr
@@ -170,6 +177,8 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
                 batches = [(train.x[sl], train.y[sl], train.teacher[sl])] * len(sts)
             else:
                 batches = [(train.x[o[sl]], train.y[o[sl]], train.teacher[o[sl]]) for o in orders]
+            if augment_gens is not None:
+                batches = [(problem.augment(x, g), y, t) for (x, y, t), g in zip(batches, augment_gens)]
             backend.step(batches, next_val)
             if by_iteration and (step % st.log_every == 0 or step == total - 1):
                 log(step, epoch)

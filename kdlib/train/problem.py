@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
 
@@ -21,12 +22,18 @@ class Split:
 
 @dataclass
 class Problem:
-    """What one run trains on: the student's train part (with teacher logits), D_val and the test set."""
+    """What one run trains on: the student's train part (with teacher logits), D_val and the test set.
+
+    ``augment(x, generator)``: a freshly augmented copy of a train batch (the teacher's logits stay those of the
+    un-augmented image, as the authors' precomputed logits were); None if the data has none
+    (:class:`kdlib.data.augment.FlipCrop` for images). The loop calls it only for runs with ``augment != "none"``.
+    """
 
     train: Split
     val: Split
     test: Split
     make_student: Callable[[], nn.Module]
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
 
 __all__ = ["Split", "Problem"]

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from kdlib.errors import ConfigError
 from kdlib.metaparams import LAMBDA1_RANGE, TEMPERATURE_RANGE
-from kdlib.names import (ESTIMATORS, FD_VIRTUAL_LRS, INIT_LAWS, LOSS_FORMS, OPTIMIZERS, PLACEMENTS,
+from kdlib.names import (AUGMENTS, ESTIMATORS, FD_VIRTUAL_LRS, INIT_LAWS, LOSS_FORMS, OPTIMIZERS, PLACEMENTS,
                          PROPOSED_RESETS, RANDOM_LAWS, TEMPERATURE_PARAMS)
 from kdlib.schedules import Schedule
 from kdlib.tuner import Tuner
@@ -43,6 +43,9 @@ class Settings:
     epochs: int | None = None  # passes over D_train (the image datasets)
     batch_size: int | None = None  # None: full batch
     shuffle: bool = True  # reshuffle D_train every epoch (a generator seeded by the seed)
+    # "none", or "flip_crop": every train batch flipped and padded-cropped afresh (the authors' use_aug=True;
+    # the problem supplies it, kdlib.data.augment; a generator of its own per run)
+    augment: str = "none"
     log_every: int = 1  # iterations (a run counted in iterations) or epochs between logged points
     eval_every: int = 1  # epochs: evaluate after epoch 0, after every epoch e with (e + 1) % eval_every == 0, and
     #                      at the end (the authors: 5); 1 = every epoch. Iteration-counted runs use log_every only
@@ -94,7 +97,7 @@ class Settings:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = dict(
         estimator=ESTIMATORS, optimizer=OPTIMIZERS, random_law=RANDOM_LAWS, loss_form=LOSS_FORMS,
         proposed_reset=PROPOSED_RESETS, init_law=INIT_LAWS, fd_virtual_lr=FD_VIRTUAL_LRS,
-        temperature_param=TEMPERATURE_PARAMS, placement=PLACEMENTS)
+        temperature_param=TEMPERATURE_PARAMS, placement=PLACEMENTS, augment=AUGMENTS)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"iterations", "epochs", "batch_size", "lr_step_epochs",
                                                     "init_lambda1", "init_temperature"})
 

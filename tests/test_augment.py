@@ -1,0 +1,105 @@
+"""The authors' training-time augmentation (``cifar10_loader(use_aug=True)``: RandomHorizontalFlip, then
+RandomCrop(32, padding=4), on the raw image) as :class:`kdlib.data.augment.FlipCrop` on normalized batches, and
+its place in the one loop (``augment="flip_crop"``)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_same_history, random_image_problem
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+from kdlib.data import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
+from kdlib.data.augment import FlipCrop
+from kdlib.errors import ConfigError
+from kdlib.experiments.config import ExperimentConfig
+from kdlib.methods import fixed_tuner
+from kdlib.train import Settings, train_student, train_students_stacked
+
+
+def _torchvision(raw: np.ndarray, flip: bool, top: int, left: int, mean, std) -> torch.Tensor:
+    """The authors' pipeline on one uint8 image with the random choices given: flip, pad 4 with black, crop,
+    ToTensor, Normalize (torchvision's own functions on a PIL image)."""
+    img = Image.fromarray(raw if raw.shape[-1] == 3 else raw[..., 0])
+    if flip:
+        img = TF.hflip(img)
+    img = TF.crop(TF.pad(img, 4, fill=0), top, left, raw.shape[0], raw.shape[1])
+    return TF.normalize(TF.to_tensor(img), list(mean), list(std))
+
+
+@pytest.mark.parametrize("shape,mean,std", [((32, 32, 3), CIFAR_MEAN, CIFAR_STD), ((28, 28, 1), FMNIST_MEAN, FMNIST_STD)])
+def test_flip_crop_equals_torchvision_on_the_raw_image(shape, mean, std):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (7,) + shape, dtype=np.uint8)
+    normalized = torch.stack([TF.normalize(TF.to_tensor(r if shape[-1] == 3 else r[..., 0]), list(mean), list(std))
+                              for r in raw])
+    flips = torch.tensor([0, 1, 0, 1, 1, 0, 1], dtype=torch.bool)
+    offsets = torch.tensor([[0, 0], [8, 8], [3, 5], [0, 8], [4, 4], [8, 0], [1, 7]])  # both extremes of [0, 8]
+    got = FlipCrop.for_normalization(mean, std).apply(normalized, flips, offsets)
+    want = torch.stack([_torchvision(r, bool(f), int(o[0]), int(o[1]), mean, std)
+                        for r, f, o in zip(raw, flips, offsets)])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # offset (4, 4) without a flip is the identity; a corner offset shows 4 rows and columns of black
+    torch.testing.assert_close(got[4], normalized[4].flip(2))
+    black = torch.tensor(FlipCrop.for_normalization(mean, std).fill).view(-1, 1, 1)
+    assert torch.equal(got[0][:, :4, :], black.expand_as(got[0][:, :4, :]))
+
+
+def test_draws_cover_every_offset_and_flip_half_the_images_from_the_callers_generator():
+    aug = FlipCrop.for_normalization(CIFAR_MEAN, CIFAR_STD)
+    flips, offsets = aug.draw(20000, torch.Generator().manual_seed(1))
+    assert set(offsets.unique().tolist()) == set(range(9))
+    assert abs(flips.float().mean().item() - 0.5) < 0.015  # 4.2 binomial standard deviations
+    again = aug.draw(20000, torch.Generator().manual_seed(1))
+    assert torch.equal(flips, again[0]) and torch.equal(offsets, again[1])
+    state = torch.get_rng_state()
+    aug(torch.zeros(4, 3, 32, 32), torch.Generator().manual_seed(2))
+    assert torch.equal(state, torch.get_rng_state())  # the global stream (the model's) is untouched
+
+
+def _augmented_problem():
+    problem = random_image_problem(32, 16, 16)
+    return dataclasses.replace(problem, augment=FlipCrop.for_normalization(CIFAR_MEAN, CIFAR_STD))
+
+
+def test_the_loop_augments_only_when_asked_reproducibly_and_per_run():
+    problem = _augmented_problem()
+    st = Settings(seed=3, epochs=2, batch_size=16, lr=0.1, shuffle=False)
+    plain = train_student(st, problem, fixed_tuner(torch.tensor([0.5, 2.0])))
+    unaugmented = train_student(st, dataclasses.replace(problem, augment=None), fixed_tuner(torch.tensor([0.5, 2.0])))
+    assert plain.history == [dict(r, wall_time=p["wall_time"]) for r, p in zip(unaugmented.history, plain.history)]
+    aug = dataclasses.replace(st, augment="flip_crop")
+    a = train_student(aug, problem, fixed_tuner(torch.tensor([0.5, 2.0])))
+    b = train_student(aug, problem, fixed_tuner(torch.tensor([0.5, 2.0])))
+    drop = lambda h: [{k: v for k, v in r.items() if k != "wall_time"} for r in h]  # noqa: E731
+    assert drop(a.history) == drop(b.history)
+    assert drop(a.history) != drop(plain.history)
+    for p, q in zip(a.model.parameters(), plain.model.parameters()):
+        if not torch.equal(p, q):
+            break
+    else:
+        pytest.fail("the augmented run trained exactly as the plain one")
+
+
+def test_stacked_runs_augment_each_run_as_its_own_one_by_one_run():
+    problem = _augmented_problem()
+    values = torch.tensor([[0.3, 1.5], [0.7, 4.0]])
+    sts = [Settings(seed=s, epochs=2, batch_size=16, lr=0.1, shuffle=False, augment="flip_crop") for s in (0, 1)]
+    stacked = train_students_stacked(sts, problem, values)
+    for st, v, got in zip(sts, values, stacked):
+        ref = train_student(st, problem, fixed_tuner(v))
+        assert_same_history(got, ref, rows=2, abs_tol=0, rel_tol=1e-5, accuracy_tol=1 / 16 + 1e-12)
+
+
+def test_augment_is_refused_before_any_compute_where_there_are_no_images():
+    problem = random_image_problem(32, 16, 16)  # no augmentation supplied
+    with pytest.raises(ConfigError, match="augment"):
+        train_student(Settings(epochs=1, batch_size=16, augment="flip_crop"), problem,
+                      fixed_tuner(torch.tensor([0.5, 2.0])))
+    with pytest.raises(ConfigError, match="augment"):
+        ExperimentConfig(dataset="synthetic", method="gradient", iterations=5, augment="flip_crop").validate()
+    with pytest.raises(ConfigError, match="augment"):
+        Settings(epochs=1, augment="crop").validate()
