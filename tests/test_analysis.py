@@ -106,11 +106,11 @@ def _authors_log(path: Path, runs):
             fh.write(json.dumps({"results": res, "version": "33"}) + "\n")
 
 
-def _record(method, seed, lam_authors, temps, accs, status="ok"):
+def _record(method, seed, lam_authors, temps, accs, status="ok", dataset="cifar10_reduced"):
     history = [dict(step=e, epoch=e, test_accuracy=a, lambda1=1.0 - la, temperature=t, phase="gradient")
                for e, (la, t, a) in enumerate(zip(lam_authors, temps, accs))]
     final = accs[-1] if status == "ok" else None
-    return dict(config=dict(dataset="cifar10_reduced", method=method, seed=seed, **P.authors_protocol(method)),
+    return dict(config=dict(dataset=dataset, method=method, seed=seed, **P.authors_protocol(method, dataset)),
                 history=history, summary=dict(status=status, final_accuracy=final, wall_time=100.0),
                 provenance=dict(kdlib_version="0.1.0", commit="abc1234", torch="2.x", threads=1, machine="test",
                                 created="2026-01-01T00:00:00"))
@@ -239,8 +239,7 @@ def test_pending_column_is_read_only_when_asked_and_only_while_nothing_is_archiv
     same checks, until the protocol folder holds records; the default readers never look there."""
     pend = P.pending_dir("cifar10", "authors", tmp_path)
     pend.mkdir(parents=True)
-    rec = _record("gradient", 0, [0.66, 1.0], [8.2, 10.0], [0.4, 0.716])
-    rec["config"]["dataset"] = "cifar10"
+    rec = _record("gradient", 0, [0.66, 1.0], [8.2, 10.0], [0.4, 0.716], dataset="cifar10")
     (pend / "cifar10__gradient__seed0__aaaa.json").write_text(json.dumps(rec))
     assert A.column_states("cifar10", tmp_path) == {"authors": "in progress", "defaults": "empty"}
     assert A.archive_is_empty(A.load_archive("cifar10", root=tmp_path))
@@ -250,6 +249,11 @@ def test_pending_column_is_read_only_when_asked_and_only_while_nothing_is_archiv
     bad["config"]["fd_virtual_lr"] = "current"
     (pend / "cifar10__gradient__seed1__bbbb.json").write_text(json.dumps(dict(bad, config=dict(bad["config"], seed=1))))
     with pytest.raises(ValueError, match="pending/cifar10/authors/runs/.*not the authors' protocol"):
+        A.load_archive("cifar10", root=tmp_path, pending=True)
+    del bad["config"]["augment"]  # a full CIFAR-10 tuned run without the authors' augmentation is another protocol
+    bad["config"]["fd_virtual_lr"] = "initial"
+    (pend / "cifar10__gradient__seed1__bbbb.json").write_text(json.dumps(dict(bad, config=dict(bad["config"], seed=1))))
+    with pytest.raises(ValueError, match="not the authors' protocol: {'augment': None}"):
         A.load_archive("cifar10", root=tmp_path, pending=True)
     (pend / "cifar10__gradient__seed1__bbbb.json").unlink()
     done = P.archive_dir("cifar10", "authors", tmp_path)
@@ -275,6 +279,12 @@ def test_against_authors_and_the_per_dataset_protocol(tmp_path, tiny):
     # Fashion-MNIST hyperopt trials run 40 epochs, as the authors' only log of it; nothing else departs
     assert P.authors_protocol("hyperopt", "fashion_mnist")["epochs"] == 40
     assert "epochs" not in P.authors_protocol("hyperopt", "cifar10") and "epochs" not in P.authors_protocol("gradient", "fashion_mnist")
+    # full CIFAR-10's tuned methods train on augmented batches (the authors' use_aug=True); nothing else does
+    for m in ("gradient", "proposed", "hyperopt"):
+        assert P.authors_protocol(m, "cifar10")["augment"] == "flip_crop"
+        assert "augment" not in P.authors_protocol(m, "cifar10_reduced") and "augment" not in P.authors_protocol(m, "fashion_mnist")
+    for m in ("no_distillation", "naive", "random"):
+        assert "augment" not in P.authors_protocol(m, "cifar10")
 
 
 def test_archive_refuses_two_configs_of_one_cell_and_a_mislabelled_protocol(tmp_path):

@@ -180,6 +180,8 @@ def protocol_table(datasets: tuple[str, ...] = ("fashion_mnist", "cifar10_reduce
             "metaparameter steps per epoch": f"{-(-(n - n // 10) // cfg.batch_size)}",
             "T_val, hypergradient": f"{cfg.t_val:g}, {cfg.estimator.replace('_', ' ')}",
             "proposed: e1, e2 (reset)": f"{cfg.e1}, {cfg.e2} ({cfg.proposed_reset})",
+            "train batches of the tuned methods": ("flipped and padded-cropped (use_aug=True)"
+                                                   if cfg.augment != "none" else "as stored (use_aug=False)"),
             "test accuracy logged": f"epoch 0 and every {cfg.eval_every}th",
             "teacher": teacher_label(cfg.teacher),
             "authors' logs": ", ".join(f"`{f}`" for f in dict.fromkeys(v for v in files.values() if v)),

@@ -34,7 +34,15 @@ AUTHORS_PROTOCOL: dict[str, object] = dict(init_law="authors", fd_virtual_lr="in
 AUTHORS_METHOD_PROTOCOL: dict[str, dict[str, object]] = {"random": dict(random_law="authors")}
 # (dataset, method) departures: the only Fashion-MNIST hyperopt log of the authors (exp3_full_fmnist__hyperopt,
 # the cell the paper prints) came from 40-epoch runs, where their other Fashion-MNIST runs have 50
-AUTHORS_DATASET_PROTOCOL: dict[tuple[str, str], dict[str, object]] = {("fashion_mnist", "hyperopt"): dict(epochs=40)}
+# Full CIFAR-10's tuned methods (those on the D_train/D_val loaders) train on augmented batches: the authors'
+# full-CIFAR notebook is empty in their repository, but the Fashion-MNIST notebook made from it keeps its loader
+# line, commented out: ``cifar10_loader(batch_size=128, split_train_val=True, use_aug = True)``; and their tuned
+# runs' test accuracy moves between the checkpoints of epochs 60-99 about twice as much as their baselines' (a fresh
+# crop every epoch), ours without augmentation half as much as our baselines. Their baselines' mean curve matches
+# ours without it at every checkpoint. Reduced CIFAR-10 and Fashion-MNIST: use_aug=False in their notebooks.
+AUTHORS_DATASET_PROTOCOL: dict[tuple[str, str], dict[str, object]] = {
+    ("fashion_mnist", "hyperopt"): dict(epochs=40),
+    **{("cifar10", m): dict(augment="flip_crop") for m in ("gradient", "proposed", "hyperopt")}}
 
 
 def authors_protocol(method: str, dataset: str | None = None) -> dict[str, object]:
