@@ -415,3 +415,11 @@ def test_branch_summary_counts_runs_per_branch(tiny):
     assert s.loc[("kdlib, authors' protocol", "gradient", "diverged"), "runs"] == 1
     assert s.runs.sum() == len(runs)
     assert len(A.branch_summary(A.run_table({}))) == 0
+
+
+def test_late_spread_is_the_median_over_runs_of_the_late_standard_deviation():
+    curves = pd.DataFrame(dict(run=[0] * 4 + [1] * 4 + [2] * 4, epoch=[10, 60, 70, 80] * 3,
+                               test_accuracy=[0.1, 0.5, 0.5, 0.5, 0.9, 0.6, 0.7, 0.8, 0.2, 0.4, 0.6, 0.4]))
+    spreads = [0.0, float(np.std([0.6, 0.7, 0.8])), float(np.std([0.4, 0.6, 0.4]))]  # epoch 10 left out
+    assert A.late_spread(curves, 60) == pytest.approx(float(np.median(spreads)))
+    assert A.late_spread(curves, 90) != A.late_spread(curves, 90)  # no late point: NaN, not 0

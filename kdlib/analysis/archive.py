@@ -412,3 +412,31 @@ def main_effects(table: pd.DataFrame, factors: Mapping[str, Sequence[Any]],
             raise ValueError(f"{f}: a main effect needs two levels, got {list(levels)}")
         out[f] = float(table.loc[table[f] == levels[0], value].mean() - table.loc[table[f] == levels[1], value].mean())
     return out
+
+
+def late_spread(curves: pd.DataFrame, from_epoch: int, x: str = "epoch", value: str = "test_accuracy") -> float:
+    """The median over runs (column ``run``) of the standard deviation of ``value`` across the logged points at
+    ``x >= from_epoch``: how much a run's accuracy still moves between checkpoints once its lr has decayed (a
+    fresh random crop every epoch keeps it moving; the same batches every epoch let it settle)."""
+    late = curves[curves[x] >= from_epoch]
+    return float(late.groupby("run")[value].std(ddof=0).median())
+
+
+def late_spread_table(archive: Mapping[str, Sequence[dict[str, Any]]], logs: str | os.PathLike, dataset: str,
+                      from_epoch: int, methods: Iterable[str] = METHODS) -> pd.DataFrame:
+    """:func:`late_spread` of every method in the authors' logs of ``dataset`` and in each group of ``archive``
+    (label -> records), one row per (source, method) with the runs counted."""
+    rows = []
+    for m in methods:
+        name = authors_logs.TABLE2_FILES[dataset].get(m)
+        if name is not None:
+            cur = authors_logs.parse_log(Path(logs) / name, dataset=dataset, method=m)
+            rows.append(dict(source="authors' logs", method=m, runs=int(cur.run.nunique()),
+                             spread=late_spread(cur, from_epoch, x="step", value="accuracy")))
+    for label, recs in archive.items():
+        cur = archive_curves({label: list(recs)}).rename(columns={"seed": "run"})
+        for m, d in cur.groupby("method", sort=False):
+            if m in tuple(methods):
+                rows.append(dict(source=f"kdlib, {label}", method=m, runs=int(d.run.nunique()),
+                                 spread=late_spread(d, from_epoch)))
+    return pd.DataFrame(rows, columns=["source", "method", "runs", "spread"])

@@ -290,3 +290,73 @@ def _recheck_one(pick: dict, first_rows: int, column: str) -> pd.DataFrame | Non
     bad = table[~table.ok]
     assert bad.empty, f"the archive is stale: {len(bad)} value(s) moved beyond tolerance:\n{bad.to_string()}"
     return table
+
+
+# Runs made without one knob of the authors' protocol, kept beside the column for the dataset page's "Which knob?":
+# dataset -> (folder under archive/<dataset>/, method, the one field they differ in, what that departure is)
+KNOB_RUNS: dict[str, tuple[str, str, str, str]] = {
+    "cifar10": ("without_augment", "gradient", "augment", "without the authors' augmentation"),
+}
+
+
+def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
+    """The runs of ``archive/<dataset>/<folder>/runs`` (:data:`KNOB_RUNS`: made under the authors' protocol but
+    for one field) beside the runs of the same index under the protocol (the archive, a column in progress
+    included) and the authors' logs: final accuracy and T per run, their means, and the accuracy curves. Checks
+    that every such record departs from the protocol in that one field. Returns the table it showed."""
+    if dataset not in KNOB_RUNS:
+        return None
+    folder, method, field, what = KNOB_RUNS[dataset]
+    where = f"{dataset}/{folder}/runs"
+    off = [r for r in A.read_records(archive_root() / dataset / folder / "runs", where).values()
+           if r["config"]["method"] == method]
+    logs = authors_logs.find_logs_dir()
+    if not off or logs is None:
+        show_markdown(f"*No run {what} is archived under `{where}`, or the authors' logs are absent.*")
+        return None
+    for rec in off:
+        cfg = rec["config"]
+        departs = {k for k, v in authors_protocol(method, dataset).items() if cfg.get(k) != v}
+        if departs != {field}:
+            raise ValueError(f"{where}: seed {cfg['seed']} departs from the authors' protocol in {sorted(departs)}, "
+                             f"not in {field!r} alone; fix: keep only such runs there")
+    on = [r for r in A.load_archive(dataset, pending=True)["authors"] if r["config"]["method"] == method]
+    ours_off = A.run_table({"off": off}, [method]).set_index("run")
+    ours_on = A.run_table({"authors": on}, [method]).set_index("run")
+    theirs = A.authors_run_table(logs, dataset, [method]).set_index("run")
+    rows = []
+    for run in ours_off.index:
+        row = {"run": run, "authors: final accuracy": theirs.final_accuracy.get(run),
+               "authors: final T": theirs.temperature_final.get(run),
+               f"ours {what}: final accuracy": ours_off.final_accuracy[run],
+               f"ours {what}: final T": ours_off.temperature_final[run]}
+        done = run in ours_on.index
+        row["ours, authors' protocol: final accuracy"] = ours_on.final_accuracy[run] if done else float("nan")
+        row["ours, authors' protocol: final T"] = ours_on.temperature_final[run] if done else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("run")
+    shown = table.copy()
+    shown.loc["mean"] = table.mean(numeric_only=True)
+    show_table(shown.round(4).astype(object).where(shown.notna(), "in progress"))
+    archive = A.load_archive(dataset, pending=True)["authors"]
+    spread = A.late_spread_table({what: off, "authors' protocol": archive}, logs, dataset, from_epoch=60)
+    spread["method"] = spread.method.map(METHOD_LABELS)
+    show_markdown("How much a run's test accuracy still moves between the checkpoints of epochs 60 and later "
+                  "(median over runs of the standard deviation; the lr is then at most 1/64 of its start):")
+    show_table(spread.round(5), index=False)
+    curves = A.archive_curves({"off": off, "authors": [r for r in on if r["config"]["seed"] in set(table.index)]})
+    theirs_curves = authors_logs.parse_log(logs / authors_logs.TABLE2_FILES[dataset][method], dataset, method)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, run in enumerate(table.index):
+        color = f"C{i}"
+        t = theirs_curves[theirs_curves.run == run]
+        ax.plot(t.step, t.accuracy, color=color, ls="--", lw=1)
+        for protocol, ls in (("off", ":"), ("authors", "-")):
+            c = curves[(curves.protocol == protocol) & (curves.seed == run)]
+            ax.plot(c.epoch, c.test_accuracy, color=color, ls=ls, lw=1.4 if ls == "-" else 1)
+    handles = [plt.Line2D([], [], color="k", ls=ls) for ls in ("--", ":", "-")]
+    ax.legend(handles, ["authors' logs", f"ours {what}", "ours, authors' protocol"], fontsize=8)
+    ax.set(xlabel="epoch", ylabel="test accuracy",
+           title=f"{DATASET_LABELS.get(dataset, dataset)}, {METHOD_LABELS[method]}: one colour per run")
+    plt.show()
+    return table
