@@ -108,3 +108,30 @@ def test_unsupported_names_what_the_graph_backend_cannot_train():
     with pytest.raises(ValueError, match="SGD's step only"):
         stacked_graph.build([Settings(epochs=1, optimizer="adam", lr=1e-3)] * 2, problem, INIT[:2], "fixed",
                             capturer=StandIn())
+
+
+def test_runner_engine_stacked_graph_falls_back_to_the_stacked_backend_off_cuda(isolated_kdlib_env, tmp_path):
+    """``--set engine=stacked_graph`` on the CPU: the group is trained by the stacked backend (the same step,
+    eagerly), ``summary.engine`` says so, the histories are the ``engine=stacked`` ones exactly, and the key (which
+    holds ``engine``) is another."""
+    import json
+
+    from test_stacked_protocol import fmnist_overrides
+
+    from kdlib.experiments import runner
+
+    over = fmnist_overrides(isolated_kdlib_env["data"], tmp_path)
+    recs = {}
+    for engine in ("stacked", "stacked_graph"):
+        out = tmp_path / engine
+        runner.run_experiments("fashion_mnist", "naive,gradient", 2, "smoke", out, progress=False,
+                               overrides={**over, "engine": engine})
+        recs[engine] = {(r["config"]["method"], r["config"]["seed"]): r
+                        for r in (json.loads(p.read_text()) for p in (out / "runs").glob("*.json"))}
+    assert set(recs["stacked"]) == set(recs["stacked_graph"]) and len(recs["stacked"]) == 4
+    for key, ref in recs["stacked"].items():
+        got = recs["stacked_graph"][key]
+        assert got["summary"]["engine"] == ref["summary"]["engine"] == "stacked", key
+        assert got["config"]["engine"] == "stacked_graph" and got["key"] != ref["key"]
+        assert _without_wall_time(got["history"]) == _without_wall_time(ref["history"]), key
+        assert "accelerator" not in got["provenance"] and got["config"]["tf32"] is False

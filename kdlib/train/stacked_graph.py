@@ -148,8 +148,8 @@ class StandIn(Capturer):
 
 
 class CudaGraphs(Capturer):
-    """CUDA graphs: warm-up calls on a side stream, ``torch.cuda.graph`` captures (each graph its own memory
-    pool), ``CUDAGraph.replay``."""
+    """CUDA graphs: warm-up calls on a side stream, ``torch.cuda.graph`` captures on that stream (each graph its
+    own memory pool), ``CUDAGraph.replay`` on the current stream."""
 
     def __init__(self, warmup: int = WARMUP) -> None:
         super().__init__(warmup)
@@ -167,7 +167,7 @@ class CudaGraphs(Capturer):
 
     def _capture(self, fn: Step, entry: _Entry) -> Step:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=self.stream):  # the warm-up's stream: its library workspaces exist
             out = fn()
 
         def replay() -> Tensor | None:
