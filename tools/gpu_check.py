@@ -5,9 +5,9 @@
 
 How to stage the data and wheels and the exact device call: ``tools/gpu_stage.py`` (its docstring).
 
-Stages, each time-boxed and run in its own process (a crash, a hang or a CUDA error in one is written down and the
-next stage still runs); ``results-cuda.json`` is rewritten after every stage, so a run killed at any point leaves
-the stages it finished:
+Stages (numbered by topic; the order they run in and their time boxes are below), each time-boxed and run in its
+own process (a crash, a hang or a CUDA error in one is written down and the next stage still runs);
+``results-cuda.json`` is rewritten after every stage, so a run killed at any point leaves the stages it finished:
 
 1. ``environment``: GPU name, driver and memory (``nvidia-smi``), compute capability and multiprocessors, python,
    torch, CUDA, cuDNN, the versions of the carried packages, the commit (``.gpu/COMMIT`` when the tree travels
@@ -65,10 +65,12 @@ a variant's stacked step was not measured, the stacked unrolled step stands in f
 Table 2 = the sum over the three image columns;
 the synthetic column runs on the CPU's batched engine in seconds and is left out.
 
-**Time boxes** (``--budget-s``, 460 s by default, is never exceeded by the stages after the tests): the tests
-get at most 180 s and leave 280 s; each dataset's step times at most 150 s, leaving 130 s for stages 5 and 6; each
-dataset's graphs at most 40 s and the tuner at most 45 s, each leaving 60 s, and skipped (said so in the JSON) when
-less than 10 s would be left to them; the column gets the rest.
+**Order and time boxes** (``--budget-s``, 460 s by default): environment, tests, graphs, tuner, step times,
+projection, column. The tests get at most 180 s and leave 280 s. Stages 5 and 6 are short and go first, each
+time-boxed so that the step times keep at least 3 x 30 s and the column 60 s: each dataset's graphs at most 35 s,
+the tuner at most 40 s, each skipped (said so in the JSON) when less than 10 s would be left to it; what they do
+not use goes to the step times (each dataset at most 150 s, leaving 60 s, as before) and the column gets the rest.
+Worst case: 5 + 180 + 87 + 40 + 90 + 50 s < 460 s.
 
 **TF32** (``--tf32``, default ``off``): the run's one TF32 setting (:mod:`kdlib.precision`): every measuring stage
 computes inside ``kdlib.precision.tf32(setting)`` (both flags on or off, restored after), the column's runs get it
@@ -862,11 +864,11 @@ def stage_child(args: argparse.Namespace) -> int:
     return 0
 
 
-# the time boxes (module docstring): (cap, seconds left to the stages after it, floor below which it is skipped)
+# the time boxes (module docstring): (cap, seconds kept for the stages after it[, floor below which it is skipped])
 TESTS_BOX = (180.0, 280.0)
-STEP_TIMES_BOX = (150.0, 60.0 + 130.0)
-GRAPHS_BOX = (40.0, 60.0 + 45.0, 10.0)
-TUNER_BOX = (45.0, 60.0, 10.0)
+GRAPHS_BOX = (35.0, 40.0 + 90.0 + 60.0, 10.0)  # kept: the tuner's cap, 3 x 30 s of step times, the column's 60 s
+TUNER_BOX = (40.0, 90.0 + 60.0, 10.0)
+STEP_TIMES_BOX = (150.0, 60.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -970,9 +972,6 @@ def main(argv: list[str] | None = None) -> int:
                                               seconds=round(secs, 1))
         return out
 
-    st = stage("step_times", lambda: per_dataset("bench", *STEP_TIMES_BOX))
-    if st is not None:
-        stage("projection", lambda: project(st, args.seeds))
     stage("graphs", lambda: per_dataset("graphs", *GRAPHS_BOX))
 
     def tuner() -> dict[str, Any]:
@@ -980,13 +979,16 @@ def main(argv: list[str] | None = None) -> int:
         left = deadline - time.monotonic()
         box = 240.0 if args.dry_run else min(cap, left - reserve)
         if box < floor:
-            return dict(skipped=f"{left:.0f} s of the budget left ({reserve:.0f} s kept for the column)")
+            return dict(skipped=f"{left:.0f} s of the budget left ({reserve:.0f} s kept for the stages after it)")
         log(f"tuner: bench_tuner_step on {args.device} (time box {box:.0f} s)")
         got, rc, secs = child("tuner", names[:1], box)
         return got or dict(error=f"no result (exit {rc}, {'killed at the time box' if rc is None else 'crashed'})",
                            seconds=round(secs, 1))
 
     stage("tuner", tuner)
+    st = stage("step_times", lambda: per_dataset("bench", *STEP_TIMES_BOX))
+    if st is not None:
+        stage("projection", lambda: project(st, args.seeds))
     if not args.no_column:
         stage("column", lambda: run_column(args, log, deadline - 10))
     results["finished"] = utc_now()
