@@ -44,8 +44,9 @@ PLACEMENTS: tuple[str, ...] = ("before_backward", "after_backward")
 # training-time augmentation of image batches: none, or the authors' use_aug=True (flip + padded crop,
 # kdlib.data.augment)
 AUGMENTS: tuple[str, ...] = ("none", "flip_crop")
-# how the seeds of one image method train: each on its own, or as one vmapped model (kdlib.train.select)
-ENGINES: tuple[str, ...] = ("one", "stacked")
+# how the seeds of one image method train: each on its own, as one vmapped model, or as one vmapped model whose
+# step is captured into CUDA graphs (kdlib.train.select)
+ENGINES: tuple[str, ...] = ("one", "stacked", "stacked_graph")
 
 METHOD_LABELS: dict[str, str] = {"no_distillation": "Without distillation", "naive": "Naive", "random": "Random",
                                  "gradient": "Gradient-based", "hyperopt": "Hyperopt", "proposed": "Proposed",

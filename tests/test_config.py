@@ -78,3 +78,37 @@ def test_temperature_param_is_validated_and_keys_only_when_not_default():
     # a record written before the field existed (no temperature_param in its config) keeps its key
     old = {k: v for k, v in lin.to_dict().items() if k != "temperature_param"}
     assert config_hash(old, 1) == config_hash(lin, 1) != config_hash(log, 1)
+
+
+def test_tf32_is_validated_keyed_only_when_on_and_applied_only_inside_its_block():
+    """The TF32 setting (kdlib.precision): a bool, CUDA only (a clear error on the CPU), keyed only when True (the
+    records made before it keep their keys); its block sets both flags and restores the process's after."""
+    import torch
+
+    from kdlib import precision
+    from kdlib.experiments.store import config_hash
+
+    with pytest.raises(ConfigError, match="'tf32'.*--device cuda"):
+        resolve_config("synthetic", "gradient", "smoke", 0, tf32=True)
+    with pytest.raises(ConfigError, match="tf32"):
+        resolve_config("synthetic", "gradient", "smoke", 0, tf32="yes")
+    cuda = resolve_config("fashion_mnist", "gradient", "smoke", 0, device="cuda", tf32=True)
+    off = resolve_config("fashion_mnist", "gradient", "smoke", 0, device="cuda")
+    assert off.tf32 is False
+    old = {k: v for k, v in off.to_dict().items() if k != "tf32"}  # a record written before the field
+    assert config_hash(old, 1) == config_hash(off, 1) != config_hash(cuda, 1)
+    graph = resolve_config("fashion_mnist", "gradient", "smoke", 0, device="cuda", engine="stacked_graph")
+    assert config_hash(graph, 1) not in (config_hash(off, 1), config_hash(old, 1))
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False  # torch's defaults
+        with precision.tf32(False, "cpu"):
+            assert precision.flags() == dict(tf32_cudnn=False, tf32_matmul=False)
+        with precision.tf32(True, "cuda:0"):
+            assert precision.flags() == dict(tf32_cudnn=True, tf32_matmul=True)
+        assert precision.flags() == dict(tf32_cudnn=True, tf32_matmul=False)
+        with pytest.raises(ConfigError, match="tf32"):
+            with precision.tf32(True, "cpu"):
+                pass
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

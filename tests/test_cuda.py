@@ -290,6 +290,92 @@ def test_stacked_authors_protocol_equals_one_by_one_on_cuda(method):
         assert_same_history(got, ref, rows=2, abs_tol=1e-4, rel_tol=1e-4, accuracy_tol=1.0 / 32 + 1e-12)
 
 
+# ----------------------------------------------------------------------------------- the CUDA-graph backend
+# (schedule, settings): the fixed step with SGD's momentum buffers, the exact estimator, the authors' finite
+# difference, Algorithm 1 across its gradient and extrapolation phases
+GRAPH_CASES = {
+    "fixed_momentum": ("fixed", dict(momentum=0.9, weight_decay=1e-3)),
+    "gradient_unrolled": ("gradient", dict(estimator="unrolled")),
+    "gradient_fd_authors": ("gradient", dict(estimator="finite_difference", fd_virtual_lr="initial", loss_form="kl",
+                                             proposed_reset="epoch")),
+    "proposed_unrolled": ("proposed", dict(estimator="unrolled")),
+}
+
+
+@pytest.mark.parametrize("case", list(GRAPH_CASES))
+def test_graphed_stacked_equals_eager_stacked_on_cuda(case):
+    """kdlib.train.stacked_graph on a GPU: four epochs of 32 examples in batches of 12 (the last of 8, its own
+    graphs: warmup=1 captures it), validation batches of 12 and 8, StepLR every 2 epochs (new train graphs): the
+    histories and weights of the eager stacked backend, up to float32 rounding (the graph replays the eager
+    kernels; its bounds are the stacked-on-GPU ones); the default capturer (warmup=2) through the backend's name
+    too."""
+    _cuda()
+    from kdlib.train import Settings, run_loop, train_students_stacked
+    from kdlib.train import stacked_graph
+
+    schedule, over = GRAPH_CASES[case]
+    problem = _problem_on("cuda")
+    init = torch.tensor([[0.5, 2.0], [0.2, 1.0], [0.8, 4.0]])
+    sts = [Settings(seed=s, epochs=4, batch_size=12, lr=0.1, lr_step_epochs=2, e1=2, e2=1, meta_lr=1.0,
+                    meta_clip=1.0, **over) for s in range(3)]
+    eager = train_students_stacked(sts, problem, init, schedule=schedule)
+    capturer = stacked_graph.CudaGraphs(warmup=1)
+    graphed = run_loop(sts, problem, lambda: stacked_graph.build(sts, problem, init, schedule, capturer=capturer))
+    default = train_students_stacked(sts, problem, init, schedule=schedule, backend="stacked_graph")
+    assert capturer.captures >= 2 and capturer.replays > capturer.captures, capturer.counts()
+    for runs in (graphed, default):
+        for got, ref in zip(runs, eager):
+            assert next(got.model.parameters()).is_cuda
+            assert_same_history(got, ref, rows=4, abs_tol=1e-4, rel_tol=1e-4, accuracy_tol=1.0 / 32 + 1e-12)
+            for (k, p), q in zip(got.model.state_dict().items(), ref.model.state_dict().values()):
+                if p.is_floating_point():
+                    torch.testing.assert_close(p, q, rtol=0, atol=1e-4, msg=k)
+                else:
+                    assert torch.equal(p, q), k
+    if schedule != "fixed":
+        assert abs(eager[0].history[-1]["lambda1"] - 0.5) > 1e-3  # the values did move
+
+
+@pytest.mark.parametrize("case", list(GRAPH_CASES))
+def test_graphed_stacked_replay_makes_no_host_synchronisation(case):
+    """After each key's warm-up and capture (a capture synchronises, once), a step of the graphed backend -- the
+    batches stacked into the static buffers, the hypergradient's replay, the schedule's eager update, the train
+    step's replay -- never waits for the GPU; the checked steps are replays only."""
+    _cuda()
+    from kdlib.train import Settings
+    from kdlib.train import stacked_graph
+
+    schedule, over = GRAPH_CASES[case]
+    sts = [Settings(seed=s, epochs=2, batch_size=16, lr=0.5, e1=2, e2=1, meta_lr=0.05, meta_clip=1.0, **over)
+           for s in range(3)]
+    problem = _problem_on("cuda")
+    backend = stacked_graph.build(sts, problem, torch.tensor([[0.5, 2.0], [0.2, 1.0], [0.8, 4.0]]), schedule)
+    x, y, t = problem.train.x, problem.train.y, problem.train.teacher
+    batches = [[(x[i:i + 16], y[i:i + 16], t[i:i + 16])] * 3 for i in (0, 16)]
+    val = (problem.val.x[:16], problem.val.y[:16])
+    backend.set_lr(0.25)  # StepLR before the checked steps: the train graphs of this lr are captured below
+    for _ in range(3):  # every key: two warm-up calls, then its capture
+        backend.new_epoch()
+        for b in batches:
+            backend.step(b, lambda: val)
+    torch.cuda.synchronize()
+    before = backend.capturer.counts()
+    assert before["captures"] >= 1
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            backend.new_epoch()
+            for b in batches:
+                backend.step(b, lambda: val)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    after = backend.capturer.counts()
+    assert after["captures"] == before["captures"] and after["eager"] == before["eager"]
+    assert after["replays"] > before["replays"]
+    rows = backend.rows()
+    assert len(rows) == 3 and all(r["nan_skipped"] == 0 for r in rows)
+
+
 # ------------------------------------------------------------------------------------------- the runner
 N_TRAIN, N_TEST = 60, 20
 FAST = dict(epochs=1, batch_size=32, e1=2, e2=1, hyperopt_evals=2)
@@ -358,3 +444,26 @@ def test_cli_device_cuda_with_workers(fmnist_teacher, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = _records(out)
     assert len(recs) == 4 and all(r["config"]["device"] == "cuda" for r in recs.values())
+
+
+def test_runner_applies_the_tf32_setting_and_records_it(fmnist_teacher, tmp_path):
+    """``tf32=True`` (kdlib.precision): the run computes with both TF32 flags on, its record says so, its key differs
+    from the float32 run's, and the process's flags are restored after."""
+    _cuda()
+    from kdlib.experiments import runner
+    from kdlib.experiments.problem import clear_memo
+
+    over = {**FAST, "teacher": f"file:{fmnist_teacher}", "estimator": "unrolled"}
+    keys = {}
+    for tf32 in (False, True):
+        clear_memo()
+        out = tmp_path / f"tf32_{tf32}"
+        runner.run_experiments("fashion_mnist", "naive", 1, "smoke", out, device="cuda", progress=False,
+                               overrides={**over, "tf32": tf32})
+        (rec,) = _records(out).values()
+        gpu = rec["provenance"]["accelerator"]
+        assert (gpu["tf32_cudnn"], gpu["tf32_matmul"]) == (tf32, tf32) and rec["config"]["tf32"] is tf32
+        keys[tf32] = rec["key"]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+    assert keys[False] != keys[True]
+    clear_memo()

@@ -46,9 +46,10 @@ def test_gpu_check_dry_run_writes_every_stage(tmp_path):
     r = json.loads((out / "results-cuda.json").read_text())
     assert r["dry_run"] is True and r["errors"] == []
     assert {k: v["status"] for k, v in r["stages"].items()} == dict.fromkeys(
-        ["environment", "tests", "step_times", "projection", "column"], "ok")
+        ["environment", "tests", "step_times", "projection", "graphs", "tuner", "column"], "ok")
     env_ = r["environment"]
     assert env_["torch"] and env_["python"] and env_["tf32"] == {"cudnn": False, "matmul": False}
+    assert env_["tf32_setting"] == r["tf32"] == "off"
     assert env_["packages"]["hyperopt"] and env_["packages"]["higher"]
     t = r["tests"]
     assert t["status"] == "ok" and t["failed"] == [] and t["skipped"] >= 30 and t["passed"] >= 2
@@ -61,6 +62,17 @@ def test_gpu_check_dry_run_writes_every_stage(tmp_path):
         assert "error" not in stacked
     for name in gpu_check.VARIANTS:  # the stacked engine implements every variant, the authors' FD ones included
         assert "step_ms" in variants[name]["stacked"]
+    # stage 5 through the graphs' CPU stand-in: the same static-buffer path, bit-equal to the eager stacked step
+    graphs = r["graphs"]["fashion_mnist"]
+    assert graphs["complete"] and graphs["setup"]["capturer"] == "StandIn (CPU)"
+    assert set(graphs["variants"]) == set(gpu_check.GRAPH_VARIANTS)
+    for name, res in graphs["variants"].items():
+        assert res["bit_identical"] is True and res["capturer"]["captures"] >= 1, (name, res)
+        assert res["eager_step_ms"] > 0 and res["graphed_step_ms"] > 0 and res["graphed_speedup"] > 0
+    # stage 6: benchmarks.tuner.bench_tuner_step on the device, issue 22's ratios gathered
+    issue22 = r["tuner"]["issue_22"]
+    assert r["tuner"]["complete"] and set(issue22["after_backward_over_plain"]) == {"unrolled", "finite_difference"}
+    assert all(v > 1 for v in issue22["after_backward_over_plain"].values())
     proj = r["projection"]
     assert set(proj["table2_min"]) == {"one_by_one", "today", "all_stacked"}
     assert set(proj["per_column"]["fashion_mnist"]["per_method"]) == {
@@ -72,6 +84,18 @@ def test_gpu_check_dry_run_writes_every_stage(tmp_path):
     assert all(i["planned_runs"] == 2 * len(i["methods"]) for i in col["invocations"])
     random_cmd = next(i["command"] for i in col["invocations"] if i["methods"] == ["random"])
     assert "--set=random_law=authors" in random_cmd and "--set=engine=stacked" in random_cmd
+    assert "tf32" not in random_cmd  # TF32 off: the runs' default, their keys unchanged
+
+
+def test_tf32_is_one_setting_passed_to_the_runs_and_refused_on_the_cpu(tmp_path):
+    """``--tf32 on`` reaches the column's runs as their config field (and nothing process-wide is set); on the CPU
+    it is refused before anything runs."""
+    cmd = gpu_check.column_command(("gradient",), tmp_path, "cuda", 1, True, tf32=True)
+    assert "--set=tf32=True" in cmd and cmd[1:3] == ["-m", "kdlib"]
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), "--device", "cpu", "--tf32", "on",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "--tf32 on" in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_column_protocol_counts_the_papers_steps_and_evaluations():

@@ -50,6 +50,12 @@ def test_methods_say_how_their_runs_train_together():
     ("fashion_mnist", "gradient", 2, dict(engine="stacked", estimator="unrolled"), "stacked", "implements"),
     ("fashion_mnist", "naive", 2, dict(engine="stacked", t2_scaling=True), "stacked", "implements"),
     ("fashion_mnist", "gradient_std", 2, dict(engine="stacked", estimator="unrolled"), "one", "its own way"),
+    # the CUDA-graph backend: on a CPU config, the stacked backend trains what it implements, eagerly
+    ("fashion_mnist", "naive", 2, dict(engine="stacked_graph"), "stacked", "CUDA graphs need a CUDA device"),
+    ("fashion_mnist", "naive", 2, dict(engine="stacked_graph", optimizer="adam", lr=1e-3), "stacked",
+     "SGD's step only"),
+    ("fashion_mnist", "gradient", 2, dict(engine="stacked_graph", momentum=0.9), "one", "plain SGD"),
+    ("fashion_mnist", "naive", 1, dict(engine="stacked_graph"), "one", "single run"),
 ])
 def test_one_function_picks_the_backend_and_says_why(dataset, method, runs, over, backend, why):
     kw = dict(FAST, **over) if dataset != "synthetic" else over
@@ -61,3 +67,13 @@ def test_switching_the_linear_backend_off():
     cfg = resolve_config("synthetic", "gradient", "smoke", 0)
     choice = choose_backend(cfg, 3, batched=False)
     assert choice.backend == "one" and "switched off" in choice.reason
+
+
+def test_the_graph_backend_is_chosen_only_when_asked_and_where_it_implements_the_runs(monkeypatch):
+    """engine='stacked_graph' on a CUDA config picks it where CUDA is there; engine='stacked' never does."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # choosing computes nothing
+    cfg = resolve_config("fashion_mnist", "gradient", "smoke", 0, **FAST, device="cuda", engine="stacked_graph")
+    choice = choose_backend(cfg, 2)
+    assert choice.backend == "stacked_graph" and "CUDA-graph" in choice.reason, choice
+    cfg = resolve_config("fashion_mnist", "gradient", "smoke", 0, **FAST, device="cuda", engine="stacked")
+    assert choose_backend(cfg, 2).backend == "stacked"

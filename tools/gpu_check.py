@@ -1,17 +1,17 @@
 """The GPU check of issue 20: ONE prepared run, at most ~8 minutes, that a session with a GPU launches at once.
 
-    python tools/gpu_check.py --device cuda --out $OUT [--budget-s 460] [--column-workers 10] [--tf32 off]
+    python tools/gpu_check.py --device cuda --out $OUT [--budget-s 460] [--column-workers 10] [--tf32 off|on]
     python tools/gpu_check.py --device cpu --out DIR       # the dry run CI runs (tiny sizes, a few steps)
 
 How to stage the data and wheels and the exact device call: ``tools/gpu_stage.py`` (its docstring).
 
-Stages, each time-boxed and run in its own process (a crash, a hang or a CUDA error in one is written down and the
-next stage still runs); ``results-cuda.json`` is rewritten after every stage, so a run killed at any point leaves
-the stages it finished:
+Stages (numbered by topic; the order they run in and their time boxes are below), each time-boxed and run in its
+own process (a crash, a hang or a CUDA error in one is written down and the next stage still runs);
+``results-cuda.json`` is rewritten after every stage, so a run killed at any point leaves the stages it finished:
 
 1. ``environment``: GPU name, driver and memory (``nvidia-smi``), compute capability and multiprocessors, python,
    torch, CUDA, cuDNN, the versions of the carried packages, the commit (``.gpu/COMMIT`` when the tree travels
-   without ``.git``), the TF32 flags the run uses.
+   without ``.git``), the TF32 setting every stage computes under (``--tf32``, below).
 2. ``tests``: pytest on the CUDA-marked tests (``tests/test_cuda.py`` and every test marked ``cuda``) and the two
    tests with a CUDA branch; counts and failures from its JUnit XML.
 3. ``step_times``, per image dataset (one process each): the student's step one by one (:func:`kdlib.train.
@@ -30,7 +30,17 @@ the stages it finished:
    is reported as ``unsupported`` with the engine's reason. N1 = 5, N2 = 25: the 20 steps between them are one
    whole cycle of Algorithm 1 (e1 + e2 = 20), so the proposed method's step is its mean over both phases.
 4. ``projection``: the time of each Table 2 column and of the whole table (formula below).
-5. ``column``: if the budget allows, the reduced CIFAR-10 column under the authors' protocol
+5. ``graphs``, per image dataset (one process each): the stacked step eager (:mod:`kdlib.train.stacked`) against
+   the same step captured into CUDA graphs (:mod:`kdlib.train.stacked_graph`, ``engine="stacked_graph"``) for the
+   fixed step, the authors' finite difference and the unrolled estimator, ``--seeds`` runs at the paper's batch
+   size: both backends from the same seeds through the same steps (full batches and a shorter last batch, each
+   captured after its warm-up) and the largest difference of their weights and values (``bit_identical`` when
+   none), then the step time of each (CUDA events over 20 full-batch steps, the fastest of 2 rounds) and
+   ``graphed_speedup`` = eager / graphed. The dry run takes the graphs' CPU stand-in (the same code, no graph).
+6. ``tuner``: :func:`benchmarks.tuner.bench_tuner_step` on the device (the Tuner's iteration against a plain step
+   on the CIFAR-10 student, batch 128; on CUDA the timer synchronises around each call), with issue 22's figures
+   ``tuner_*_after_backward_over_plain`` (target <= 2.6) gathered under ``issue_22``.
+7. ``column``: if the budget allows, the reduced CIFAR-10 column under the authors' protocol
    (:func:`kdlib.experiments.protocol.authors_protocol`, ``--set engine=stacked``), gradient-based first, through the
    CLI on the GPU, with ``--column-workers`` processes; its records are packed into ``authors-cuda.tar.gz``
    (``cifar10_reduced/authors-cuda/runs/*.json``) and the final branch of each tuned run is compared with the CPU
@@ -54,6 +64,18 @@ trials of all seeds as one stacked model -- one by one elsewhere) and ``all_stac
 a variant's stacked step was not measured, the stacked unrolled step stands in for it, and the column says so).
 Table 2 = the sum over the three image columns;
 the synthetic column runs on the CPU's batched engine in seconds and is left out.
+
+**Order and time boxes** (``--budget-s``, 460 s by default): environment, tests, graphs, tuner, step times,
+projection, column. The tests get at most 180 s and leave 280 s. Stages 5 and 6 are short and go first, each
+time-boxed so that the step times keep at least 3 x 30 s and the column 60 s: each dataset's graphs at most 35 s,
+the tuner at most 40 s, each skipped (said so in the JSON) when less than 10 s would be left to it; what they do
+not use goes to the step times (each dataset at most 150 s, leaving 60 s, as before) and the column gets the rest.
+Worst case: 5 + 180 + 87 + 40 + 90 + 50 s < 460 s.
+
+**TF32** (``--tf32``, default ``off``): the run's one TF32 setting (:mod:`kdlib.precision`): every measuring stage
+computes inside ``kdlib.precision.tf32(setting)`` (both flags on or off, restored after), the column's runs get it
+as their config field ``tf32`` (so their records say it, and their keys change only when it is on), and the
+cuda-marked tests switch TF32 off themselves. Nothing sets the flags process-wide.
 
 **After the run** (on the session's machine): ``results-cuda.json`` goes to ``benchmarks/results-cuda.json`` and
 ``tar xzf authors-cuda.tar.gz -C archive/`` gives ``archive/cifar10_reduced/authors-cuda/runs/``.
@@ -95,7 +117,6 @@ from benchmarks.timing import Timer  # noqa: E402
 
 SCHEMA = 1
 DATASETS = ("cifar10_reduced", "cifar10", "fashion_mnist")
-TF32_ENV = "KDLIB_GPU_CHECK_TF32"  # "off": float32 products in float32 in this process and the ones it starts
 # variant -> (method, protocol, estimator override): what one step of each Table 2 method costs
 VARIANTS: dict[str, tuple[str, str, str | None]] = {
     "fixed": ("naive", "authors", None),  # no distillation, naive, random and every hyperopt trial
@@ -107,6 +128,7 @@ VARIANTS: dict[str, tuple[str, str, str | None]] = {
 METHOD_VARIANT = {"no_distillation": "fixed", "naive": "fixed", "random": "fixed", "hyperopt": "fixed",
                   "gradient": "gradient_fd", "proposed": "proposed_fd"}
 STACKED_STANDIN = {"gradient_fd": "gradient_unrolled", "proposed_fd": "proposed_unrolled"}
+GRAPH_VARIANTS = ("fixed", "gradient_fd", "gradient_unrolled")  # stage 5: the stacked step eager vs graphed
 # the column's CLI invocations, in order: the headline (gradient-based) first
 COLUMN_ORDER: tuple[tuple[str, ...], ...] = (("gradient",), ("no_distillation", "naive", "random"), ("proposed",),
                                              ("hyperopt",))
@@ -114,17 +136,6 @@ FILES = ("results-cuda.json", "gpu_check.log", "pytest-cuda.xml", "nvidia-smi.tx
 CUDA_TEST_NODES = ("tests/test_cuda.py", "tests/test_hypergrad_optimizers.py::test_no_host_sync_on_cuda",
                    "tests/test_hypergrad_state.py::test_generator_gives_fresh_reproducible_seeds_and_default_is_fixed",
                    "tests/test_trajectory.py::test_device_and_dtype_preserved_and_no_numpy")
-
-
-def apply_tf32_from_env() -> None:
-    """TF32 off when ``$KDLIB_GPU_CHECK_TF32`` is "off". Runs at import: the runner's spawned workers import this
-    file as their main module, so the column's workers get the flags too."""
-    if os.environ.get(TF32_ENV) == "off":
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-
-apply_tf32_from_env()
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -193,8 +204,6 @@ def run_child(cmd: list[str], log: Log, timeout: float, env: dict[str, str] | No
 def child_env(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    if args.tf32 == "off":
-        env[TF32_ENV] = "off"
     commit = REPO / ".gpu" / "COMMIT"
     if commit.is_file() and not (REPO / ".git").exists() and "KDLIB_RUN_COMMIT" not in env:
         env["KDLIB_RUN_COMMIT"] = commit.read_text().strip()  # the tree travelled without .git
@@ -216,13 +225,14 @@ def package_versions(names: tuple[str, ...] = ("torch", "torchvision", "numpy", 
     return out
 
 
-def environment(device: str, out: Path) -> dict[str, Any]:
+def environment(device: str, out: Path, tf32: str = "off") -> dict[str, Any]:
+    """The machine and the packages; ``tf32``: the flags every measuring stage computes under (the setting)."""
+    on = tf32 == "on"
     env: dict[str, Any] = dict(python=sys.version.split()[0], executable=sys.executable, platform=platform.platform(),
                                cpu_count=os.cpu_count(), torch=torch.__version__, cuda=torch.version.cuda,
                                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
                                cuda_available=torch.cuda.is_available(), packages=package_versions(),
-                               tf32=dict(cudnn=bool(torch.backends.cudnn.allow_tf32),
-                                         matmul=bool(torch.backends.cuda.matmul.allow_tf32)),
+                               tf32=dict(cudnn=on, matmul=on), tf32_setting=tf32,
                                kdlib_data=os.environ.get("KDLIB_DATA"))
     commit_file = REPO / ".gpu" / "COMMIT"
     env["commit"] = (os.environ.get("KDLIB_RUN_COMMIT") or (commit_file.read_text().strip() if commit_file.is_file()
@@ -346,12 +356,26 @@ def _sizes(dataset: str, dry: bool) -> dict[str, Any]:
     return dict(n_val=n // 10, n_test=10_000, n1=5, n2=25, repeats=2, batch_size=None)
 
 
+def variant_config(dataset: str, variant: str, seed: int, device_name: str, batch_size: int | None = None):
+    """The paper profile's config of ``variant`` (:data:`VARIANTS`) on ``dataset``: one epoch, lr 0.1 (random data
+    stay finite; a step's cost does not depend on the lr), ``batch_size`` when given."""
+    from kdlib.experiments.protocol import authors_protocol
+    from kdlib.experiments.profiles import resolve_config
+
+    method, protocol, estimator = VARIANTS[variant]
+    over: dict[str, Any] = dict(authors_protocol(method, dataset)) if protocol == "authors" else {}
+    if estimator is not None:
+        over["estimator"] = estimator
+    over.update(epochs=1, lr=0.1, lr_step_epochs=None, eval_every=1, device=device_name)
+    if batch_size:
+        over["batch_size"] = batch_size
+    return resolve_config(dataset, method, "paper", seed=seed, **over)
+
+
 def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Log,
                   flush: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
     """Step times of every variant, one by one and stacked, on ``dataset``'s shapes (module docstring);
     ``flush(partial)`` after each measurement, so that a run stopped at its time box keeps what it measured."""
-    from kdlib.experiments.protocol import authors_protocol
-    from kdlib.experiments.profiles import resolve_config
     from kdlib.methods import fixed_tuner, get_method
     from kdlib.models import make_student
     from kdlib.train import Problem, Split, make_tuner, train_student, train_students_stacked
@@ -368,15 +392,7 @@ def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Lo
         return Split(x, y, (3 * torch.randn(n, 10, generator=g)).to(device) if teacher else None)
 
     def config(variant: str, seed: int):
-        method, protocol, estimator = VARIANTS[variant]
-        over: dict[str, Any] = dict(authors_protocol(method, dataset)) if protocol == "authors" else {}
-        if estimator is not None:
-            over["estimator"] = estimator
-        # one epoch of n steps; lr 0.1 keeps random data finite (a step's cost does not depend on lr)
-        over.update(epochs=1, lr=0.1, lr_step_epochs=None, eval_every=1, device=device_name)
-        if sz["batch_size"]:
-            over["batch_size"] = sz["batch_size"]
-        return resolve_config(dataset, method, "paper", seed=seed, **over)
+        return variant_config(dataset, variant, seed, device_name, sz["batch_size"])
 
     cfg0 = config("fixed", 0)
     bs = int(cfg0.batch_size)
@@ -555,7 +571,115 @@ def project(step_times: dict[str, Any], seeds: int) -> dict[str, Any]:
                 incomplete=missing)
 
 
-# --------------------------------------------------------------------------------------------- 5. column
+# --------------------------------------------------------------------------------------------- 5. graphs
+def bench_graphs(dataset: str, device_name: str, seeds: int, dry: bool, log: Log,
+                 flush: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
+    """Stage 5 on ``dataset``'s shapes (module docstring): per variant of :data:`GRAPH_VARIANTS`, the eager and the
+    graphed stacked backend from the same seeds through the same steps, their largest differences, then the step
+    time of each; ``flush(partial)`` after each variant."""
+    from kdlib.methods import get_method
+    from kdlib.models import make_student
+    from kdlib.train import Problem, Split
+    from kdlib.train import stacked, stacked_graph
+
+    device = torch.device(device_name)
+    clock = Clock(device)
+    bs = 8 if dry else int(variant_config(dataset, "fixed", 0, device_name).batch_size)
+    short = max(1, bs // 2)  # a last batch of another shape: graphs of its own
+    rounds, n_time = (2, 4) if dry else (4, 20)
+    shape = (1, 28, 28) if dataset == "fashion_mnist" else (3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    n = 2 * bs + short
+    x = torch.randn(n, *shape, generator=g).to(device)
+    y = torch.randint(0, 10, (n,), generator=g).to(device)
+    t = (3 * torch.randn(n, 10, generator=g)).to(device)
+    xv = torch.randn(bs, *shape, generator=g).to(device)
+    yv = torch.randint(0, 10, (bs,), generator=g).to(device)
+    problem = Problem(train=Split(x, y, t), val=Split(xv, yv), test=Split(xv, yv),
+                      make_student=lambda: make_student(dataset))
+    full_a, full_b = ([(x[i:i + bs], y[i:i + bs], t[i:i + bs])] * seeds for i in (0, bs))
+    last = [(x[2 * bs:], y[2 * bs:], t[2 * bs:])] * seeds
+
+    def val() -> tuple[torch.Tensor, torch.Tensor]:
+        return xv, yv
+
+    out: dict[str, Any] = dict(setup=dict(
+        dataset=dataset, device=device_name, seeds_stacked=seeds, batch_size=bs, last_batch=short,
+        equality_steps=3 * rounds, timed_steps=n_time, capturer="CudaGraphs" if clock.cuda else "StandIn (CPU)",
+        warmup=stacked_graph.WARMUP, data="random tensors of the dataset's shapes"), variants={})
+    for variant in GRAPH_VARIANTS:
+        t0 = time.monotonic()
+        try:
+            method = VARIANTS[variant][0]
+            m = get_method(method)
+            cfgs = [variant_config(dataset, variant, s, device_name, bs) for s in range(seeds)]
+            values = torch.stack([m.initial(c).detach().float().cpu() for c in cfgs])
+            schedule = "fixed" if variant == "fixed" else m.schedule
+            eager = stacked.build(cfgs, problem, values, schedule)
+            graphed = stacked_graph.build(cfgs, problem, values, schedule,
+                                          capturer=None if clock.cuda else stacked_graph.StandIn())
+            for backend in (eager, graphed):  # the same steps: full, full, last, ... (each key warmed, captured)
+                backend.set_lr(float(cfgs[0].lr))
+                backend.new_epoch()
+                for _ in range(rounds):
+                    for b in (full_a, full_b, last):
+                        backend.step(b, val)
+            clock.sync()
+            diff = max(float((eager.params[k] - graphed.params[k]).detach().abs().max()) for k in eager.params)
+            bdiff = max((float((eager.buffers[k].double() - graphed.buffers[k].double()).abs().max())
+                         for k in eager.buffers), default=0.0)
+            vdiff = float((eager.values - graphed.values).abs().max())
+            res: dict[str, Any] = dict(max_abs_diff_params=diff, max_abs_diff_buffers=bdiff, max_abs_diff_values=vdiff,
+                                       bit_identical=diff == bdiff == vdiff == 0.0,
+                                       capturer_after_equality=graphed.capturer.counts())
+            for name, backend in (("eager", eager), ("graphed", graphed)):
+                evs, walls = [], []
+                for _ in range(2):
+                    ev, wall = clock.time(lambda: [backend.step(b, val) for b in (full_a, full_b) * (n_time // 2)])
+                    evs.append(ev), walls.append(wall)
+                res[f"{name}_step_ms"] = round(1e3 * min(evs) / n_time, 4)
+                res[f"{name}_step_ms_wall"] = round(1e3 * min(walls) / n_time, 4)
+            res["graphed_speedup"] = round(res["eager_step_ms"] / res["graphed_step_ms"], 3) \
+                if res["graphed_step_ms"] > 0 else None
+            res["capturer"] = graphed.capturer.counts()
+            res["seconds"] = round(time.monotonic() - t0, 2)
+            log(f"  {dataset} {variant:17s} eager {res['eager_step_ms']:9.3f} ms, graphed "
+                f"{res['graphed_step_ms']:9.3f} ms (x{res['graphed_speedup']}), max |diff| {diff:.2e}")
+        except Exception as exc:  # noqa: BLE001 - a measurement reports its error, the others still run
+            if isinstance(exc, ValueError) and ("cannot train" in str(exc) or "stacked tuned backend" in str(exc)):
+                res = dict(unsupported=str(exc)[:400])  # a variant a backend refuses: its reason
+                log(f"  {dataset} {variant:17s} unsupported: {str(exc)[:100]}")
+            else:
+                res = dict(error=f"{type(exc).__name__}: {exc}"[:600], traceback=traceback.format_exc()[-2000:])
+                log(f"  {dataset} {variant:17s} ERROR {type(exc).__name__}: {str(exc)[:200]}")
+        out["variants"][variant] = res
+        flush(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- 6. tuner
+def bench_tuner(device_name: str, dry: bool) -> dict[str, Any]:
+    """Stage 6: :func:`benchmarks.tuner.bench_tuner_step` on ``device_name`` (CIFAR-10 student, batch 128 on random
+    tensors; the dry run: batch 8, 3 rounds) and issue 22's after-backward ratios."""
+    from benchmarks.fixtures import fake_teacher, image_data
+    from benchmarks.tuner import bench_tuner_step
+    from kdlib.models import make_student
+
+    device = torch.device(device_name)
+    bs = 8 if dry else 128
+    x, y, source = image_data("cifar10_reduced", 2 * bs, device, allow_real=False)
+    students = {"cifar10": dict(make=lambda: make_student("cifar10_reduced").to(device),
+                                train=(x[:bs], y[:bs], fake_teacher(y[:bs])), val=(x[bs:], y[bs:]), t_val=1.0,
+                                source=source + "; fabricated teacher logits")}
+    out = bench_tuner_step(students, Timer(device), quick=dry)
+    sgd = out["sgd"]
+    ratios = {est: sgd[f"tuner_{est}_after_backward_over_plain"] for est in ("unrolled", "finite_difference")}
+    out["issue_22"] = dict(after_backward_over_plain=ratios, target="<= 2.6 (both estimators)",
+                           meets_target=all(r <= 2.6 for r in ratios.values()), device=device_name, batch_size=bs)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- 7. column
 def column_invocations() -> list[tuple[str, ...]]:
     """:data:`COLUMN_ORDER` split so that the methods of one CLI invocation share the authors' protocol flags (the
     random baseline has its own ``random_law``)."""
@@ -570,9 +694,10 @@ def column_invocations() -> list[tuple[str, ...]]:
     return out
 
 
-def column_command(methods: tuple[str, ...], out_dir: Path, device: str, workers: int, dry: bool) -> list[str]:
+def column_command(methods: tuple[str, ...], out_dir: Path, device: str, workers: int, dry: bool,
+                   tf32: bool = False) -> list[str]:
     """The ``kdlib run`` of the reduced CIFAR-10 column's ``methods`` under the authors' protocol on ``device``,
-    started through this file (so that the workers take the TF32 flags)."""
+    with the run's TF32 setting as the runs' config field (set only when on: the keys of float32 runs)."""
     from kdlib.experiments.protocol import authors_protocol
 
     flags = {json.dumps(authors_protocol(m, "cifar10_reduced"), sort_keys=True) for m in methods}
@@ -581,7 +706,9 @@ def column_command(methods: tuple[str, ...], out_dir: Path, device: str, workers
     sets = {**authors_protocol(methods[0], "cifar10_reduced"), "engine": "stacked"}
     if dry:
         sets.update(epochs=1, n_train=40, n_test=20, hyperopt_evals=2)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--kdlib", "run", "--dataset", "cifar10_reduced",
+    if tf32:
+        sets["tf32"] = True
+    cmd = [sys.executable, "-m", "kdlib", "run", "--dataset", "cifar10_reduced",
            "--methods", ",".join(methods), "--profile", "smoke" if dry else "paper", "--seeds", "2" if dry else "10",
            "--device", device, "--workers", str(workers), "--no-progress", "--out", str(out_dir)]
     return cmd + [f"--set={k}={v}" for k, v in sets.items()]
@@ -651,7 +778,7 @@ def _run_column(args: argparse.Namespace, log: Log, deadline: float, work: Path)
         from kdlib.experiments.runner import plan
 
         for methods in column_invocations():
-            cmd = column_command(methods, out_dir, args.device, 1, True)
+            cmd = column_command(methods, out_dir, args.device, 1, True, args.tf32 == "on")
             n = len(plan("cifar10_reduced", list(methods), 2, "smoke", args.device,
                          {k: v for a in cmd if a.startswith("--set=") for k, v in [_parse_set(a[6:])]}))
             res["invocations"].append(dict(methods=list(methods), command=" ".join(cmd[1:]), planned_runs=n))
@@ -664,14 +791,14 @@ def _run_column(args: argparse.Namespace, log: Log, deadline: float, work: Path)
             res["invocations"].append(dict(methods=list(methods), skipped=f"{left:.0f} s left"))
             continue
         before = len(list((out_dir / "runs").glob("*.json")))
-        cmd = column_command(methods, out_dir, args.device, workers, args.dry_run)
+        cmd = column_command(methods, out_dir, args.device, workers, args.dry_run, args.tf32 == "on")
         log(f"column: {','.join(methods)} ({left:.0f} s left)")
         rc, secs = run_child(cmd, log, left - 15, env=child_env(args))
         made = len(list((out_dir / "runs").glob("*.json"))) - before
         inv = dict(methods=list(methods), command=" ".join(cmd[1:]), rc=rc, seconds=round(secs, 1), records=made)
         if rc not in (0, None) and made == 0 and workers > 1 and deadline - time.monotonic() > 60:
             log("column: no record came back with workers; once more with --workers 1")
-            cmd = column_command(methods, out_dir, args.device, 1, args.dry_run)
+            cmd = column_command(methods, out_dir, args.device, 1, args.dry_run, args.tf32 == "on")
             rc, secs = run_child(cmd, log, deadline - time.monotonic() - 15, env=child_env(args))
             inv.update(retry_workers_1=dict(rc=rc, seconds=round(secs, 1),
                                             records=len(list((out_dir / "runs").glob("*.json"))) - before))
@@ -705,29 +832,47 @@ def _parse_set(text: str) -> tuple[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- the run
 def stage_child(args: argparse.Namespace) -> int:
-    """``--stage bench --dataset D``: one dataset's step times as JSON into ``--stage-out``."""
+    """``--stage bench|graphs --dataset D[,D...]`` (step times / stage 5 per dataset) or ``--stage tuner``: JSON into
+    ``--stage-out``, rewritten after each measurement, under the run's TF32 setting (:func:`kdlib.precision.tf32`)."""
+    from kdlib import precision
+
     log = Log(None)
     out: dict[str, Any] = {}
-    for ds in args.dataset.split(","):
-        t0 = time.monotonic()
-        def flush(partial: dict[str, Any], ds: str = ds) -> None:
-            write_json(Path(args.stage_out), {**out, ds: dict(partial, complete=False)})
+    with precision.tf32(args.tf32 == "on", args.device):
+        if args.stage == "tuner":
+            t0 = time.monotonic()
+            try:
+                out = dict(bench_tuner(args.device, args.dry_run), complete=True)
+            except Exception as exc:  # noqa: BLE001 - written down for the parent
+                out = dict(error=f"{type(exc).__name__}: {exc}"[:800], traceback=traceback.format_exc()[-3000:])
+            out["seconds"] = round(time.monotonic() - t0, 1)
+            write_json(Path(args.stage_out), out)
+            return 0
+        bench = bench_dataset if args.stage == "bench" else bench_graphs
+        for ds in args.dataset.split(","):
+            t0 = time.monotonic()
 
-        try:
-            out[ds] = dict(bench_dataset(ds, args.device, args.seeds, args.dry_run, log, flush), complete=True)
-        except Exception as exc:  # noqa: BLE001 - written down for the parent
-            out[ds] = dict(error=f"{type(exc).__name__}: {exc}"[:800], traceback=traceback.format_exc()[-3000:])
-        out[ds]["seconds"] = round(time.monotonic() - t0, 1)
-        write_json(Path(args.stage_out), out)  # what is done survives a kill at the time box
+            def flush(partial: dict[str, Any], ds: str = ds) -> None:
+                write_json(Path(args.stage_out), {**out, ds: dict(partial, complete=False)})
+
+            try:
+                out[ds] = dict(bench(ds, args.device, args.seeds, args.dry_run, log, flush), complete=True)
+            except Exception as exc:  # noqa: BLE001 - written down for the parent
+                out[ds] = dict(error=f"{type(exc).__name__}: {exc}"[:800], traceback=traceback.format_exc()[-3000:])
+            out[ds]["seconds"] = round(time.monotonic() - t0, 1)
+            write_json(Path(args.stage_out), out)  # what is done survives a kill at the time box
     return 0
+
+
+# the time boxes (module docstring): (cap, seconds kept for the stages after it[, floor below which it is skipped])
+TESTS_BOX = (180.0, 280.0)
+GRAPHS_BOX = (35.0, 40.0 + 90.0 + 60.0, 10.0)  # kept: the tuner's cap, 3 x 30 s of step times, the column's 60 s
+TUNER_BOX = (40.0, 90.0 + 60.0, 10.0)
+STEP_TIMES_BOX = (150.0, 60.0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--kdlib"]:  # the CLI, in a process that took the TF32 flags
-        from kdlib.cli import main as kdlib_main
-
-        return int(kdlib_main(argv[1:]) or 0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu-check-out")
@@ -737,22 +882,22 @@ def main(argv: list[str] | None = None) -> int:
                          "there, else only planned (implied by --device cpu)")
     ap.add_argument("--seeds", type=int, default=10, help="runs per stacked model (the paper: 10 seeds)")
     ap.add_argument("--column-workers", type=int, default=10, help="processes of the column run (one GPU)")
-    ap.add_argument("--no-column", action="store_true", help="skip stage 5")
+    ap.add_argument("--no-column", action="store_true", help="skip stage 7")
     ap.add_argument("--no-tests", action="store_true", help="skip stage 2")
     ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--tf32", default="off", choices=["off", "default"],
-                    help="off (default): float32 products in float32, as on the CPU; default: torch's flags")
+    ap.add_argument("--tf32", default="off", choices=["off", "on"],
+                    help="the run's TF32 setting (kdlib.precision): off (default), float32 products in float32 as on "
+                         "the CPU; on: TF32 convolutions and matrix products (CUDA only)")
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--stage-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.device == "cpu":
         args.dry_run = True
-    if args.stage == "bench":
+    if args.tf32 == "on" and args.device != "cuda":
+        ap.error("--tf32 on rounds CUDA float32 products to TF32; use it with --device cuda")
+    if args.stage is not None:
         return stage_child(args)
-    if args.tf32 == "off":
-        os.environ[TF32_ENV] = "off"
-        apply_tf32_from_env()
     if args.dry_run:
         args.seeds = min(args.seeds, 2)
     args.out = Path(args.out).resolve()
@@ -761,8 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     deadline = t_start + args.budget_s
     log = Log(args.out / "gpu_check.log")
     results: dict[str, Any] = dict(schema=SCHEMA, tool="tools/gpu_check.py", argv=argv, device=args.device,
-                                   dry_run=args.dry_run, budget_s=args.budget_s, started=utc_now(), stages={},
-                                   errors=[])
+                                   dry_run=args.dry_run, budget_s=args.budget_s, tf32=args.tf32, started=utc_now(),
+                                   stages={}, errors=[])
     path = args.out / "results-cuda.json"
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
@@ -787,33 +932,61 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         results["errors"].append(dict(stage="start", error="--device cuda but torch sees no CUDA device"))
-    stage("environment", lambda: environment(args.device, args.out))
+    stage("environment", lambda: environment(args.device, args.out, args.tf32))
     if not args.no_tests:
-        stage("tests", lambda: run_tests(args, log, min(200.0, max(30.0, deadline - time.monotonic() - 240))))
+        cap, reserve = TESTS_BOX
+        stage("tests", lambda: run_tests(args, log, min(cap, max(30.0, deadline - time.monotonic() - reserve))))
+    names = [d for d in args.datasets.split(",") if d]
 
-    def step_times() -> dict[str, Any]:
-        """One child process per dataset on the GPU (a hang or crash costs one dataset); all in one in a dry run."""
+    def child(kind: str, chunk: list[str], box: float) -> tuple[dict[str, Any], int | None, float]:
+        """One ``--stage kind`` child process on ``chunk``, killed at ``box`` seconds: (its JSON, exit, seconds)."""
+        stage_out = args.out / f".{kind}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", kind, "--dataset", ",".join(chunk),
+               "--device", args.device, "--seeds", str(args.seeds), "--stage-out", str(stage_out),
+               "--tf32", args.tf32, *(["--dry-run"] if args.dry_run else [])]
+        rc, secs = run_child(cmd, log, box, env=child_env(args))
+        got = json.loads(stage_out.read_text()) if stage_out.is_file() else {}
+        stage_out.unlink(missing_ok=True)
+        return got, rc, secs
+
+    def per_dataset(kind: str, cap: float, reserve: float, floor: float = 0.0) -> dict[str, Any]:
+        """One child process per dataset on the GPU (a hang or crash costs one dataset); all in one in a dry run.
+        Each gets at most ``cap`` seconds and leaves ``reserve`` to the stages after; below ``floor`` it is skipped
+        (``floor`` 0: the step times' old rule, at least 20 s)."""
         out: dict[str, Any] = {}
-        names = [d for d in args.datasets.split(",") if d]
         chunks = [names] if args.dry_run else [[d] for d in names]
         for i, chunk in enumerate(chunks):
             left = deadline - time.monotonic()
-            box = 240.0 if args.dry_run else min(150.0, max(20.0, (left - 60) / (len(chunks) - i)))
-            stage_out = args.out / ".bench.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", "bench", "--dataset", ",".join(chunk),
-                   "--device", args.device, "--seeds", str(args.seeds), "--stage-out", str(stage_out),
-                   *(["--dry-run"] if args.dry_run else [])]
-            log(f"step times: {', '.join(chunk)} (time box {box:.0f} s)")
-            rc, secs = run_child(cmd, log, box, env=child_env(args))
-            got = json.loads(stage_out.read_text()) if stage_out.is_file() else {}
-            stage_out.unlink(missing_ok=True)
+            share = (left - reserve) / (len(chunks) - i)
+            box = 240.0 if args.dry_run else (min(cap, max(20.0, share)) if floor == 0 else min(cap, share))
+            if box < floor:
+                for ds in chunk:
+                    out[ds] = dict(skipped=f"{left:.0f} s of the budget left ({reserve:.0f} s kept for the stages "
+                                           f"after this one)")
+                continue
+            log(f"{kind}: {', '.join(chunk)} (time box {box:.0f} s)")
+            got, rc, secs = child(kind, chunk, box)
             for ds in chunk:
                 out[ds] = got.get(ds) or dict(error=f"no result (exit {rc}, "
                                                     f"{'killed at the time box' if rc is None else 'crashed'})",
                                               seconds=round(secs, 1))
         return out
 
-    st = stage("step_times", step_times)
+    stage("graphs", lambda: per_dataset("graphs", *GRAPHS_BOX))
+
+    def tuner() -> dict[str, Any]:
+        cap, reserve, floor = TUNER_BOX
+        left = deadline - time.monotonic()
+        box = 240.0 if args.dry_run else min(cap, left - reserve)
+        if box < floor:
+            return dict(skipped=f"{left:.0f} s of the budget left ({reserve:.0f} s kept for the stages after it)")
+        log(f"tuner: bench_tuner_step on {args.device} (time box {box:.0f} s)")
+        got, rc, secs = child("tuner", names[:1], box)
+        return got or dict(error=f"no result (exit {rc}, {'killed at the time box' if rc is None else 'crashed'})",
+                           seconds=round(secs, 1))
+
+    stage("tuner", tuner)
+    st = stage("step_times", lambda: per_dataset("bench", *STEP_TIMES_BOX))
     if st is not None:
         stage("projection", lambda: project(st, args.seeds))
     if not args.no_column:
@@ -826,6 +999,13 @@ def main(argv: list[str] | None = None) -> int:
     proj = results.get("projection", {})
     if proj:
         log(f"Table 2 projected (min): {proj.get('table2_min')}; target {proj.get('target')}")
+    graphs = {ds: {v: r.get("graphed_speedup") for v, r in res.get("variants", {}).items()}
+              for ds, res in (results.get("graphs") or {}).items()}
+    if graphs:
+        log(f"graphed stacked step speedup (eager / graphed): {graphs}")
+    issue22 = (results.get("tuner") or {}).get("issue_22")
+    if issue22:
+        log(f"issue 22 after-backward over plain: {issue22['after_backward_over_plain']} (target <= 2.6)")
     return 0 if not results["errors"] else 1
 
 

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
+from kdlib import precision
 from kdlib.errors import ConfigError
 from kdlib.names import ALL_METHOD_NAMES, DATASETS, ENGINES, PROFILES, TEACHER_KINDS, VARIANTS
 from kdlib.train.settings import Settings, fail
@@ -54,15 +55,19 @@ class ExperimentConfig(Settings):
 
     # "one": each run on its own; "stacked": the seeds of one image (dataset, method) as one vmapped model
     # (kdlib.train.stacked; equal to "one" within float32 rounding; for GPUs), where kdlib.train.select_backend
-    # allows it, else one by one
+    # allows it, else one by one; "stacked_graph": that model's step captured into CUDA graphs
+    # (kdlib.train.stacked_graph; CUDA and SGD only, else as "stacked")
     engine: str = "one"
+    # CUDA only: float32 convolutions and matrix products with TF32 inputs (faster, ~1e-3 relative error per
+    # product); False (default): float32 as on the CPU (kdlib.precision; the runner applies it around each run)
+    tf32: bool = False
 
     extra: dict[str, Any] = field(default_factory=dict)
 
     # the validator's rules of the config's own fields (Settings.validate reads these tables)
     COUNTS: ClassVar[dict[str, int]] = dict(Settings.COUNTS, n_train=1, n_test=1, teacher_epochs=1)
     NONNEG_INTS: ClassVar[tuple[str, ...]] = Settings.NONNEG_INTS + ("split_seed",)
-    BOOLS: ClassVar[tuple[str, ...]] = Settings.BOOLS + ("holdout", "download")
+    BOOLS: ClassVar[tuple[str, ...]] = Settings.BOOLS + ("holdout", "download", "tf32")
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = dict(Settings.CHOICES, dataset=DATASETS, profile=PROFILES,
                                                          variant=VARIANTS, engine=ENGINES)
     OPTIONAL: ClassVar[frozenset[str]] = Settings.OPTIONAL | {"n_train", "n_test", "split_seed", "teacher_epochs",
@@ -89,6 +94,7 @@ class ExperimentConfig(Settings):
             raise fail("teacher", f"one of {', '.join(TEACHER_KINDS)} or 'file:PATH.npy'", teacher)
         if not isinstance(self.device, str) or not self.device:
             raise fail("device", "a torch device string such as 'cpu' or 'cuda'", self.device, "--device cpu")
+        precision.check(self.tf32, self.device)
         if self.data_root is not None and not isinstance(self.data_root, str):
             raise fail("data_root", "a folder path (string) or None", self.data_root, "--data-root DIR")
         if not isinstance(self.extra, dict):

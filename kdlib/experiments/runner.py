@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 import torch
 
+from kdlib import precision
 from kdlib.errors import CellsFailed, ConfigError
 from kdlib.experiments import executors
 from kdlib.experiments.config import ExperimentConfig
@@ -91,7 +92,13 @@ def _teacher_summary(teacher) -> dict[str, Any] | None:
 
 
 def run_one(cfg: ExperimentConfig, progress: bool = False, threads: int = 1) -> dict[str, Any]:
-    """Run one (dataset, method, seed) cell at ``threads`` intra-op threads; return its store record."""
+    """Run one (dataset, method, seed) cell at ``threads`` intra-op threads under its TF32 setting
+    (:func:`kdlib.precision.tf32`, which the record's provenance reads); return its store record."""
+    with precision.tf32(cfg.tf32, cfg.device):
+        return _run_one(cfg, progress, threads)
+
+
+def _run_one(cfg: ExperimentConfig, progress: bool, threads: int) -> dict[str, Any]:
     with intra_op_threads(run_threads(cfg, threads)):
         t0 = time.perf_counter()
         problem, bundle, teacher = problem_for(cfg, progress=progress)
@@ -126,7 +133,7 @@ def choose_backend(cfg: ExperimentConfig, runs: int = 1, batched: bool = True) -
 
 
 # what a record's summary.engine says of the backend that trained it (none for one by one)
-ENGINE_LABELS = {"linear": "batched", "stacked": "stacked"}
+ENGINE_LABELS = {"linear": "batched", "stacked": "stacked", "stacked_graph": "stacked_graph"}
 
 
 def _check_group(cfgs: Sequence[ExperimentConfig]) -> None:
@@ -145,12 +152,17 @@ def _check_group(cfgs: Sequence[ExperimentConfig]) -> None:
 
 def run_group(cfgs: Sequence[ExperimentConfig], backend: str, threads: int = 1) -> list[dict[str, Any]]:
     """The seeds ``cfgs`` of one (dataset, method, config) trained together by the stacking ``backend``
-    (``"linear"`` or ``"stacked"``, :meth:`kdlib.methods.Method.run_together`); one store record per seed, as
-    :func:`run_one` writes it, with ``summary.engine`` (:data:`ENGINE_LABELS`) and the group's wall time shared
-    out. ``backend="one"``: :func:`run_one` per config."""
+    (``"linear"``, ``"stacked"`` or ``"stacked_graph"``, :meth:`kdlib.methods.Method.run_together`) under their
+    TF32 setting; one store record per seed, as :func:`run_one` writes it, with ``summary.engine``
+    (:data:`ENGINE_LABELS`) and the group's wall time shared out. ``backend="one"``: :func:`run_one` per config."""
     if backend == "one":
         return [run_one(c, progress=False, threads=threads) for c in cfgs]
     _check_group(cfgs)
+    with precision.tf32(cfgs[0].tf32, cfgs[0].device):  # the run's TF32 setting, read by the records' provenance
+        return _run_group(cfgs, backend, threads)
+
+
+def _run_group(cfgs: Sequence[ExperimentConfig], backend: str, threads: int) -> list[dict[str, Any]]:
     cfg = cfgs[0]
     choice = choose_backend(cfg, len(cfgs))
     if choice.backend != backend:

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdlib import __version__, cpu_kernels
+from kdlib import __version__, cpu_kernels, precision
 from kdlib.analysis.final import RUN_KEYS, final_rows
 from kdlib.analysis.final import summarize as summarize_final
 from kdlib.errors import ConfigError, OutputDirError
@@ -209,15 +209,15 @@ def cpu_model() -> str:
 def accelerator(device: str | torch.device) -> dict[str, Any] | None:
     """The GPU a run on a CUDA ``device`` used (None on the CPU): its name and compute capability, the CUDA and
     cuDNN versions torch was built with, and the TF32 flags in effect (TF32 rounds the float32 products of
-    cuDNN's convolutions, or of matrix products, to about 1e-3 relative: another result than float32's)."""
+    cuDNN's convolutions, or of matrix products, to about 1e-3 relative: another result than float32's; the runner
+    sets them from the run's ``tf32`` setting, :mod:`kdlib.precision`)."""
     dev = torch.device(device)
     if dev.type != "cuda":
         return None
     index = dev.index if dev.index is not None else torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
     return dict(name=torch.cuda.get_device_name(index), capability=f"{major}.{minor}", cuda=torch.version.cuda,
-                cudnn=torch.backends.cudnn.version(), tf32_cudnn=bool(torch.backends.cudnn.allow_tf32),
-                tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32))
+                cudnn=torch.backends.cudnn.version(), **precision.flags())
 
 
 def provenance(threads: int, device: str | torch.device = "cpu") -> dict[str, Any]:

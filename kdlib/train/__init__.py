@@ -4,8 +4,8 @@
 - :mod:`~kdlib.train.problem`: what a run trains on (train part with teacher logits, D_val, test set);
 - :mod:`~kdlib.train.loop`: the one loop (:func:`run_loop`) and the backend interface;
 - :mod:`~kdlib.train.one_by_one`: the reference backend, one student and its Tuner (:func:`train_student`);
-- :mod:`~kdlib.train.stacked`: S runs as one vmapped model; :mod:`~kdlib.train.linear`: S logistic regressions in
-  closed form (the synthetic column);
+- :mod:`~kdlib.train.stacked`: S runs as one vmapped model; :mod:`~kdlib.train.stacked_graph`: its step captured
+  into CUDA graphs; :mod:`~kdlib.train.linear`: S logistic regressions in closed form (the synthetic column);
 - :mod:`~kdlib.train.together`: hyperopt's trials of several seeds trained together on a stacking backend;
 - :mod:`~kdlib.train.select`: which backend trains a group of runs, and why (:func:`select_backend`).
 """

@@ -11,7 +11,8 @@ validation accuracy over those checkpoints).
 
 A backend (:class:`Backend`) holds S >= 1 runs that share everything but the seed and (lambda1, T):
 :class:`kdlib.train.one_by_one.OneRun` (one student, any Tuner), :class:`kdlib.train.stacked.StackedFixed` /
-:class:`~kdlib.train.stacked.StackedTuned` (S students as one vmapped model) and
+:class:`~kdlib.train.stacked.StackedTuned` (S students as one vmapped model; :mod:`kdlib.train.stacked_graph`: the
+same with its step in CUDA graphs) and
 :class:`kdlib.train.linear.Linear` (S logistic regressions in closed form). The loop owns the data order, the
 lr, the cadence and the rows; a backend owns the students, their metaparameters and their arithmetic.
 This module knows nothing of datasets, methods or how a schedule picks its values.

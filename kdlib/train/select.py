@@ -2,7 +2,8 @@
 
 Backends (:mod:`kdlib.train.loop`): ``"one"`` (each run on its own, :func:`kdlib.train.one_by_one.train_student`,
 any method), ``"stacked"`` (the runs as one vmapped model, :mod:`kdlib.train.stacked`; opt-in by
-``engine="stacked"``, for GPUs) and ``"linear"`` (the synthetic column's logistic regressions in closed form,
+``engine="stacked"``, for GPUs), ``"stacked_graph"`` (the same step captured into CUDA graphs and replayed,
+:mod:`kdlib.train.stacked_graph`; opt-in by ``engine="stacked_graph"``, CUDA only) and ``"linear"`` (the synthetic column's logistic regressions in closed form,
 :mod:`kdlib.train.linear`). A stacking backend trains runs that share everything but the seed and the initial
 (lambda1, T): :func:`train_students_stacked` runs them through the one loop. Each stacking backend says by its
 ``unsupported(settings, schedule)`` what it cannot train; :func:`select_backend` adds what the group asks for.
@@ -22,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from kdlib.train import linear, stacked
+from kdlib.train import linear, stacked, stacked_graph
 from kdlib.train.loop import Backend, RunOutput, run_loop, single_thread
 from kdlib.train.problem import Problem
 from kdlib.train.settings import Settings
@@ -41,6 +42,7 @@ class StackingBackend:
 
 BACKENDS: dict[str, StackingBackend] = {
     "stacked": StackingBackend(stacked.build, stacked.unsupported),
+    "stacked_graph": StackingBackend(stacked_graph.build, stacked_graph.unsupported),
     "linear": StackingBackend(linear.build, linear.unsupported, one_thread=True),
 }
 ONE = "one"
@@ -71,7 +73,8 @@ def train_students_stacked(settings: Sequence[Any], problem: Problem, values: Te
 
 @dataclass(frozen=True)
 class Choice:
-    """The backend that trains a group of runs (``"one"``, ``"stacked"`` or ``"linear"``) and why."""
+    """The backend that trains a group of runs (``"one"``, ``"stacked"``, ``"stacked_graph"`` or ``"linear"``) and
+    why."""
 
     backend: str
     reason: str
@@ -86,7 +89,9 @@ def select_backend(cfg: Any, together: str | None, schedule: str, runs: int = 1,
     Synthetic: the linear backend wherever it implements the run (``linear_ok=False`` switches it off).
     Images: the stacked backend when ``engine="stacked"``, for two or more runs it implements: schedule runs, and
     hyperopt's trials (fixed runs; each seed's TPE search, the k-th trials of all seeds as one stacked model, equal
-    to the one-by-one search: ``tests/test_stacked_protocol.py``). Else one by one."""
+    to the one-by-one search: ``tests/test_stacked_protocol.py``). ``engine="stacked_graph"``: the CUDA-graph
+    stacked backend where it implements the runs (a CUDA device, SGD), else the stacked backend where that does
+    (the same step, eagerly), else one by one. Else one by one."""
     if together is None:
         return Choice(ONE, f"method {getattr(cfg, 'method', '?')!r} trains its own way (no stacked form)")
     if cfg.dataset == "synthetic":
@@ -94,12 +99,22 @@ def select_backend(cfg: Any, together: str | None, schedule: str, runs: int = 1,
             return Choice(ONE, "the linear backend is switched off (batched=False)")
         why = BACKENDS["linear"].unsupported(cfg, schedule)
         return Choice(ONE, why) if why else Choice("linear", "synthetic: the closed-form linear backend implements it")
-    if getattr(cfg, "engine", ONE) != "stacked":
+    engine = getattr(cfg, "engine", ONE)
+    if engine not in ("stacked", "stacked_graph"):
         return Choice(ONE, "engine='one'")
     if runs < 2:
         return Choice(ONE, "a single run: nothing to stack")
+    graph_why = None
+    if engine == "stacked_graph":
+        graph_why = BACKENDS["stacked_graph"].unsupported(cfg, schedule)
+        if graph_why is None:
+            return Choice("stacked_graph", "engine='stacked_graph' and the CUDA-graph stacked backend implements it")
     why = BACKENDS["stacked"].unsupported(cfg, schedule)
-    return Choice(ONE, why) if why else Choice("stacked", "engine='stacked' and the stacked backend implements it")
+    if why:
+        return Choice(ONE, why)
+    if graph_why:
+        return Choice("stacked", f"engine='stacked_graph' but {graph_why}: the stacked backend implements it")
+    return Choice("stacked", "engine='stacked' and the stacked backend implements it")
 
 
 __all__ = ["BACKENDS", "Choice", "StackingBackend", "select_backend", "train_students_stacked"]

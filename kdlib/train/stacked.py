@@ -87,9 +87,14 @@ class StackedFixed:
 
     def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
         """One optimizer step of every run on its own batch (``batches[s]``)."""
-        x, y, t = (torch.stack(parts) for parts in zip(*batches))
+        x, y, t = stack_batches(batches)
+        self.train_step(x, y, t, self.values)
+
+    def train_step(self, x: Tensor, y: Tensor, t: Tensor, values: Tensor) -> None:
+        """The optimizer step of every run s on its batch ``(x[s], y[s], t[s])`` at ``values[s]``: the forward, the
+        backward and the optimizer's step, device work only (:mod:`kdlib.train.stacked_graph` captures it)."""
         self.base.train()
-        losses = self._train_loss(self.params, self.buffers, x, y, t, self.values)
+        losses = self._train_loss(self.params, self.buffers, x, y, t, values)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # run s's parameters get exactly d loss_s (the other terms do not depend on them)
         self.optimizer.step()
@@ -220,20 +225,25 @@ class StackedTuned(StackedFixed):
         self.in_epoch = 0
 
     def step(self, batches: list[tuple[Tensor, Tensor, Tensor]], next_val: Callable[[], Any]) -> None:
-        x, y, t = (torch.stack(parts) for parts in zip(*batches))
-        params = {k: v.detach() for k, v in self.params.items()}
-        lr = self.lr
-        virtual_lr = lr if self.virtual_lr is None else self.virtual_lr
+        x, y, t = stack_batches(batches)
 
         def hypergradient(value: Tensor) -> Tensor:
             xv, yv = next_val()
-            self.base.train()
-            return self._hypergradient(value, params, x, y, t, xv, yv, lr, virtual_lr)
+            return self.hypergradient(value, x, y, t, xv, yv)
 
         self.values = self.schedule.step(self.iteration, self.in_epoch, hypergradient)
         self.iteration += 1
         self.in_epoch += 1
-        super().step(batches, next_val)
+        self.train_step(x, y, t, self.values)
+
+    def hypergradient(self, value: Tensor, x: Tensor, y: Tensor, t: Tensor, xv: Tensor, yv: Tensor) -> Tensor:
+        """The (S, 2) hypergradient of eq. (3) at ``value`` for the stacked train batch and the validation batch
+        ``(xv, yv)``, at the current lr: device work only (:mod:`kdlib.train.stacked_graph` captures it)."""
+        params = {k: v.detach() for k, v in self.params.items()}
+        lr = self.lr
+        virtual_lr = lr if self.virtual_lr is None else self.virtual_lr
+        self.base.train()
+        return self._hypergradient(value, params, x, y, t, xv, yv, lr, virtual_lr)
 
     def rows(self) -> list[dict[str, Any]]:
         lam = self.values.detach().float().cpu().tolist()
@@ -247,6 +257,17 @@ class StackedTuned(StackedFixed):
 
 
 STACKED_ESTIMATORS = ("unrolled", "finite_difference")
+
+
+def stack_batches(batches: Sequence[tuple[Tensor, Tensor, Tensor]],
+                  out: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The runs' batches ``[(x_s, y_s, t_s)]`` as ``(x, y, t)`` with a leading run axis; into ``out`` when given
+    (the static buffers of :mod:`kdlib.train.stacked_graph`)."""
+    if out is None:
+        return tuple(torch.stack(parts) for parts in zip(*batches))  # type: ignore[return-value]
+    for parts, buf in zip(zip(*batches), out):
+        torch.stack(parts, out=buf)
+    return out
 
 
 def unsupported(st: Any, schedule: str) -> str | None:
@@ -275,4 +296,5 @@ def build(settings: Sequence[Any], problem: Problem, values: Tensor, schedule: s
     return StackedTuned(settings, problem.make_student, values, device, _make_optimizer, schedule)
 
 
-__all__ = ["STACKED_ESTIMATORS", "StackedFixed", "StackedTuned", "build", "loss_options", "unsupported"]
+__all__ = ["STACKED_ESTIMATORS", "StackedFixed", "StackedTuned", "build", "loss_options", "stack_batches",
+           "unsupported"]
