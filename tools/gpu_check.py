@@ -376,6 +376,8 @@ def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Lo
                   flush: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
     """Step times of every variant, one by one and stacked, on ``dataset``'s shapes (module docstring);
     ``flush(partial)`` after each measurement, so that a run stopped at its time box keeps what it measured."""
+    from kdlib.data import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
+    from kdlib.data.augment import FlipCrop
     from kdlib.methods import fixed_tuner, get_method
     from kdlib.models import make_student
     from kdlib.train import Problem, Split, make_tuner, train_student, train_students_stacked
@@ -399,8 +401,12 @@ def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Lo
     val, test = draw(sz["n_val"], False), draw(sz["n_test"], False)
     trains = {n: draw(n * bs, True) for n in (sz["n1"], sz["n2"])}
 
+    mean, std = (FMNIST_MEAN, FMNIST_STD) if dataset == "fashion_mnist" else (CIFAR_MEAN, CIFAR_STD)
+    augment = FlipCrop.for_normalization(mean, std)  # full CIFAR-10's tuned variants train on augmented batches
+
     def problem(n: int) -> Problem:
-        return Problem(train=trains[n], val=val, test=test, make_student=lambda: make_student(dataset))
+        return Problem(train=trains[n], val=val, test=test, make_student=lambda: make_student(dataset),
+                       augment=augment)
 
     def one_call(variant: str, engine: str) -> Callable[[int], Any]:
         method = VARIANTS[variant][0]
