@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from kdlib.analysis import archive as A
@@ -359,4 +360,48 @@ def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
     ax.set(xlabel="epoch", ylabel="test accuracy",
            title=f"{DATASET_LABELS.get(dataset, dataset)}, {METHOD_LABELS[method]}: one colour per run")
     plt.show()
+    return table
+
+
+# Short runs of the baselines with the knob the tuned runs take (dataset -> folder, method, field, epochs run), for
+# the doubt the dataset page names: did the authors' baselines take it too?
+BASELINE_KNOB_RUNS: dict[str, tuple[str, str, str]] = {"cifar10": ("baseline_augment", "no_distillation", "augment")}
+
+
+def show_baseline_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
+    """Mean (± std, runs) test accuracy at each logged epoch of the short baseline runs of
+    ``archive/<dataset>/<folder>/runs`` (:data:`BASELINE_KNOB_RUNS`: the authors' protocol but for the knob and a
+    shorter run), beside the same epochs of the archived baseline column and the authors' baseline log. Checks
+    that every such record departs from the protocol in the knob and ``epochs`` alone. Returns the table."""
+    if dataset not in BASELINE_KNOB_RUNS:
+        return None
+    folder, method, field = BASELINE_KNOB_RUNS[dataset]
+    where = f"{dataset}/{folder}/runs"
+    short = [r for r in A.read_records(archive_root() / dataset / folder / "runs", where).values()
+             if r["config"]["method"] == method]
+    logs = authors_logs.find_logs_dir()
+    if not short or logs is None:
+        show_markdown(f"*No short {METHOD_LABELS[method].lower()} run with `{field}` is archived under `{where}`, "
+                      "or the authors' logs are absent.*")
+        return None
+    for rec in short:
+        cfg = rec["config"]
+        departs = {k for k, v in authors_protocol(method, dataset).items() if cfg.get(k) != v} - {"epochs"}
+        if departs or cfg.get(field) != authors_protocol("gradient", dataset).get(field):
+            raise ValueError(f"{where}: seed {cfg['seed']} departs from the authors' protocol in {sorted(departs)}, "
+                             f"not in {field!r} (and epochs) alone; fix: keep only such runs there")
+    value = authors_protocol("gradient", dataset).get(field)  # the tuned runs' value of the knob
+    column = [r for r in A.load_archive(dataset, pending=True)["authors"] if r["config"]["method"] == method]
+    ours = {f"ours with {field}={value!r}": short, f"ours, authors' protocol ({field} as stored)": column}
+    theirs = authors_logs.parse_log(logs / authors_logs.TABLE2_FILES[dataset][method], dataset, method)
+    epochs = sorted({h["epoch"] for r in short for h in r["history"]})
+    cell = lambda v: f"{np.mean(v):.4f} ± {np.std(v):.4f} ({len(v)})"  # noqa: E731
+    rows = []
+    for e in epochs:
+        row = {"epoch": e, "authors' logs": cell(theirs[theirs.step == e].accuracy.to_numpy())}
+        for label, recs in ours.items():
+            row[label] = cell([h["test_accuracy"] for r in recs for h in r["history"] if h["epoch"] == e])
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("epoch")
+    show_table(table)
     return table
