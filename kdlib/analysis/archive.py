@@ -32,7 +32,7 @@ from kdlib.analysis import authors_logs
 from kdlib.analysis.final import record_final, records_final, summarize
 from kdlib.analysis.labels import METHODS, PROTOCOL_LABELS
 from kdlib.analysis.table2 import format_numeric, table2_from_final
-from kdlib.experiments.protocol import PROTOCOLS, archive_dir, authors_protocol, pending_dir
+from kdlib.experiments.protocol import PROTOCOLS, archive_dir, authors_protocol, pending_dir, protocol_departures
 
 # how close an archived column's mean final accuracy must be to the authors' log mean to count as reproduced
 # (issue 19: 0.01 on Fashion-MNIST, 0.015 on the CIFAR-10 columns, whose runs spread more)
@@ -117,11 +117,11 @@ def load_archive(dataset: str = "cifar10_reduced", root: str | os.PathLike | Non
             if rec["config"]["dataset"] != dataset:
                 raise ValueError(f"{where}/{name}: config.dataset is {rec['config']['dataset']!r}, not {dataset!r}")
             if protocol == "authors":
-                expected = authors_protocol(rec["config"]["method"], dataset)
-                off = {k: rec["config"].get(k) for k, v in expected.items() if rec["config"].get(k) != v}
+                off = protocol_departures(rec["config"], dataset)
                 if off:
                     raise ValueError(f"{where}/{name}: not the authors' protocol: {off} (expected "
-                                     f"{expected}); fix: move it to another protocol folder")
+                                     f"{authors_protocol(rec['config']['method'], dataset)}); fix: move it to "
+                                     "another protocol folder")
             cell = (rec["config"]["method"], int(rec["config"]["seed"]))
             if cell in seen:
                 raise ValueError(f"{where}: {seen[cell]} and {name} are the same cell {cell} under two configs; "
@@ -426,6 +426,7 @@ def late_spread_table(archive: Mapping[str, Sequence[dict[str, Any]]], logs: str
                       from_epoch: int, methods: Iterable[str] = METHODS) -> pd.DataFrame:
     """:func:`late_spread` of every method in the authors' logs of ``dataset`` and in each group of ``archive``
     (label -> records), one row per (source, method) with the runs counted."""
+    methods = tuple(methods)
     rows = []
     for m in methods:
         name = authors_logs.TABLE2_FILES[dataset].get(m)
@@ -436,7 +437,7 @@ def late_spread_table(archive: Mapping[str, Sequence[dict[str, Any]]], logs: str
     for label, recs in archive.items():
         cur = archive_curves({label: list(recs)}).rename(columns={"seed": "run"})
         for m, d in cur.groupby("method", sort=False):
-            if m in tuple(methods):
+            if m in methods:
                 rows.append(dict(source=f"kdlib, {label}", method=m, runs=int(d.run.nunique()),
                                  spread=late_spread(d, from_epoch)))
     return pd.DataFrame(rows, columns=["source", "method", "runs", "spread"])

@@ -27,7 +27,7 @@ from kdlib.analysis.costs import run_summaries
 from kdlib.analysis.final import records_final
 from kdlib.analysis.separation import paired_difference
 from kdlib.analysis.table2 import format_cell
-from kdlib.experiments.protocol import archive_root, authors_protocol
+from kdlib.experiments.protocol import archive_root, protocol_departures
 from kdlib.names import ALL_METHOD_NAMES, BEYOND_METHOD_NAMES
 
 BEYOND_FOLDER = "beyond"
@@ -62,7 +62,7 @@ def load_beyond(dataset: str = "cifar10_reduced", root: str | os.PathLike | None
         if cfg["method"] not in BEYOND_METHOD_NAMES:
             raise ValueError(f"{where}/{name}: method {cfg['method']!r} does not belong here (only "
                              f"{', '.join(BEYOND_METHOD_NAMES)}); fix: move it to its protocol folder")
-        off = {k: cfg.get(k) for k, v in authors_protocol(cfg["method"], dataset).items() if cfg.get(k) != v}
+        off = protocol_departures(cfg, dataset)
         if off:
             raise ValueError(f"{where}/{name}: not made under the authors' protocol of the column it is read "
                              f"beside: {off}; fix: re-make it with the overrides of ARCHIVE_COMMAND")

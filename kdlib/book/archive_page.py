@@ -5,6 +5,8 @@ that is the same at every profile, because it reads stored records and logs and 
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -17,7 +19,8 @@ from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
 from kdlib import cpu_kernels
 from kdlib.experiments.profiles import PAPER_IMAGES, resolve_config
-from kdlib.experiments.protocol import archive_root, authors_protocol, pending_dir, protocol_differences
+from kdlib.experiments.protocol import (archive_root, authors_protocol, pending_dir, protocol_departures,
+                                       protocol_differences)
 from kdlib.experiments.recheck import compare_rows, rerun, same_kernels
 from kdlib.experiments.store import cpu_capability
 
@@ -300,6 +303,19 @@ KNOB_RUNS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+def _knob_records(dataset: str, folder: str, method: str, absent: str) -> tuple[list[dict], Path] | None:
+    """The ``method`` records of ``archive/<dataset>/<folder>/runs`` and the authors' logs folder; None (after
+    saying ``absent``) when either is missing."""
+    where = f"{dataset}/{folder}/runs"
+    recs = [r for r in A.read_records(archive_root() / dataset / folder / "runs", where).values()
+            if r["config"]["method"] == method]
+    logs = authors_logs.find_logs_dir()
+    if not recs or logs is None:
+        show_markdown(f"*No {absent} is archived under `{where}`, or the authors' logs are absent.*")
+        return None
+    return recs, logs
+
+
 def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
     """The runs of ``archive/<dataset>/<folder>/runs`` (:data:`KNOB_RUNS`: made under the authors' protocol but
     for one field) beside the runs of the same index under the protocol (the archive, a column in progress
@@ -308,20 +324,17 @@ def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
     if dataset not in KNOB_RUNS:
         return None
     folder, method, field, what = KNOB_RUNS[dataset]
-    where = f"{dataset}/{folder}/runs"
-    off = [r for r in A.read_records(archive_root() / dataset / folder / "runs", where).values()
-           if r["config"]["method"] == method]
-    logs = authors_logs.find_logs_dir()
-    if not off or logs is None:
-        show_markdown(f"*No run {what} is archived under `{where}`, or the authors' logs are absent.*")
+    found = _knob_records(dataset, folder, method, f"run {what}")
+    if found is None:
         return None
+    off, logs = found
     for rec in off:
-        cfg = rec["config"]
-        departs = {k for k, v in authors_protocol(method, dataset).items() if cfg.get(k) != v}
+        departs = set(protocol_departures(rec["config"], dataset))
         if departs != {field}:
-            raise ValueError(f"{where}: seed {cfg['seed']} departs from the authors' protocol in {sorted(departs)}, "
-                             f"not in {field!r} alone; fix: keep only such runs there")
-    on = [r for r in A.load_archive(dataset, pending=True)["authors"] if r["config"]["method"] == method]
+            raise ValueError(f"{dataset}/{folder}/runs: seed {rec['config']['seed']} departs from the authors' "
+                             f"protocol in {sorted(departs)}, not in {field!r} alone; fix: keep only such runs there")
+    archive = A.load_archive(dataset, pending=True)["authors"]
+    on = [r for r in archive if r["config"]["method"] == method]
     ours_off = A.run_table({"off": off}, [method]).set_index("run")
     ours_on = A.run_table({"authors": on}, [method]).set_index("run")
     theirs = A.authors_run_table(logs, dataset, [method]).set_index("run")
@@ -339,7 +352,6 @@ def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
     shown = table.copy()
     shown.loc["mean"] = table.mean(numeric_only=True)
     show_table(shown.round(4).astype(object).where(shown.notna(), "in progress"))
-    archive = A.load_archive(dataset, pending=True)["authors"]
     spread = A.late_spread_table({what: off, "authors' protocol": archive}, logs, dataset, from_epoch=60)
     spread["method"] = spread.method.map(METHOD_LABELS)
     show_markdown("How much a run's test accuracy still moves between the checkpoints of epochs 60 and later "
@@ -363,7 +375,7 @@ def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
     return table
 
 
-# Short runs of the baselines with the knob the tuned runs take (dataset -> folder, method, field, epochs run), for
+# Short runs of the baselines with the knob the tuned runs take (dataset -> folder, method, field), for
 # the doubt the dataset page names: did the authors' baselines take it too?
 BASELINE_KNOB_RUNS: dict[str, tuple[str, str, str]] = {"cifar10": ("baseline_augment", "no_distillation", "augment")}
 
@@ -376,21 +388,17 @@ def show_baseline_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
     if dataset not in BASELINE_KNOB_RUNS:
         return None
     folder, method, field = BASELINE_KNOB_RUNS[dataset]
-    where = f"{dataset}/{folder}/runs"
-    short = [r for r in A.read_records(archive_root() / dataset / folder / "runs", where).values()
-             if r["config"]["method"] == method]
-    logs = authors_logs.find_logs_dir()
-    if not short or logs is None:
-        show_markdown(f"*No short {METHOD_LABELS[method].lower()} run with `{field}` is archived under `{where}`, "
-                      "or the authors' logs are absent.*")
+    found = _knob_records(dataset, folder, method, f"short {METHOD_LABELS[method].lower()} run with `{field}`")
+    if found is None:
         return None
+    short, logs = found
+    value = authors_protocol("gradient", dataset).get(field)  # the tuned runs' value of the knob
     for rec in short:
         cfg = rec["config"]
-        departs = {k for k, v in authors_protocol(method, dataset).items() if cfg.get(k) != v} - {"epochs"}
-        if departs or cfg.get(field) != authors_protocol("gradient", dataset).get(field):
-            raise ValueError(f"{where}: seed {cfg['seed']} departs from the authors' protocol in {sorted(departs)}, "
-                             f"not in {field!r} (and epochs) alone; fix: keep only such runs there")
-    value = authors_protocol("gradient", dataset).get(field)  # the tuned runs' value of the knob
+        departs = set(protocol_departures(cfg, dataset)) - {"epochs"}
+        if departs or cfg.get(field) != value:
+            raise ValueError(f"{dataset}/{folder}/runs: seed {cfg['seed']} departs from the authors' protocol in "
+                             f"{sorted(departs)}, not in {field!r} (and epochs) alone; fix: keep only such runs there")
     column = [r for r in A.load_archive(dataset, pending=True)["authors"] if r["config"]["method"] == method]
     ours = {f"ours with {field}={value!r}": short, f"ours, authors' protocol ({field} as stored)": column}
     theirs = authors_logs.parse_log(logs / authors_logs.TABLE2_FILES[dataset][method], dataset, method)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -55,6 +56,12 @@ def authors_protocol(method: str, dataset: str | None = None) -> dict[str, objec
             **AUTHORS_DATASET_PROTOCOL.get((str(dataset), method), {})}
 
 
+def protocol_departures(config: Mapping[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    """Where a run's ``config`` (a record's config dict) departs from :func:`authors_protocol` of its method on
+    ``dataset``: field -> the config's value (None where the field is absent). Empty: the authors' protocol."""
+    return {k: config.get(k) for k, v in authors_protocol(config["method"], dataset).items() if config.get(k) != v}
+
+
 def protocol_differences(dataset: str = "cifar10_reduced", method: str = "gradient") -> pd.DataFrame:
     """The fields where the authors' protocol of ``method`` (:func:`authors_protocol`) departs from kdlib's defaults
     at the paper profile of ``dataset`` (read from :func:`kdlib.experiments.profiles.resolve_config`): field, authors' protocol, default."""
@@ -85,4 +92,4 @@ def pending_dir(dataset: str, protocol: str, root: str | os.PathLike | None = No
 
 
 __all__ = ["PROTOCOLS", "AUTHORS_PROTOCOL", "AUTHORS_METHOD_PROTOCOL", "AUTHORS_DATASET_PROTOCOL",
-           "authors_protocol", "protocol_differences", "archive_root", "archive_dir", "pending_dir"]
+           "authors_protocol", "protocol_departures", "protocol_differences", "archive_root", "archive_dir", "pending_dir"]
