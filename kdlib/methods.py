@@ -84,9 +84,12 @@ class Method:
         init = self.initial(settings)
         return lambda optimizer, st: make_tuner(st, optimizer, init, self.schedule)
 
-    def run(self, settings: Any, problem: Problem, progress: bool = False) -> MethodResult:
-        """Train one student under this method; the result holds the history and the trained model."""
-        out = train_student(settings, problem, self.tuner(settings), progress=progress)
+    def run(self, settings: Any, problem: Problem, progress: bool = False,
+            checkpoints: Checkpoints | None = None) -> MethodResult:
+        """Train one student under this method; the result holds the history and the trained model.
+        ``checkpoints``: where its training saves and resumes (:mod:`kdlib.train.checkpoint`)."""
+        out = train_student(settings, problem, self.tuner(settings), progress=progress,
+                            checkpoint=None if checkpoints is None else checkpoints.next())
         return MethodResult(out.history, 1, {}, out.model)
 
     def run_together(self, settings: Sequence[Any], problem: Problem, backend: str) -> list[MethodResult]:
@@ -207,12 +210,17 @@ class Hyperopt(Method):
     name = "hyperopt"
     uses_val_split = True
 
-    def run(self, settings: Any, problem: Problem, progress: bool = False) -> MethodResult:
+    def run(self, settings: Any, problem: Problem, progress: bool = False,
+            checkpoints: Checkpoints | None = None) -> MethodResult:
         st = Settings.of(settings)
         runs: list[tuple[Tensor, Any]] = []
 
+        def next_checkpoint():  # the k-th training of the run (TPE's proposals are fixed by the seed and the scores)
+            return None if checkpoints is None else checkpoints.next()
+
         def score(lam: Tensor) -> float:
-            out = train_student(st, problem, fixed_tuner(lam), progress=progress, score_on_val=True)
+            out = train_student(st, problem, fixed_tuner(lam), progress=progress, score_on_val=True,
+                                checkpoint=next_checkpoint())
             runs.append((lam, out))
             return out.best_val_accuracy
 
@@ -220,7 +228,7 @@ class Hyperopt(Method):
         out = next((o for trial_lam, o in runs if torch.equal(trial_lam, lam)), None)
         trainings = st.hyperopt_evals
         if out is None:
-            out = train_student(st, problem, fixed_tuner(lam), progress=progress)
+            out = train_student(st, problem, fixed_tuner(lam), progress=progress, checkpoint=next_checkpoint())
             trainings += 1
         return MethodResult(out.history, trainings, {"trials": trials}, out.model)
 

@@ -124,5 +124,18 @@ class WeightedKD:
 
     finish = check
 
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume identically: the epoch, the latest temperature and a learned θ (the
+        optimizer's own state_dict holds θ's optimizer state, not its value)."""
+        return dict(epoch=self.epoch, temperature=self._temperature.clone(),
+                    module=None if self.module is None else self.module.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self._temperature = state["temperature"].clone().to(self._temperature.device)
+        if self.module is not None:
+            self.module.load_state_dict(state["module"])
+
 
 __all__ = ["WeightedKD"]

@@ -248,7 +248,7 @@ def test_diverging_lr_is_recorded_as_diverged(fmnist, tmp_path):
 def test_all_nonfinite_hypergradients_become_a_diverged_record(fmnist, tmp_path, monkeypatch):
     from kdlib import methods
 
-    def broken(self, cfg, problem, progress=False):
+    def broken(self, cfg, problem, progress=False, checkpoints=None):
         raise methods.NonFiniteHypergradient("all 2 hypergradients were NaN")
 
     monkeypatch.setattr(methods.Gradient, "run", broken)

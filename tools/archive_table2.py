@@ -6,7 +6,8 @@ One command for every sitting (the runs take about 20 hours of a 2-core machine)
 ``<out-root>/<dataset>/authors/``. ``--lanes`` processes (one thread each) take the queue's entries in order,
 one entry per lane at a time, so that a partial archive already answers the main question (gradient-based
 against no distillation first). The runner skips every record already stored, so an interrupted sitting resumes
-with the same command; a finished entry costs a second.
+with the same command; a finished entry costs a second, and a run the sitting interrupted goes on from its last
+finished epoch (``<out-root>/<dataset>/authors/.partial/``, :mod:`kdlib.train.checkpoint`), bit for bit.
 
 Run it from a clean checkout at a fixed commit (``git worktree add ../kd-archive <commit>``), so that work on the
 code beside it cannot change a record::

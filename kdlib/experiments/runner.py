@@ -27,11 +27,13 @@ from kdlib.experiments import executors
 from kdlib.experiments.config import ExperimentConfig
 from kdlib.experiments.problem import build_problem, load_bundle, load_teacher, problem_for, teacher_key
 from kdlib.experiments.profiles import RESERVED_FIELDS, profile_seeds
-from kdlib.experiments.store import (RESULT_COLUMNS, aggregate, final_accuracy, load_records, load_results,
-                                     make_record, pin_commit, prepare_out_dir, read_record, record_key, record_path,
-                                     resolve_configs, run_threads, summarize, write_record)
+from kdlib.experiments.store import (RESULT_COLUMNS, aggregate, checkpoint_dir, final_accuracy, git_commit,
+                                     load_records, load_results, make_record, pin_commit, prepare_out_dir,
+                                     read_record, record_key, record_path, resolve_configs, run_threads, summarize,
+                                     write_record)
 from kdlib.methods import METHODS, FixedController, NonFiniteHypergradient, get_method
 from kdlib.train import Choice, evaluate, select_backend, train_student
+from kdlib.train.checkpoint import Checkpoints
 
 __all__ = ["run_experiments", "run_one", "run_cells", "fixed_grid", "load_records", "load_results", "aggregate",
            "final_accuracy", "summarize", "RESULT_COLUMNS", "load_bundle", "load_teacher", "build_problem"]
@@ -91,27 +93,37 @@ def _teacher_summary(teacher) -> dict[str, Any] | None:
                 train_agreement=teacher.train_agreement)
 
 
-def run_one(cfg: ExperimentConfig, progress: bool = False, threads: int = 1) -> dict[str, Any]:
+def run_one(cfg: ExperimentConfig, progress: bool = False, threads: int = 1,
+            checkpoints: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run one (dataset, method, seed) cell at ``threads`` intra-op threads under its TF32 setting
-    (:func:`kdlib.precision.tf32`, which the record's provenance reads); return its store record."""
+    (:func:`kdlib.precision.tf32`, which the record's provenance reads); return its store record.
+
+    ``checkpoints``: a folder where the run's trainings save their state after every epoch and resume from it
+    (:mod:`kdlib.train.checkpoint`; the caller deletes the files once the record is written). A resumed run's
+    wall time counts every sitting and its provenance lists ``resumed`` (training, epoch, commit of the save)."""
     with precision.tf32(cfg.tf32, cfg.device):
-        return _run_one(cfg, progress, threads)
+        return _run_one(cfg, progress, threads, checkpoints)
 
 
-def _run_one(cfg: ExperimentConfig, progress: bool, threads: int) -> dict[str, Any]:
+def _run_one(cfg: ExperimentConfig, progress: bool, threads: int,
+             folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    ck = None if folder is None else Checkpoints(folder, record_key(cfg, threads), commit=git_commit())
     with intra_op_threads(run_threads(cfg, threads)):
         t0 = time.perf_counter()
         problem, bundle, teacher = problem_for(cfg, progress=progress)
         base = dict(data_source=bundle.source, teacher=_teacher_summary(teacher))
         try:
-            result = get_method(cfg.method).run(cfg, problem, progress=progress)
+            result = get_method(cfg.method).run(cfg, problem, progress=progress, checkpoints=ck)
         except NonFiniteHypergradient as e:
             summary = dict(base, final_accuracy=None, wall_time=time.perf_counter() - t0, hypergrad_evals=None,
                            full_trainings=None, nan_skipped=None, extra={})
             return finish_record(cfg, [], summary, threads, reason=f"every hypergradient was non-finite ({e})")
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0 + (ck.restored_seconds if ck is not None else 0.0)
     summary = _finished_summary(base, result.history, wall, result.full_trainings, result.extra)
-    return finish_record(cfg, result.history, summary, threads, model=getattr(result, "model", None))
+    rec = finish_record(cfg, result.history, summary, threads, model=getattr(result, "model", None))
+    if ck is not None and ck.resumed:
+        rec["provenance"]["resumed"] = ck.resumed
+    return rec
 
 
 def _finished_summary(base: dict[str, Any], history: list[dict[str, Any]], wall: float, full_trainings: int,
@@ -150,13 +162,15 @@ def _check_group(cfgs: Sequence[ExperimentConfig]) -> None:
         raise AssertionError(f"run_group: duplicate seeds {seeds}")
 
 
-def run_group(cfgs: Sequence[ExperimentConfig], backend: str, threads: int = 1) -> list[dict[str, Any]]:
+def run_group(cfgs: Sequence[ExperimentConfig], backend: str, threads: int = 1,
+              checkpoints: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """The seeds ``cfgs`` of one (dataset, method, config) trained together by the stacking ``backend``
     (``"linear"``, ``"stacked"`` or ``"stacked_graph"``, :meth:`kdlib.methods.Method.run_together`) under their
     TF32 setting; one store record per seed, as :func:`run_one` writes it, with ``summary.engine``
-    (:data:`ENGINE_LABELS`) and the group's wall time shared out. ``backend="one"``: :func:`run_one` per config."""
+    (:data:`ENGINE_LABELS`) and the group's wall time shared out. ``backend="one"``: :func:`run_one` per config
+    (each resuming from ``checkpoints``, a folder; the stacking backends keep none)."""
     if backend == "one":
-        return [run_one(c, progress=False, threads=threads) for c in cfgs]
+        return [run_one(c, progress=False, threads=threads, checkpoints=checkpoints) for c in cfgs]
     _check_group(cfgs)
     with precision.tf32(cfgs[0].tf32, cfgs[0].device):  # the run's TF32 setting, read by the records' provenance
         return _run_group(cfgs, backend, threads)
@@ -198,8 +212,12 @@ def run_cells(configs: Sequence[ExperimentConfig | dict[str, Any]], out_dir: str
     :func:`choose_backend`), write each record to ``out_dir`` and return their keys. The unit of work of every
     executor: it writes only its own records and never the aggregate files."""
     cfgs = [c if isinstance(c, ExperimentConfig) else ExperimentConfig.from_dict(c) for c in configs]
-    recs = run_group(cfgs, backend, threads)
-    return [write_record(out_dir, r).stem for r in recs]
+    folder = checkpoint_dir(out_dir)
+    recs = run_group(cfgs, backend, threads, checkpoints=folder)
+    keys = [write_record(out_dir, r).stem for r in recs]
+    for key in keys:  # the records are written: their runs' checkpoints are spent
+        Checkpoints(folder, key).clear()
+    return keys
 
 
 # ------------------------------------------------------------------------------------------------ the sweep

@@ -75,6 +75,7 @@ RESULT_COLUMNS = ["dataset", "method", "seed", "profile", "variant", "holdout", 
                   "step", "epoch", "test_accuracy", "val_accuracy", "val_loss", "lambda1", "temperature",
                   "hypergrad_evals", "full_trainings", "wall_time", "nan_skipped", "phase", "lr"]
 RUNS = "runs"
+PARTIAL = ".partial"
 _KEY = re.compile(r"__seed\d+__[0-9a-f]{16}$")
 DAMAGED = ".damaged"
 
@@ -138,6 +139,12 @@ def record_key(cfg: ExperimentConfig, threads: int = 1) -> str:
 
 def record_path(out_dir: str | os.PathLike, cfg: ExperimentConfig, threads: int = 1) -> Path:
     return Path(out_dir) / RUNS / f"{record_key(cfg, threads)}.json"
+
+
+def checkpoint_dir(out_dir: str | os.PathLike) -> Path:
+    """Where the unfinished runs of a store keep their checkpoints (:mod:`kdlib.train.checkpoint`), one file per
+    training, ``<record key>.<k>.pt``, deleted once the run's record is written; never committed."""
+    return Path(out_dir) / PARTIAL
 
 
 # ------------------------------------------------------------------------------------------------ provenance

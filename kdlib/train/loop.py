@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlib.errors import ConfigError
+from kdlib.train.checkpoint import Checkpoint
 from kdlib.train.problem import Problem, Split
 from kdlib.train.settings import Settings
 from kdlib.tuner import Tuner
@@ -56,13 +57,15 @@ class single_thread:
             torch.set_num_threads(self.saved)
 
 
-def _val_cycle(val: Split, batch_size: int | None) -> Iterator[tuple[Tensor, Tensor]]:
-    """Cycle through D_val in order (full batch when ``batch_size`` is None), as the authors did."""
+def _val_cycle(val: Split, batch_size: int | None, drawn: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    """Cycle through D_val in order (full batch when ``batch_size`` is None), as the authors did, from where a
+    run that has already drawn ``drawn`` batches is (a resumed run)."""
     n = len(val)
     if batch_size is None or batch_size >= n:
         while True:
             yield val.x, val.y
-    for start in itertools.cycle(range(0, n, batch_size)):
+    starts = list(range(0, n, batch_size))
+    for start in itertools.islice(itertools.cycle(starts), drawn % len(starts), None):
         yield val.x[start:start + batch_size], val.y[start:start + batch_size]
 
 
@@ -108,15 +111,21 @@ class Backend(Protocol):
         """Per run: the trained model (or None) and its Tuner (or None); raises if every hypergradient of a run
         was non-finite."""
 
+    # a backend that can be checkpointed (:mod:`kdlib.train.checkpoint`) also has
+    # state_dict() -> dict and load_state_dict(state): its students, optimizers and Tuners, restored bit for bit
+
 
 _PER_RUN_FIELDS = ("seed",)
 AUGMENT_SEED_OFFSET = 2 ** 31  # a run's augmentation stream: seed + this (its shuffle stream is the seed itself)
 
 
 def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callable[[], Backend], progress: bool = False,
-             score_on_val: bool = False) -> list[RunOutput]:
+             score_on_val: bool = False, checkpoint: Checkpoint | None = None) -> list[RunOutput]:
     """The one training loop over a backend holding ``len(sts)`` runs (settings that differ only in the seed);
-    one :class:`RunOutput` per run."""
+    one :class:`RunOutput` per run.
+
+    ``checkpoint`` (epoch-counted runs): the loop's state is saved there after every epoch, and a run that finds
+    a usable one there goes on from it, bit for bit as if it had not stopped (:mod:`kdlib.train.checkpoint`)."""
     st = sts[0]
     ref = {k: v for k, v in dataclasses.asdict(st).items() if k not in _PER_RUN_FIELDS}
     for other in sts[1:]:
@@ -128,11 +137,17 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
                           f"augmentation; fix: set augment=none")
     backend = backend_factory()
     by_iteration = st.iterations is not None
+    if checkpoint is not None and by_iteration:
+        checkpoint = None  # an iteration-counted run is small: nothing to resume
+    if checkpoint is not None and not hasattr(backend, "state_dict"):
+        raise TypeError(f"run_loop: the {type(backend).__name__} backend cannot be checkpointed (it has no "
+                        f"state_dict); train it without a checkpoint")
     n_train = len(problem.train)
     bs = st.batch_size if st.batch_size is not None else n_train
     batches_per_epoch = max(1, -(-n_train // bs))
     total = int(st.iterations) if by_iteration else int(st.epochs) * batches_per_epoch
     val_iter = _val_cycle(problem.val, st.batch_size)
+    val_drawn = 0
     gens = [torch.Generator().manual_seed(s.seed) for s in sts]
     augment_gens = ([torch.Generator().manual_seed(s.seed + AUGMENT_SEED_OFFSET) for s in sts]
                     if st.augment != "none" else None)
@@ -159,11 +174,41 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
                 nan_skipped=row["nan_skipped"], wall_time=time.perf_counter() - t0, phase=row["phase"], lr=lr))
 
     def next_val() -> tuple[Tensor, Tensor]:
+        nonlocal val_drawn
+        val_drawn += 1
         return next(val_iter)
 
     train = problem.train
     step = 0
     epoch = 0
+    saved = None if checkpoint is None else checkpoint.load(st)
+    if saved is not None:
+        backend.load_state_dict(saved["backend"])  # type: ignore[attr-defined]
+        torch.set_rng_state(saved["rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        for g, state in zip(gens, saved["gens"]):
+            g.set_state(state)
+        for g, state in zip(augment_gens or [], saved["augment_gens"] or []):
+            g.set_state(state)
+        val_drawn = int(saved["val_drawn"])
+        val_iter = _val_cycle(problem.val, st.batch_size, val_drawn)
+        for out, (history, best) in zip(outs, saved["outs"]):
+            out.history, out.best_val_accuracy = history, best
+        step, epoch, lr = int(saved["step"]), int(saved["epoch"]), float(saved["lr"])
+        t0 -= float(saved["elapsed"])
+        if bar is not None:
+            bar.update(step)
+
+    def save() -> None:
+        assert checkpoint is not None
+        checkpoint.save(st, backend=backend.state_dict(), rng=torch.get_rng_state(),  # type: ignore[attr-defined]
+                        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+                        gens=[g.get_state() for g in gens],
+                        augment_gens=None if augment_gens is None else [g.get_state() for g in augment_gens],
+                        val_drawn=val_drawn, outs=[(out.history, out.best_val_accuracy) for out in outs],
+                        step=step, epoch=epoch + 1, lr=lr, elapsed=time.perf_counter() - t0)
+
     while step < total:
         if st.lr_step_epochs:
             lr = st.lr * st.lr_gamma ** (epoch // st.lr_step_epochs)
@@ -189,6 +234,8 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
         if not by_iteration and (step >= total or evaluates_after(epoch, int(st.epochs), st.log_every,
                                                                    st.eval_every)):
             log(step - 1, epoch)
+        if checkpoint is not None:
+            save()
         epoch += 1
     if bar is not None:
         bar.close()

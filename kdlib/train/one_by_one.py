@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kdlib.losses import validation_loss
+from kdlib.train.checkpoint import Checkpoint
 from kdlib.train.loop import Batch, RunOutput, run_loop
 from kdlib.train.problem import Problem, Split
 from kdlib.train.settings import Settings, make_optimizer
@@ -67,23 +68,34 @@ class OneRun:
     def evaluate(self, split: Split, t_val: float) -> list[tuple[float, float]]:
         return [evaluate(self.model, split, t_val)]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The student (parameters and buffers), its optimizer and its Tuner, for a checkpoint of the loop."""
+        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    tuner=self.tuner.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tuner.load_state_dict(state["tuner"])
+
     def finish(self) -> list[RunOutput]:
         self.tuner.check()
         return [RunOutput(model=self.model, tuner=self.tuner)]
 
 
 def train_student(settings: Any, problem: Problem, tuner: TunerFactory, progress: bool = False,
-                  score_on_val: bool = False) -> RunOutput:
+                  score_on_val: bool = False, checkpoint: Checkpoint | None = None) -> RunOutput:
     """Train a fresh student (seeded by ``settings.seed``) with the Tuner ``tuner(optimizer, settings)``.
 
     ``settings``: a :class:`Settings` or any object with its field names (see :meth:`Settings.of`).
     ``score_on_val`` also tracks the best validation accuracy over logged points (hyperopt's objective).
     Batches are taken in order or reshuffled per epoch (``shuffle``, a generator seeded by the seed: the
     global RNG stream is the model's alone); D_val is cycled in order and drawn only when a hypergradient is.
+    ``checkpoint``: saved after every epoch, and resumed from if a usable one is there (:func:`run_loop`).
     """
     st = Settings.of(settings)
     Settings.validate(st)  # the run settings (an experiment config's own fields are the runner's to check)
-    return run_loop([st], problem, lambda: OneRun(st, problem, tuner), progress, score_on_val)[0]
+    return run_loop([st], problem, lambda: OneRun(st, problem, tuner), progress, score_on_val, checkpoint)[0]
 
 
 __all__ = ["OneRun", "TunerFactory", "evaluate", "train_student"]
