@@ -405,6 +405,33 @@ def test_column_timing_counts_a_resumed_column_in_sittings():
     assert A.column_timing(recs[:2] + [rec("2026-01-01T10:35:00+00:00", 600.0)], gap_s=60.0)["sittings"] == 2
 
 
+def test_column_timing_places_a_checkpoint_resumed_run_in_its_sittings():
+    """A run killed at the end of one sitting and resumed from its checkpoint in the next (kdlib.train.checkpoint):
+    its 50 minutes are 20 in the first sitting and 30 in the second, not 50 before its end."""
+    first = dict(summary=dict(wall_time=1200.0), provenance=dict(created="2026-01-01T10:20:00+00:00"))
+    resumed = dict(summary=dict(wall_time=3000.0), provenance=dict(
+        created="2026-01-02T10:30:00+00:00", earlier_sittings_s=1200.0,
+        earlier_sittings=[["2026-01-01T10:20:00+00:00", "2026-01-01T10:40:00+00:00"]],
+        resumed=[dict(training=0, epoch=7, commit="abc")]))
+    t = A.column_timing([first, resumed])
+    assert t["sittings"] == 2 and t["summed_run_s"] == 4200.0
+    assert t["busy_s"] == 40 * 60 + 30 * 60  # 10:00-10:40 on day 1 (two runs back to back), 10:00-10:30 on day 2
+    assert t["first_start"].startswith("2026-01-01T10:00")
+    # read as before (its whole wall time before created), it would start at 09:40 on day 2: one 50-min stretch
+    plain = dict(resumed, provenance=dict(created=resumed["provenance"]["created"]))
+    assert A.column_timing([first, plain])["busy_s"] == 20 * 60 + 50 * 60
+
+
+def test_provenance_table_names_the_commits_a_resumed_run_ran_under():
+    def rec(commit, resumed=()):
+        return dict(summary=dict(wall_time=60.0), provenance=dict(commit=commit, resumed=list(resumed)))
+
+    recs = [rec("1111111aaaa"), rec("2222222bbbb", [dict(training=0, epoch=3, commit="1111111aaaa"),
+                                                     dict(training=1, epoch=1, commit="3333333cccc+dirty")])]
+    row = A.provenance_table({"authors": recs}).iloc[0]
+    assert row["commit"] == "1111111a, 2222222b, 3333333c+dirty" and row["records"] == 2
+
+
 def test_branch_summary_counts_runs_per_branch(tiny):
     logs, _ = tiny
     runs = pd.concat([A.run_table(A.load_archive("cifar10_reduced")), A.authors_run_table(logs)],

@@ -4,6 +4,7 @@ wall times and provenance aside."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,10 @@ def test_killed_run_resumes_to_the_same_record(teacher_file, tmp_path, monkeypat
     assert last["training"] == (kill_at - 1) // OVER["epochs"]  # the killed training resumed after its last save
     assert last["epoch"] == (kill_at - 1) % OVER["epochs"] + 1
     assert _without_clocks(got) == _without_clocks(ref)
+    prov = got["provenance"]
+    assert 0 < prov["earlier_sittings_s"] < got["summary"]["wall_time"]
+    assert len(prov["earlier_sittings"]) == len(resumed)  # one earlier sitting per training restored
+    assert all(a <= b <= prov["created"] for a, b in prov["earlier_sittings"])
     assert got["summary"]["wall_time"] >= max(r["wall_time"] for r in got["history"]) > 0
     assert not list((out / ".partial").glob("*.pt"))
 
@@ -170,10 +175,25 @@ def test_finished_training_restores_without_a_step(tmp_path):
     got = train_student(_settings(), _problem(), _tuner, checkpoint=again.next())
     assert got.history == ref.history  # wall times included: nothing ran
     assert again.resumed == [dict(training=0, epoch=3, commit=None)]
+    assert len(again.sittings) == 1 and again.sittings[0][0] <= again.sittings[0][1]
     assert again.restored_seconds == pytest.approx(ref.history[-1]["wall_time"], rel=0.5)
     assert all(torch.equal(a, b) for a, b in zip(got.model.parameters(), ref.model.parameters()))
     again.clear()
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_checkpoint_without_sittings_dates_its_sitting_by_the_file(tmp_path):
+    """Checkpoints written before sittings were saved (da77fd3) still resume; their sitting ends when the file
+    was written and lasted its elapsed time."""
+    path = tmp_path / "run.0.pt"
+    train_student(_settings(), _problem(), _tuner, checkpoint=Checkpoint(path))
+    state = torch.load(path, weights_only=False)
+    del state["sittings"]
+    torch.save(state, path)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    owner = Checkpoints(tmp_path, "run")
+    train_student(_settings(), _problem(), _tuner, checkpoint=owner.next())
+    assert owner.sittings == [[1_700_000_000 - state["elapsed"], 1_700_000_000]]
 
 
 @pytest.mark.parametrize("batch_size,drawn", [(3, 0), (3, 4), (3, 7), (None, 5), (20, 2)])

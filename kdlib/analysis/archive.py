@@ -300,6 +300,8 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 
         def distinct(key: str) -> str:
             values = {str(r["provenance"].get(key, "—")) for r in recs}
+            if key == "commit":  # a resumed run ran under the commits that saved its checkpoints too
+                values |= {str(s["commit"]) for r in recs for s in r["provenance"].get("resumed", [])}
             if key == "commit":  # short hashes, as git shows them; "+dirty" kept
                 values = {v[:8] + ("+dirty" if v.endswith("+dirty") else "") for v in values}
             return ", ".join(sorted(values))
@@ -319,14 +321,18 @@ def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> di
     wall time) to the last run's end, and the busy wall time: the span less every stretch longer than ``gap_s``
     in which no run was going. ``sittings`` counts the busy stretches: 1 when one command produced them all in
     one go (then ``busy_s`` is its end-to-end wall time); a column resumed later has more, and only ``busy_s``
-    (not ``span_s``) is its compute wall time."""
+    (not ``span_s``) is its compute wall time. A run resumed from a checkpoint (``provenance.resumed``) counts its
+    earlier sittings where they ran (``provenance.earlier_sittings``) and its last one before ``created``."""
     if not records:
         return {"runs": 0}
     intervals, total = [], 0.0
     for r in records:
+        prov = r["provenance"]
         wall = float(r["summary"].get("wall_time") or 0.0)
-        end = datetime.fromisoformat(r["provenance"]["created"]).timestamp()
-        intervals.append((end - wall, end))
+        end = datetime.fromisoformat(prov["created"]).timestamp()
+        intervals.append((end - (wall - float(prov.get("earlier_sittings_s") or 0.0)), end))
+        intervals += [(datetime.fromisoformat(a).timestamp(), datetime.fromisoformat(b).timestamp())
+                      for a, b in prov.get("earlier_sittings", [])]
         total += wall
     intervals.sort()
     busy, sittings = 0.0, 1

@@ -16,6 +16,7 @@ import math
 import os
 import time
 import warnings
+from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
 import pandas as pd
@@ -121,9 +122,14 @@ def _run_one(cfg: ExperimentConfig, progress: bool, threads: int,
         wall = time.perf_counter() - t0 + (ck.restored_seconds if ck is not None else 0.0)
     summary = _finished_summary(base, result.history, wall, result.full_trainings, result.extra)
     rec = finish_record(cfg, result.history, summary, threads, model=getattr(result, "model", None))
-    if ck is not None and ck.resumed:
-        rec["provenance"]["resumed"] = ck.resumed
+    if ck is not None and ck.resumed:  # where it went on from, and when the earlier sittings ran (column_timing)
+        rec["provenance"].update(resumed=ck.resumed, earlier_sittings_s=round(ck.restored_seconds, 3),
+                                 earlier_sittings=[[_iso(a), _iso(b)] for a, b in sorted(ck.sittings)])
     return rec
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")  # as provenance.created
 
 
 def _finished_summary(base: dict[str, Any], history: list[dict[str, Any]], wall: float, full_trainings: int,

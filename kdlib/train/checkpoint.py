@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,8 @@ class Checkpoints:
 
     ``restored_seconds``: the wall time of earlier sittings, over the trainings restored (add it to this sitting's
     own); ``resumed``: per restored training, ``{"training": k, "epoch": e, "commit": ...}`` (the first epoch this
-    sitting runs, and the commit that wrote the checkpoint)."""
+    sitting runs, and the commit that wrote the checkpoint); ``sittings``: the ``[start, end]`` Unix times of the
+    earlier sittings of the restored trainings (when they ran, for :func:`kdlib.analysis.archive.column_timing`)."""
 
     folder: Path
     name: str
@@ -47,6 +49,7 @@ class Checkpoints:
     started: int = 0
     restored_seconds: float = 0.0
     resumed: list[dict[str, Any]] = field(default_factory=list)
+    sittings: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -73,9 +76,13 @@ class Checkpoint:
     path: Path
     owner: Checkpoints | None = None
     index: int = 0
+    earlier: list[list[float]] = field(default_factory=list)  # the restored state's sittings
+    start: float = field(default_factory=time.time)  # when this sitting of the training began
 
     def load(self, settings: Any) -> dict[str, Any] | None:
-        """The saved loop state for ``settings``, or None (no file, or one that does not continue this run)."""
+        """The saved loop state for ``settings``, or None (no file, or one that does not continue this run).
+        Called as the training starts (this sitting's clock starts here)."""
+        self.start, self.earlier = time.time(), []
         if not self.path.exists():
             return None
         try:
@@ -95,15 +102,22 @@ class Checkpoint:
         if why:
             warnings.warn(f"checkpoint {self.path} is not used: {why}; the training starts over", stacklevel=3)
             return None
+        if "sittings" in state:
+            self.earlier = [list(s) for s in state["sittings"]]
+        else:  # a checkpoint of da77fd3 (before sittings were saved): its elapsed time, ending when it was written
+            end = self.path.stat().st_mtime
+            self.earlier = [[end - float(state["elapsed"]), end]]
         if self.owner is not None:
             self.owner.restored_seconds += float(state["elapsed"])
             self.owner.resumed.append(dict(training=self.index, epoch=int(state["epoch"]), commit=state["commit"]))
+            self.owner.sittings.extend(self.earlier)
         return state
 
     def save(self, settings: Any, **state: Any) -> None:
         """Write the loop state ``state`` for ``settings`` atomically (a killed write leaves the previous file)."""
         payload = dict(state, format=FORMAT, environment=_environment(), settings=dataclasses.asdict(settings),
-                       commit=None if self.owner is None else self.owner.commit)
+                       commit=None if self.owner is None else self.owner.commit,
+                       sittings=[*self.earlier, [self.start, time.time()]])
         buf = io.BytesIO()
         torch.save(payload, buf)
         self.path.parent.mkdir(parents=True, exist_ok=True)
