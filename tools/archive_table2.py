@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -63,19 +65,67 @@ def done(dataset: str, method: str, out_root: Path) -> int:
     return len(list((out_root / dataset / "authors" / "runs").glob(f"{dataset}__{method}__seed*__*.json")))
 
 
+def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
+    """This entry's runs that a sitting cut off, as their checkpoints hold them (``seed s: epoch e/N``, and the
+    training for hyperopt's several), from ``<out-root>/<dataset>/authors/.partial``."""
+    import torch  # only here: --dry-run of an empty archive stays light
+
+    rows = []
+    for path in sorted((out_root / dataset / "authors" / ".partial").glob(f"{dataset}__{method}__seed*__*.pt")):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            settings, epoch = state["settings"], int(state["epoch"])
+        except Exception as e:  # a torn file: the runner will start that training over
+            rows.append(f"{path.name}: unreadable ({type(e).__name__})")
+            continue
+        training = path.name.split(".")[-2]
+        rows.append(f"seed {settings['seed']}: epoch {epoch}/{settings['epochs']}"
+                    + (f" of training {training}" if method == "hyperopt" else ""))
+    return rows
+
+
+def run_hours(dataset: str, method: str, out_root: Path) -> list[float]:
+    """The wall time (hours) of each stored record of this entry (every sitting of a resumed run counted)."""
+    return [float(json.loads(p.read_text())["summary"].get("wall_time") or 0.0) / 3600 for p in
+            sorted((out_root / dataset / "authors" / "runs").glob(f"{dataset}__{method}__seed*__*.json"))]
+
+
+def status(queue: list[tuple[str, str, dict[str, object]]], out_root: Path, lanes: int) -> list[str]:
+    """Per entry: records stored, the median wall time of a stored run, the runs in flight; then the lane-hours
+    left for the entries with a stored run (at that median, on this machine and its load) and those without one."""
+    lines, left, unknown = [], 0.0, []
+    for ds, m, _ in queue:
+        hours, flying = run_hours(ds, m, out_root), in_flight(ds, m, out_root)
+        typical = statistics.median(hours) if hours else None
+        line = f"# {ds} {m}: {len(hours)}/{SEEDS} stored"
+        if typical is not None:
+            line += f", {typical:.2f} h a run (median of {len(hours)})"
+            left += max(SEEDS - len(hours), 0) * typical
+        elif len(hours) < SEEDS:
+            unknown.append(f"{ds} {m}")
+        if flying:
+            line += "; in flight: " + ", ".join(flying)
+        lines.append(line)
+    lines.append(f"# left: about {left:.1f} lane-hours for the entries with a stored run ({left / lanes:.1f} h on "
+                 f"{lanes} lanes; in-flight progress not subtracted)"
+                 + (f"; no run stored yet: {', '.join(unknown)}" if unknown else ""))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out-root", default=str(REPO / "archive" / "pending"))
     ap.add_argument("--lanes", type=int, default=2, help="processes running at once (one thread each)")
     ap.add_argument("--only", default=None, help="comma-separated dataset:method entries to run (default: all)")
-    ap.add_argument("--dry-run", action="store_true", help="print the commands and what is stored; run nothing")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the commands, what is stored and in flight, and the hours left; run nothing")
     args = ap.parse_args(argv)
     out_root = Path(args.out_root).resolve()
     queue = [q for q in QUEUE if args.only is None or f"{q[0]}:{q[1]}" in args.only.split(",")]
     if args.dry_run:
         for ds, m, extra in queue:
-            print(f"# {ds} {m}: {done(ds, m, out_root)}/{SEEDS} stored")
             print(" ".join(command(ds, m, extra, out_root)))
+        print("\n".join(status(queue, out_root, args.lanes)))
         return 0
     out_root.mkdir(parents=True, exist_ok=True)
     lock = open(out_root / ".archive_table2.lock", "w")

@@ -2,10 +2,10 @@
 restored so that the run goes on bit for bit as if it had never stopped (``tests/test_checkpoint.py``).
 
 A long run (a paper-protocol CIFAR-10 run is an hour of one CPU core, a Fashion-MNIST hyperopt run six trainings)
-outlives the process that started it. :class:`Checkpoints` names the files of one run's trainings (hyperopt trains
-several, in an order fixed by the seed; the k-th training of a run resumes from file k); :func:`kdlib.train.loop.run_loop`
-saves into its :class:`Checkpoint` after every epoch (epoch-counted runs only; an iteration-counted run is
-small) and, on a restart, restores: the backend (student, optimizer, Tuner), the global torch RNG, the per-run
+outlives the process that started it. :class:`Checkpoints` names the files of one run's trainings (hyperopt
+trains several, in an order fixed by the seed; the k-th training of a run resumes from file k);
+:func:`kdlib.train.loop.run_loop` saves into its :class:`Checkpoint` after every epoch (epoch-counted runs only;
+an iteration-counted run is small) and, on a restart, restores: the backend (student, optimizer, Tuner), the global torch RNG, the per-run
 shuffle and augmentation generators, the position in D_val, the history rows and the elapsed wall time. A finished
 training keeps its last checkpoint until its run's record is written (a hyperopt trial is then not trained again).
 
