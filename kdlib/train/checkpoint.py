@@ -5,9 +5,10 @@ A long run (a paper-protocol CIFAR-10 run is an hour of one CPU core, a Fashion-
 outlives the process that started it. :class:`Checkpoints` names the files of one run's trainings (hyperopt
 trains several, in an order fixed by the seed; the k-th training of a run resumes from file k);
 :func:`kdlib.train.loop.run_loop` saves into its :class:`Checkpoint` after every epoch (epoch-counted runs only;
-an iteration-counted run is small) and, on a restart, restores: the backend (student, optimizer, Tuner), the global torch RNG, the per-run
-shuffle and augmentation generators, the position in D_val, the history rows and the elapsed wall time. A finished
-training keeps its last checkpoint until its run's record is written (a hyperopt trial is then not trained again).
+an iteration-counted run is small) and, on a restart, restores: the backend (student, optimizer, Tuner), the
+global torch RNG, the per-run shuffle and augmentation generators, the position in D_val, the history rows and the
+elapsed wall time. A finished training keeps its last checkpoint until its run's record is written (a hyperopt
+trial is then not trained again).
 
 A checkpoint written under another torch version, CPU kernel set or run settings is not used (a warning says why
 and the training starts over): its continuation would not be the same computation.
