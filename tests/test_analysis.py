@@ -411,7 +411,7 @@ def test_column_timing_places_a_checkpoint_resumed_run_in_its_sittings():
     first = dict(summary=dict(wall_time=1200.0), provenance=dict(created="2026-01-01T10:20:00+00:00"))
     resumed = dict(summary=dict(wall_time=3000.0), provenance=dict(
         created="2026-01-02T10:30:00+00:00", earlier_sittings_s=1200.0,
-        earlier_sittings=[["2026-01-01T10:20:00+00:00", "2026-01-01T10:40:00+00:00"]],
+        earlier_sittings=[["2026-01-01T10:20:00+00:00", "2026-01-01T10:40:00+00:00", "abc"]],
         resumed=[dict(training=0, epoch=7, commit="abc")]))
     t = A.column_timing([first, resumed])
     assert t["sittings"] == 2 and t["summed_run_s"] == 4200.0
@@ -423,11 +423,15 @@ def test_column_timing_places_a_checkpoint_resumed_run_in_its_sittings():
 
 
 def test_provenance_table_names_the_commits_a_resumed_run_ran_under():
-    def rec(commit, resumed=()):
-        return dict(summary=dict(wall_time=60.0), provenance=dict(commit=commit, resumed=list(resumed)))
+    """A run in three sittings (commits 1111111, 3333333+dirty, then 2222222 that wrote the record): the table names
+    all three, though the record's ``resumed`` names only the last saver."""
+    def rec(commit, sittings=()):
+        return dict(summary=dict(wall_time=60.0), provenance=dict(commit=commit, earlier_sittings=list(sittings)))
 
-    recs = [rec("1111111aaaa"), rec("2222222bbbb", [dict(training=0, epoch=3, commit="1111111aaaa"),
-                                                     dict(training=1, epoch=1, commit="3333333cccc+dirty")])]
+    recs = [rec("1111111aaaa"), rec("2222222bbbb", [["2026-01-01T10:00:00+00:00", "2026-01-01T11:00:00+00:00",
+                                                     "1111111aaaa"],
+                                                    ["2026-01-02T10:00:00+00:00", "2026-01-02T11:00:00+00:00",
+                                                     "3333333cccc+dirty"]])]
     row = A.provenance_table({"authors": recs}).iloc[0]
     assert row["commit"] == "1111111a, 2222222b, 3333333c+dirty" and row["records"] == 2
 

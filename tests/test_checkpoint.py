@@ -98,7 +98,8 @@ def test_killed_run_resumes_to_the_same_record(teacher_file, tmp_path, monkeypat
     prov = got["provenance"]
     assert 0 < prov["earlier_sittings_s"] < got["summary"]["wall_time"]
     assert len(prov["earlier_sittings"]) == len(resumed)  # one earlier sitting per training restored
-    assert all(a <= b <= prov["created"] for a, b in prov["earlier_sittings"])
+    assert all(a <= b <= prov["created"] for a, b, _ in prov["earlier_sittings"])
+    assert {c for *_, c in prov["earlier_sittings"]} == {prov["commit"]}  # one commit ran every sitting here
     assert got["summary"]["wall_time"] >= max(r["wall_time"] for r in got["history"]) > 0
     assert not list((out / ".partial").glob("*.pt"))
 
@@ -193,7 +194,7 @@ def test_checkpoint_without_sittings_dates_its_sitting_by_the_file(tmp_path):
     os.utime(path, (1_700_000_000, 1_700_000_000))
     owner = Checkpoints(tmp_path, "run")
     train_student(_settings(), _problem(), _tuner, checkpoint=owner.next())
-    assert owner.sittings == [[1_700_000_000 - state["elapsed"], 1_700_000_000]]
+    assert owner.sittings == [[1_700_000_000 - state["elapsed"], 1_700_000_000, None]]
 
 
 @pytest.mark.parametrize("batch_size,drawn", [(3, 0), (3, 4), (3, 7), (None, 5), (20, 2)])

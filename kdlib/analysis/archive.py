@@ -300,8 +300,9 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 
         def distinct(key: str) -> str:
             values = {str(r["provenance"].get(key, "—")) for r in recs}
-            if key == "commit":  # a resumed run ran under the commits that saved its checkpoints too
-                values |= {str(s["commit"]) for r in recs for s in r["provenance"].get("resumed", [])}
+            if key == "commit":  # a resumed run also ran under the commits of its earlier sittings
+                values |= {str(s[2]) for r in recs for s in r["provenance"].get("earlier_sittings", [])
+                           if len(s) > 2}
             if key == "commit":  # short hashes, as git shows them; "+dirty" kept
                 values = {v[:8] + ("+dirty" if v.endswith("+dirty") else "") for v in values}
             return ", ".join(sorted(values))
@@ -322,7 +323,8 @@ def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> di
     in which no run was going. ``sittings`` counts the busy stretches: 1 when one command produced them all in
     one go (then ``busy_s`` is its end-to-end wall time); a column resumed later has more, and only ``busy_s``
     (not ``span_s``) is its compute wall time. A run resumed from a checkpoint (``provenance.resumed``) counts its
-    earlier sittings where they ran (``provenance.earlier_sittings``) and its last one before ``created``."""
+    earlier sittings where they ran (``provenance.earlier_sittings``: start, end, commit) and its last one before
+    ``created``."""
     if not records:
         return {"runs": 0}
     intervals, total = [], 0.0
@@ -332,7 +334,7 @@ def column_timing(records: Sequence[dict[str, Any]], gap_s: float = 600.0) -> di
         end = datetime.fromisoformat(prov["created"]).timestamp()
         intervals.append((end - (wall - float(prov.get("earlier_sittings_s") or 0.0)), end))
         intervals += [(datetime.fromisoformat(a).timestamp(), datetime.fromisoformat(b).timestamp())
-                      for a, b in prov.get("earlier_sittings", [])]
+                      for a, b, *_ in prov.get("earlier_sittings", [])]
         total += wall
     intervals.sort()
     busy, sittings = 0.0, 1

@@ -124,7 +124,7 @@ def _run_one(cfg: ExperimentConfig, progress: bool, threads: int,
     rec = finish_record(cfg, result.history, summary, threads, model=getattr(result, "model", None))
     if ck is not None and ck.resumed:  # where it went on from, and when the earlier sittings ran (column_timing)
         rec["provenance"].update(resumed=ck.resumed, earlier_sittings_s=round(ck.restored_seconds, 3),
-                                 earlier_sittings=[[_iso(a), _iso(b)] for a, b in sorted(ck.sittings)])
+                                 earlier_sittings=[[_iso(a), _iso(b), c] for a, b, c in sorted(ck.sittings)])
     return rec
 
 

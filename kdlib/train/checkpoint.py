@@ -41,8 +41,9 @@ class Checkpoints:
 
     ``restored_seconds``: the wall time of earlier sittings, over the trainings restored (add it to this sitting's
     own); ``resumed``: per restored training, ``{"training": k, "epoch": e, "commit": ...}`` (the first epoch this
-    sitting runs, and the commit that wrote the checkpoint); ``sittings``: the ``[start, end]`` Unix times of the
-    earlier sittings of the restored trainings (when they ran, for :func:`kdlib.analysis.archive.column_timing`)."""
+    sitting runs, and the commit that wrote the checkpoint); ``sittings``: ``[start, end, commit]`` of every earlier
+    sitting of the restored trainings (Unix times: when they ran, for :func:`kdlib.analysis.archive.column_timing`;
+    the commit that ran them)."""
 
     folder: Path
     name: str
@@ -50,7 +51,7 @@ class Checkpoints:
     started: int = 0
     restored_seconds: float = 0.0
     resumed: list[dict[str, Any]] = field(default_factory=list)
-    sittings: list[list[float]] = field(default_factory=list)
+    sittings: list[list[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -77,7 +78,7 @@ class Checkpoint:
     path: Path
     owner: Checkpoints | None = None
     index: int = 0
-    earlier: list[list[float]] = field(default_factory=list)  # the restored state's sittings
+    earlier: list[list[Any]] = field(default_factory=list)  # the restored state's sittings, [start, end, commit]
     start: float = field(default_factory=time.time)  # when this sitting of the training began
 
     def load(self, settings: Any) -> dict[str, Any] | None:
@@ -104,10 +105,10 @@ class Checkpoint:
             warnings.warn(f"checkpoint {self.path} is not used: {why}; the training starts over", stacklevel=3)
             return None
         if "sittings" in state:
-            self.earlier = [list(s) for s in state["sittings"]]
+            self.earlier = [[s[0], s[1], s[2] if len(s) > 2 else state["commit"]] for s in state["sittings"]]
         else:  # a checkpoint of da77fd3 (before sittings were saved): its elapsed time, ending when it was written
             end = self.path.stat().st_mtime
-            self.earlier = [[end - float(state["elapsed"]), end]]
+            self.earlier = [[end - float(state["elapsed"]), end, state["commit"]]]
         if self.owner is not None:
             self.owner.restored_seconds += float(state["elapsed"])
             self.owner.resumed.append(dict(training=self.index, epoch=int(state["epoch"]), commit=state["commit"]))
@@ -116,9 +117,10 @@ class Checkpoint:
 
     def save(self, settings: Any, **state: Any) -> None:
         """Write the loop state ``state`` for ``settings`` atomically (a killed write leaves the previous file)."""
+        payload_commit = None if self.owner is None else self.owner.commit
         payload = dict(state, format=FORMAT, environment=_environment(), settings=dataclasses.asdict(settings),
-                       commit=None if self.owner is None else self.owner.commit,
-                       sittings=[*self.earlier, [self.start, time.time()]])
+                       commit=payload_commit,
+                       sittings=[*self.earlier, [self.start, time.time(), payload_commit]])
         buf = io.BytesIO()
         torch.save(payload, buf)
         self.path.parent.mkdir(parents=True, exist_ok=True)
