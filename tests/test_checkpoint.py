@@ -13,7 +13,7 @@ import torch
 
 from conftest import make_fmnist_root
 from kdlib.train import Problem, Split, train_student
-from kdlib.train.checkpoint import Checkpoint, Checkpoints
+from kdlib.train.checkpoint import Checkpoint, Checkpoints, peek
 from kdlib.train.loop import _val_cycle
 
 N_TRAIN, N_TEST = 48, 16
@@ -179,6 +179,7 @@ def test_finished_training_restores_without_a_step(tmp_path):
     assert len(again.sittings) == 1 and again.sittings[0][0] <= again.sittings[0][1]
     assert again.restored_seconds == pytest.approx(ref.history[-1]["wall_time"], rel=0.5)
     assert all(torch.equal(a, b) for a, b in zip(got.model.parameters(), ref.model.parameters()))
+    assert [peek(p) for p in again.files()] == [dict(seed=0, epoch=3, epochs=3, training=0)]
     again.clear()
     assert not list(tmp_path.glob("*.pt"))
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 from kdlib.experiments.protocol import authors_protocol
+from kdlib.experiments.store import checkpoint_dir
+from kdlib.train.checkpoint import SUFFIX, peek
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = 10
@@ -60,34 +62,35 @@ def command(dataset: str, method: str, extra: dict[str, object], out_root: Path)
             *sets, "--out", str(out_root / dataset / "authors")]
 
 
+def stored(dataset: str, method: str, out_root: Path) -> list[Path]:
+    """The records of this entry already stored (any config; the runner checks the config itself)."""
+    return sorted((out_root / dataset / "authors" / "runs").glob(f"{dataset}__{method}__seed*__*.json"))
+
+
 def done(dataset: str, method: str, out_root: Path) -> int:
-    """Records of this entry already stored (any config; the runner checks the config itself)."""
-    return len(list((out_root / dataset / "authors" / "runs").glob(f"{dataset}__{method}__seed*__*.json")))
+    return len(stored(dataset, method, out_root))
 
 
 def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
     """This entry's runs that a sitting cut off, as their checkpoints hold them (``seed s: epoch e/N``, and the
     training for hyperopt's several), from ``<out-root>/<dataset>/authors/.partial``."""
-    import torch  # only here: --dry-run of an empty archive stays light
-
     rows = []
-    for path in sorted((out_root / dataset / "authors" / ".partial").glob(f"{dataset}__{method}__seed*__*.pt")):
+    folder = checkpoint_dir(out_root / dataset / "authors")
+    for path in sorted(folder.glob(f"{dataset}__{method}__seed*__*{SUFFIX}")):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            settings, epoch = state["settings"], int(state["epoch"])
+            at = peek(path)
         except Exception as e:  # a torn file: the runner will start that training over
             rows.append(f"{path.name}: unreadable ({type(e).__name__})")
             continue
-        training = path.name.split(".")[-2]
-        rows.append(f"seed {settings['seed']}: epoch {epoch}/{settings['epochs']}"
-                    + (f" of training {training}" if method == "hyperopt" else ""))
+        rows.append(f"seed {at['seed']}: epoch {at['epoch']}/{at['epochs']}"
+                    + (f" of training {at['training']}" if method == "hyperopt" else ""))
     return rows
 
 
 def run_hours(dataset: str, method: str, out_root: Path) -> list[float]:
     """The wall time (hours) of each stored record of this entry (every sitting of a resumed run counted)."""
-    return [float(json.loads(p.read_text())["summary"].get("wall_time") or 0.0) / 3600 for p in
-            sorted((out_root / dataset / "authors" / "runs").glob(f"{dataset}__{method}__seed*__*.json"))]
+    return [float(json.loads(p.read_text())["summary"].get("wall_time") or 0.0) / 3600
+            for p in stored(dataset, method, out_root)]
 
 
 def status(queue: list[tuple[str, str, dict[str, object]]], out_root: Path, lanes: int) -> list[str]:

@@ -300,10 +300,9 @@ def provenance_table(archive: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 
         def distinct(key: str) -> str:
             values = {str(r["provenance"].get(key, "—")) for r in recs}
-            if key == "commit":  # a resumed run also ran under the commits of its earlier sittings
+            if key == "commit":  # with the commits of a resumed run's earlier sittings; short hashes, "+dirty" kept
                 values |= {str(s[2]) for r in recs for s in r["provenance"].get("earlier_sittings", [])
                            if len(s) > 2}
-            if key == "commit":  # short hashes, as git shows them; "+dirty" kept
                 values = {v[:8] + ("+dirty" if v.endswith("+dirty") else "") for v in values}
             return ", ".join(sorted(values))
         wall = sum(float(r["summary"].get("wall_time") or 0.0) for r in recs)

@@ -28,6 +28,7 @@ import torch
 from kdlib.fileio import atomic_write_bytes
 
 FORMAT = 1
+SUFFIX = ".pt"  # a run's k-th training: <record key>.<k>.pt
 
 
 def _environment() -> dict[str, str]:
@@ -58,12 +59,12 @@ class Checkpoints:
 
     def next(self) -> "Checkpoint":
         """The checkpoint of this run's next training."""
-        ck = Checkpoint(self.folder / f"{self.name}.{self.started}.pt", self, self.started)
+        ck = Checkpoint(self.folder / f"{self.name}.{self.started}{SUFFIX}", self, self.started)
         self.started += 1
         return ck
 
     def files(self) -> list[Path]:
-        return sorted(self.folder.glob(f"{self.name}.*.pt"))
+        return sorted(self.folder.glob(f"{self.name}.*{SUFFIX}"))
 
     def clear(self) -> None:
         """Delete this run's checkpoint files (once its record is written)."""
@@ -127,4 +128,13 @@ class Checkpoint:
         atomic_write_bytes(self.path, buf.getvalue())
 
 
-__all__ = ["Checkpoint", "Checkpoints"]
+def peek(path: str | Path) -> dict[str, Any]:
+    """Where the training of a checkpoint file stands, for a progress report: ``seed``, ``epoch`` (epochs done),
+    ``epochs`` (of the run) and ``training`` (k of ``<record key>.<k>.pt``). Raises if the file cannot be read."""
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return dict(seed=int(state["settings"]["seed"]), epoch=int(state["epoch"]),
+                epochs=int(state["settings"]["epochs"]), training=int(path.name[:-len(SUFFIX)].rsplit(".", 1)[1]))
+
+
+__all__ = ["Checkpoint", "Checkpoints", "peek"]
