@@ -40,6 +40,7 @@ from kdlib.ctkd import THETA_INIT, GlobalTemperature, temperature_of
 from kdlib.metaparams import initial_metaparams, project, random_baseline
 from kdlib.train import (Problem, Settings, TunerFactory, make_tuner, search_together, train_student,
                          train_students_stacked)
+from kdlib.train.checkpoint import Checkpoints
 from kdlib.tuner import NonFiniteHypergradient
 from kdlib.weighted_kd import WeightedKD
 
