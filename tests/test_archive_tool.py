@@ -1,5 +1,5 @@
 """tools/archive_table2.py --dry-run: what is stored, what a sitting left in flight (its checkpoints), and the
-lane-hours left at the stored runs' median wall time."""
+lane-hours left at the stored runs' median wall time, or estimated from a finished reference column."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,12 +14,12 @@ tool = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tool)
 
 
-def test_dry_run_reports_stored_in_flight_and_hours_left(tmp_path, capsys):
+def test_dry_run_reports_stored_in_flight_and_hours_left(tmp_path, capsys, monkeypatch):
     authors = tmp_path / "cifar10" / "authors"
     (authors / "runs").mkdir(parents=True)
     for seed, wall in ((0, 3600.0), (1, 5400.0), (4, 4000.0)):
         (authors / "runs" / f"cifar10__gradient__seed{seed}__{seed:016x}.json").write_text(
-            json.dumps({"summary": {"wall_time": wall}}))
+            json.dumps({"summary": {"wall_time": wall}, "config": {"epochs": 100}}))
     (authors / ".partial").mkdir()
     torch.save({"settings": {"seed": 2, "epochs": 100}, "epoch": 37},
                authors / ".partial" / "cifar10__gradient__seed2__00000000000000aa.0.pt")
@@ -29,6 +29,7 @@ def test_dry_run_reports_stored_in_flight_and_hours_left(tmp_path, capsys):
     torch.save({"settings": {"seed": 5, "epochs": 40}, "epoch": 3},
                hyperopt / "fashion_mnist__hyperopt__seed5__00000000000000cc.2.pt")  # its third training
 
+    monkeypatch.setattr(tool, "REFERENCE", tmp_path / "nowhere")  # no reference column: nothing is estimated
     assert tool.main(["--dry-run", "--out-root", str(tmp_path)]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("#")]
     grad = next(ln for ln in lines if ln.startswith("# cifar10 gradient"))
@@ -37,6 +38,37 @@ def test_dry_run_reports_stored_in_flight_and_hours_left(tmp_path, capsys):
     hyper = next(ln for ln in lines if ln.startswith("# fashion_mnist hyperopt"))
     assert hyper == "# fashion_mnist hyperopt: 0/10 stored; in flight: seed 5: epoch 3/40 of training 2"
     # 7 runs left at the median 4000 s: 7.8 lane-hours, 3.9 h on the default 2 lanes
-    assert lines[-1].startswith("# left: about 7.8 lane-hours for the entries with a stored run (3.9 h on 2 lanes")
-    assert "no run stored yet: cifar10 no_distillation" in lines[-1]
+    assert lines[-1].startswith("# left: about 7.8 lane-hours (7.8 at stored runs' medians, 0.0 estimated; 3.9 h "
+                                "on 2 lanes")
+    assert "not estimated (no run stored, no reference): cifar10 no_distillation" in lines[-1]
+
+
+def _record(folder: Path, dataset: str, method: str, seed: int, hours: float, epochs: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{dataset}__{method}__seed{seed}__{seed:016x}.json").write_text(
+        json.dumps({"summary": {"wall_time": hours * 3600}, "config": {"epochs": epochs}}))
+
+
+def test_entries_without_a_run_are_estimated_from_the_reference_column(tmp_path):
+    reference = tmp_path / "reference" / "authors" / "runs"
+    for seed, (g, p, h) in enumerate([(0.10, 0.06, 0.15), (0.12, 0.07, 0.20), (0.11, 0.05, 0.16)]):
+        _record(reference, "cifar10_reduced", "gradient", seed, g, 50)  # per epoch: median 0.11 / 50
+        _record(reference, "cifar10_reduced", "proposed", seed, p, 50)  # median 0.06 / 50
+        _record(reference, "cifar10_reduced", "hyperopt", seed, h, 50)  # median 0.16 / 50
+    out = tmp_path / "pending"
+    _record(out / "fashion_mnist" / "authors" / "runs", "fashion_mnist", "gradient", 0, 0.5, 50)
+    queue = [q for q in tool.QUEUE if q[0] == "fashion_mnist" and q[1] in ("gradient", "proposed", "hyperopt", "naive")]
+    lines = tool.status(queue, out, lanes=2, reference=reference)
+    proposed = next(ln for ln in lines if ln.startswith("# fashion_mnist proposed"))
+    # 0.5 h a 50-epoch run of the anchor x (0.06 / 0.11) per epoch x 50 epochs
+    assert proposed.startswith(f"# fashion_mnist proposed: 0/10 stored, about {0.5 * 0.06 / 0.11:.2f} h a run "
+                               "(estimated: fashion_mnist gradient x proposed/gradient of reference, 50 epochs)")
+    # hyperopt runs 40 epochs there (the authors' log), against the reference's 50
+    hyperopt = 0.5 / 50 * 0.16 / 0.11 * 40
+    assert f"about {hyperopt:.2f} h a run" in next(ln for ln in lines if ln.startswith("# fashion_mnist hyperopt"))
+    assert "40 epochs" in next(ln for ln in lines if ln.startswith("# fashion_mnist hyperopt"))
+    measured, estimated = 9 * 0.5, 10 * (0.5 * 0.06 / 0.11 + hyperopt)
+    assert lines[-1].startswith(f"# left: about {measured + estimated:.1f} lane-hours ({measured:.1f} at stored "
+                                f"runs' medians, {estimated:.1f} estimated")
+    assert lines[-1].endswith("not estimated (no run stored, no reference): fashion_mnist naive")
 

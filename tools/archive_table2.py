@@ -30,12 +30,15 @@ import threading
 import time
 from pathlib import Path
 
+from kdlib.experiments.profiles import resolve_config
 from kdlib.experiments.protocol import authors_protocol
 from kdlib.experiments.store import checkpoint_dir
 from kdlib.train.checkpoint import SUFFIX, peek
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = 10
+# The finished paper-protocol column whose per-method costs estimate the entries with no stored run yet
+REFERENCE = REPO / "archive" / "cifar10_reduced" / "authors" / "runs"
 # (dataset, method, extra overrides), in the order of issue 19: the headline comparison first
 QUEUE: list[tuple[str, str, dict[str, object]]] = [
     # (the reduced CIFAR-10 random column, re-made with random_law="authors" from 17520f5, is in archive/)
@@ -93,25 +96,59 @@ def run_hours(dataset: str, method: str, out_root: Path) -> list[float]:
             for p in stored(dataset, method, out_root)]
 
 
-def status(queue: list[tuple[str, str, dict[str, object]]], out_root: Path, lanes: int) -> list[str]:
-    """Per entry: records stored, the median wall time of a stored run, the runs in flight; then the lane-hours
-    left for the entries with a stored run (at that median, on this machine and its load) and those without one."""
-    lines, left, unknown = [], 0.0, []
+def epoch_hours(records: list[Path]) -> float | None:
+    """The median wall time (hours) of one epoch of these records (a run's wall time over its config's epochs;
+    hyperopt's epoch counts all its trainings), or None for no record."""
+    per_epoch = []
+    for p in records:
+        r = json.loads(p.read_text())
+        per_epoch.append(float(r["summary"].get("wall_time") or 0.0) / 3600 / int(r["config"]["epochs"]))
+    return statistics.median(per_epoch) if per_epoch else None
+
+
+def estimate(dataset: str, method: str, out_root: Path, reference: Path) -> tuple[float, str] | None:
+    """Hours a run of an entry with no stored run will take: a stored method of the same dataset (the anchor,
+    the first in :data:`QUEUE`), per epoch, times the two methods' per-epoch ratio in the ``reference`` column,
+    times the entry's epochs. Returns (hours, how), or None without an anchor or a reference."""
+    ref = epoch_hours(sorted(reference.glob(f"*__{method}__seed*__*.json")))
+    for ds, anchor, _ in QUEUE:
+        if ds != dataset or anchor == method:
+            continue
+        mine = stored(dataset, anchor, out_root)
+        ref_anchor = epoch_hours(sorted(reference.glob(f"*__{anchor}__seed*__*.json")))
+        if mine and ref and ref_anchor:
+            epochs = resolve_config(dataset, method, "paper", 0, **authors_protocol(method, dataset)).epochs
+            return (epoch_hours(mine) * ref / ref_anchor * int(epochs),
+                    f"{dataset} {anchor} x {method}/{anchor} of {reference.parent.parent.name}, {epochs} epochs")
+    return None
+
+
+def status(queue: list[tuple[str, str, dict[str, object]]], out_root: Path, lanes: int,
+           reference: Path | None = None) -> list[str]:
+    """Per entry: records stored, the median wall time of a stored run (or, with none, :func:`estimate`), the
+    runs in flight; then the lane-hours left (at those times, on this machine and its load). ``reference``:
+    default :data:`REFERENCE`."""
+    reference = REFERENCE if reference is None else reference
+    lines, measured, estimated, unknown = [], 0.0, 0.0, []
     for ds, m, _ in queue:
         hours, flying = run_hours(ds, m, out_root), in_flight(ds, m, out_root)
-        typical = statistics.median(hours) if hours else None
         line = f"# {ds} {m}: {len(hours)}/{SEEDS} stored"
-        if typical is not None:
+        if hours:
+            typical = statistics.median(hours)
             line += f", {typical:.2f} h a run (median of {len(hours)})"
-            left += max(SEEDS - len(hours), 0) * typical
-        elif len(hours) < SEEDS:
+            measured += max(SEEDS - len(hours), 0) * typical
+        elif (guess := estimate(ds, m, out_root, reference)) is not None:
+            line += f", about {guess[0]:.2f} h a run (estimated: {guess[1]})"
+            estimated += SEEDS * guess[0]
+        else:
             unknown.append(f"{ds} {m}")
         if flying:
             line += "; in flight: " + ", ".join(flying)
         lines.append(line)
-    lines.append(f"# left: about {left:.1f} lane-hours for the entries with a stored run ({left / lanes:.1f} h on "
-                 f"{lanes} lanes; in-flight progress not subtracted)"
-                 + (f"; no run stored yet: {', '.join(unknown)}" if unknown else ""))
+    left = measured + estimated
+    lines.append(f"# left: about {left:.1f} lane-hours ({measured:.1f} at stored runs' medians, {estimated:.1f} "
+                 f"estimated; {left / lanes:.1f} h on {lanes} lanes; in-flight progress not subtracted)"
+                 + (f"; not estimated (no run stored, no reference): {', '.join(unknown)}" if unknown else ""))
     return lines
 
 
