@@ -17,7 +17,7 @@ from kdlib.data.augment import FlipCrop
 from kdlib.errors import ConfigError
 from kdlib.experiments.config import ExperimentConfig
 from kdlib.methods import fixed_tuner
-from kdlib.train import Settings, train_student, train_students_stacked
+from kdlib.train import Settings, loop, make_tuner, stacked, train_student, train_students_stacked
 
 
 def _torchvision(raw: np.ndarray, flip: bool, top: int, left: int, mean, std) -> torch.Tensor:
@@ -103,3 +103,80 @@ def test_augment_is_refused_before_any_compute_where_there_are_no_images():
         ExperimentConfig(dataset="synthetic", method="gradient", iterations=5, augment="flip_crop").validate()
     with pytest.raises(ConfigError, match="augment"):
         Settings(epochs=1, augment="crop").validate()
+
+
+class _Recording:
+    """The problem's augmentation, recording each call's input and generator (to tell the three streams apart)."""
+
+    def __init__(self, aug: FlipCrop) -> None:
+        self.aug, self.calls = aug, []
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        out = self.aug(x, generator)
+        self.calls.append((x.clone(), generator, out))
+        return out
+
+
+def _tuned(values):
+    return lambda optimizer, st: make_tuner(st, optimizer, torch.tensor(values), "gradient")
+
+
+def test_augment_val_draws_the_hypergradients_dval_batches_and_the_logged_validation_afresh():
+    """The authors' D_val is a Subset of their augmented training set: with ``augment_val`` every D_val batch a
+    hypergradient draws is the next stored batch, flipped and cropped from a stream of its own (seed +
+    AUGMENT_VAL_SEED_OFFSET), and every logged validation is on all of D_val drawn afresh from a third stream."""
+    problem = _augmented_problem()
+    rec = _Recording(problem.augment)
+    st = Settings(seed=3, epochs=3, batch_size=16, lr=0.1, shuffle=False, augment="flip_crop", augment_val=True,
+                  estimator="finite_difference", eval_every=1)
+    out = train_student(st, dataclasses.replace(problem, augment=rec), _tuned([0.5, 2.0]))
+    by_stream: dict[int, list] = {}
+    for x, g, y in rec.calls:
+        by_stream.setdefault(id(g), []).append((x, y))
+    assert len(by_stream) == 3  # training, the hypergradient's D_val batches, the logged validation
+    train_calls, val_calls, log_calls = by_stream.values()
+    assert len(train_calls) == 3 * 2  # 32 images in batches of 16, 3 epochs
+    evals = out.history[-1]["hypergrad_evals"]
+    assert evals == 6 and len(val_calls) == evals  # one D_val batch per hypergradient
+    val_g = torch.Generator().manual_seed(3 + loop.AUGMENT_VAL_SEED_OFFSET)
+    for (x, y), want in zip(val_calls, [problem.val.x[:16]] * 6):  # D_val is one batch of 16, cycled
+        torch.testing.assert_close(x, want, rtol=0, atol=0)
+        torch.testing.assert_close(y, problem.augment(want, val_g), rtol=0, atol=0)
+    assert len(log_calls) == len(out.history) == 3
+    assert all(torch.equal(x, problem.val.x) for x, _ in log_calls)
+    assert not torch.equal(log_calls[0][1], log_calls[1][1])  # a fresh draw at every evaluation
+
+
+def test_augment_val_moves_neither_the_training_stream_nor_a_fixed_run():
+    """A fixed-metaparameter run draws no hypergradient: ``augment_val`` changes only its logged validation, so its
+    training (test accuracy, model) is bit for bit the one without it; a tuned run's metaparameters move with it,
+    reproducibly."""
+    problem = _augmented_problem()
+    st = Settings(seed=2, epochs=2, batch_size=16, lr=0.1, shuffle=False, augment="flip_crop", eval_every=1,
+                  estimator="finite_difference")
+    on = dataclasses.replace(st, augment_val=True)
+    a = train_student(st, problem, fixed_tuner(torch.tensor([0.5, 2.0])))
+    b = train_student(on, problem, fixed_tuner(torch.tensor([0.5, 2.0])))
+    assert [r["test_accuracy"] for r in a.history] == [r["test_accuracy"] for r in b.history]
+    assert [r["test_loss"] for r in a.history] == [r["test_loss"] for r in b.history]
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    assert [r["val_loss"] for r in a.history] != [r["val_loss"] for r in b.history]
+    tuned = [train_student(s, problem, _tuned([0.5, 2.0])).history for s in (st, on, on)]
+    metas = [[(r["lambda1"], r["temperature"]) for r in h] for h in tuned]
+    assert metas[1] == metas[2] and metas[0] != metas[1]
+
+
+def test_augment_val_needs_augment_and_trains_one_by_one():
+    with pytest.raises(ConfigError, match="augment_val"):
+        Settings(epochs=1, augment_val=True).validate()
+    with pytest.raises(ConfigError, match="augment_val"):
+        Settings(epochs=1, augment="flip_crop", augment_val="yes").validate()
+    cfg = ExperimentConfig(dataset="cifar10", method="gradient", epochs=1, augment="flip_crop", augment_val=True,
+                           engine="stacked")
+    assert "augment_val" in (stacked.unsupported(cfg, "gradient") or "")
+    assert "augment_val" in (stacked.unsupported(cfg, "fixed") or "")
+    assert stacked.unsupported(dataclasses.replace(cfg, augment_val=False), "fixed") is None
+    problem = _augmented_problem()
+    sts = [Settings(seed=s, epochs=1, batch_size=16, augment="flip_crop", augment_val=True) for s in (0, 1)]
+    with pytest.raises(ValueError, match="augment_val"):
+        train_students_stacked(sts, problem, torch.tensor([[0.3, 1.5], [0.7, 4.0]]))

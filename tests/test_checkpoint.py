@@ -18,10 +18,10 @@ from kdlib.train.loop import _val_cycle
 
 N_TRAIN, N_TEST = 48, 16
 # the authors' protocol knobs that carry state across epochs: StepLR, the virtual step at the initial lr, the
-# per-epoch reset of Algorithm 1, reshuffled and augmented batches, D_val cycled in batches
+# per-epoch reset of Algorithm 1, reshuffled and augmented batches, D_val cycled in batches and augmented
 OVER = dict(epochs=4, batch_size=16, eval_every=2, lr_step_epochs=1, lr_gamma=0.5, e1=2, e2=1,
             hyperopt_evals=2, estimator="finite_difference", fd_virtual_lr="initial", proposed_reset="epoch",
-            shuffle=True, augment="flip_crop", loss_form="kl")
+            shuffle=True, augment="flip_crop", augment_val=True, loss_form="kl")
 
 
 class Killed(BaseException):
@@ -165,6 +165,21 @@ def test_checkpoint_of_other_settings_or_kernels_is_not_used(tmp_path):
     path.write_bytes(b"torn")
     with pytest.warns(UserWarning, match="could not be read"):
         train_student(_settings(epochs=3), _problem(), _tuner, checkpoint=Checkpoint(path))
+
+
+def test_checkpoint_written_before_a_settings_field_existed_is_used_at_its_default(tmp_path):
+    """A field added to the settings later (``augment_val``) is absent from older checkpoints: they continue a run
+    that leaves it at its default, and not one that sets it."""
+    path = tmp_path / "run.0.pt"
+    train_student(_settings(epochs=2), _problem(), _tuner, checkpoint=Checkpoint(path))
+    state = torch.load(path, weights_only=False)
+    del state["settings"]["augment_val"]
+    torch.save(state, path)
+    owner = Checkpoints(tmp_path, "run")
+    train_student(_settings(epochs=2), _problem(), _tuner, checkpoint=owner.next())
+    assert [r["epoch"] for r in owner.resumed] == [2]
+    with pytest.warns(UserWarning, match=r"differing: \['augment', 'augment_val'\]"):
+        assert Checkpoint(path).load(_settings(epochs=2, augment="flip_crop", augment_val=True)) is None
 
 
 def test_finished_training_restores_without_a_step(tmp_path):

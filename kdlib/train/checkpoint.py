@@ -99,8 +99,9 @@ class Checkpoint:
             why = f"format {state.get('format') if isinstance(state, dict) else '?'} is not {FORMAT}"
         elif state["environment"] != _environment():
             why = f"written under {state['environment']}, this process is {_environment()}"
-        elif state["settings"] != dataclasses.asdict(settings):
-            diff = sorted(k for k, v in dataclasses.asdict(settings).items() if state["settings"].get(k) != v)
+        elif _with_defaults(state["settings"], settings) != dataclasses.asdict(settings):
+            diff = sorted(k for k, v in dataclasses.asdict(settings).items()
+                          if _with_defaults(state["settings"], settings).get(k) != v)
             why = f"written for other settings (differing: {diff})"
         if why:
             warnings.warn(f"checkpoint {self.path} is not used: {why}; the training starts over", stacklevel=3)
@@ -126,6 +127,13 @@ class Checkpoint:
         torch.save(payload, buf)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, buf.getvalue())
+
+
+def _with_defaults(saved: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """The saved settings dict with the fields it predates at their defaults: a field added to the settings later
+    (as ``augment_val``) does not refuse a checkpoint written before it, unless this run sets it otherwise."""
+    defaults = {f.name: f.default for f in dataclasses.fields(settings) if f.default is not dataclasses.MISSING}
+    return {**defaults, **saved}
 
 
 def peek(path: str | Path) -> dict[str, Any]:

@@ -117,6 +117,10 @@ class Backend(Protocol):
 
 _PER_RUN_FIELDS = ("seed",)
 AUGMENT_SEED_OFFSET = 2 ** 31  # a run's augmentation stream: seed + this (its shuffle stream is the seed itself)
+# with augment_val: the stream of the hypergradient's D_val batches, and that of the logged validation (D_val drawn
+# afresh at every evaluation), apart from the training stream, so that neither moves the other
+AUGMENT_VAL_SEED_OFFSET = 3 * 2 ** 30
+AUGMENT_VAL_LOG_SEED_OFFSET = 2 ** 32
 
 
 def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callable[[], Backend], progress: bool = False,
@@ -135,6 +139,9 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
     if st.augment != "none" and problem.augment is None:
         raise ConfigError(f"config field 'augment': {st.augment!r} needs image data, and this problem has no "
                           f"augmentation; fix: set augment=none")
+    if st.augment_val and len(sts) > 1:
+        raise ValueError("augment_val: stacked runs share each D_val batch, and augmented D_val batches are drawn "
+                         "per run; train such runs one by one (kdlib.train.select_backend does)")
     backend = backend_factory()
     by_iteration = st.iterations is not None
     if checkpoint is not None and by_iteration:
@@ -151,6 +158,8 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
     gens = [torch.Generator().manual_seed(s.seed) for s in sts]
     augment_gens = ([torch.Generator().manual_seed(s.seed + AUGMENT_SEED_OFFSET) for s in sts]
                     if st.augment != "none" else None)
+    val_gens = ((torch.Generator().manual_seed(st.seed + AUGMENT_VAL_SEED_OFFSET),
+                 torch.Generator().manual_seed(st.seed + AUGMENT_VAL_LOG_SEED_OFFSET)) if st.augment_val else None)
     outs = [RunOutput() for _ in sts]
     t0 = time.perf_counter()
     lr = st.lr
@@ -163,20 +172,22 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
 
     def log(step: int, epoch: int) -> None:
         tests = backend.evaluate(problem.test, st.t_val)
-        vals = backend.evaluate(problem.val, st.t_val)
-        for out, row, (acc, _), (val_acc, val_loss) in zip(outs, backend.rows(), tests, vals):
+        val = problem.val if val_gens is None else Split(problem.augment(problem.val.x, val_gens[1]), problem.val.y)
+        vals = backend.evaluate(val, st.t_val)
+        for out, row, (acc, test_loss), (val_acc, val_loss) in zip(outs, backend.rows(), tests, vals):
             if score_on_val:
                 out.best_val_accuracy = max(val_acc, out.best_val_accuracy) \
                     if out.best_val_accuracy == out.best_val_accuracy else val_acc
             out.history.append(dict(
-                step=step, epoch=epoch, test_accuracy=acc, val_accuracy=val_acc, val_loss=val_loss,
+                step=step, epoch=epoch, test_accuracy=acc, test_loss=test_loss, val_accuracy=val_acc, val_loss=val_loss,
                 lambda1=row["lambda1"], temperature=row["temperature"], hypergrad_evals=row["hypergrad_evals"],
                 nan_skipped=row["nan_skipped"], wall_time=time.perf_counter() - t0, phase=row["phase"], lr=lr))
 
     def next_val() -> tuple[Tensor, Tensor]:
         nonlocal val_drawn
         val_drawn += 1
-        return next(val_iter)
+        x, y = next(val_iter)
+        return (x, y) if val_gens is None else (problem.augment(x, val_gens[0]), y)
 
     train = problem.train
     step = 0
@@ -190,6 +201,8 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
         for g, state in zip(gens, saved["gens"]):
             g.set_state(state)
         for g, state in zip(augment_gens or [], saved["augment_gens"] or []):
+            g.set_state(state)
+        for g, state in zip(val_gens or [], saved.get("val_gens") or []):
             g.set_state(state)
         val_drawn = int(saved["val_drawn"])
         val_iter = _val_cycle(problem.val, st.batch_size, val_drawn)
@@ -206,6 +219,7 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
                         cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                         gens=[g.get_state() for g in gens],
                         augment_gens=None if augment_gens is None else [g.get_state() for g in augment_gens],
+                        val_gens=None if val_gens is None else [g.get_state() for g in val_gens],
                         val_drawn=val_drawn, outs=[(out.history, out.best_val_accuracy) for out in outs],
                         step=step, epoch=epoch + 1, lr=lr, elapsed=time.perf_counter() - t0)
 

@@ -46,6 +46,10 @@ class Settings:
     # "none", or "flip_crop": every train batch flipped and padded-cropped afresh (the authors' use_aug=True;
     # the problem supplies it, kdlib.data.augment; a generator of its own per run)
     augment: str = "none"
+    # D_val augmented too (needs augment): the D_val batches the hypergradient draws and the logged validation
+    # accuracy and loss (hyperopt's score) are on freshly flipped and cropped images, as in the authors' loaders,
+    # whose D_val is a Subset of the augmented training set; each from a generator of its own per run
+    augment_val: bool = False
     log_every: int = 1  # iterations (a run counted in iterations) or epochs between logged points
     eval_every: int = 1  # epochs: evaluate after epoch 0, after every epoch e with (e + 1) % eval_every == 0, and
     #                      at the end (the authors: 5); 1 = every epoch. Iteration-counted runs use log_every only
@@ -93,7 +97,7 @@ class Settings:
                                             eval_every=1, unroll_steps=1, e1=2, e2=0, hyperopt_evals=1)
     NONNEG_INTS: ClassVar[tuple[str, ...]] = ("seed",)
     POSITIVE_FLOATS: ClassVar[tuple[str, ...]] = ("lr", "lr_gamma", "t_val", "meta_lr", "meta_clip")
-    BOOLS: ClassVar[tuple[str, ...]] = ("shuffle", "nesterov", "clamp_extrapolation", "t2_scaling")
+    BOOLS: ClassVar[tuple[str, ...]] = ("shuffle", "nesterov", "clamp_extrapolation", "t2_scaling", "augment_val")
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = dict(
         estimator=ESTIMATORS, optimizer=OPTIMIZERS, random_law=RANDOM_LAWS, loss_form=LOSS_FORMS,
         proposed_reset=PROPOSED_RESETS, init_law=INIT_LAWS, fd_virtual_lr=FD_VIRTUAL_LRS,
@@ -169,6 +173,9 @@ class Settings:
                               f"to optimizer 'sgd' only; found optimizer {self.optimizer!r} with "
                               f"momentum={self.momentum}, nesterov={self.nesterov} ({self.optimizer!r} uses betas); "
                               f"fix: drop them or set optimizer=sgd")
+        if self.augment_val and self.augment == "none":
+            raise fail("augment_val", "False when augment is 'none' (D_val is augmented as the training batches are)",
+                       self.augment_val, "set augment=flip_crop, or augment_val=False")
         if self.nesterov and self.momentum <= 0:
             raise fail("nesterov", "False when momentum is 0 (Nesterov needs momentum > 0)", self.nesterov,
                        "set momentum > 0 or nesterov=False")

@@ -273,7 +273,10 @@ def stack_batches(batches: Sequence[tuple[Tensor, Tensor, Tensor]],
 def unsupported(st: Any, schedule: str) -> str | None:
     """Why runs of settings ``st`` (any object with the run settings' field names) under ``schedule`` cannot train
     on this backend, or None. Fixed values: any optimizer, either loss form, with or without the T^2 factor; a
-    moving schedule: also plain SGD and the one-step unrolled or the finite-difference estimator."""
+    moving schedule: also plain SGD and the one-step unrolled or the finite-difference estimator. Never
+    ``augment_val``: the stacked runs share each D_val batch, and augmented ones are drawn per run."""
+    if getattr(st, "augment_val", False):
+        return "augment_val draws each run's D_val batches and validation afresh; the stacked backends share them"
     if schedule == "fixed":
         return None
     if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
