@@ -51,7 +51,7 @@ def tiny(tmp_path, monkeypatch, isolated_kdlib_env):
 
 def test_knob_runs_beside_the_column_and_the_authors(tiny):
     _write(tiny / "cifar10" / "without_augment" / "runs", "a.json",
-           _record("gradient", 1, [0.45, 0.66], [2.0, 9.0], augment="none"))
+           _record("gradient", 1, [0.45, 0.66], [2.0, 9.0], augment="none", augment_val=False))
     _write(tiny / "pending" / "cifar10" / "authors" / "runs", "b.json", _record("gradient", 1, [0.47, 0.71], [2.0, 10.0]))
     table = AP.show_knob("cifar10")
     row = table.loc[1]
@@ -60,7 +60,8 @@ def test_knob_runs_beside_the_column_and_the_authors(tiny):
     assert row["ours, authors' protocol: final accuracy"] == pytest.approx(0.71)
     assert row["ours, authors' protocol: final T"] == pytest.approx(10.0)
     _write(tiny / "cifar10" / "without_augment" / "runs", "c.json",
-           _record("gradient", 2, [0.45, 0.66], [2.0, 9.0], augment="none", fd_virtual_lr="current"))
+           _record("gradient", 2, [0.45, 0.66], [2.0, 9.0], augment="none", augment_val=False,
+                   fd_virtual_lr="current"))
     with pytest.raises(ValueError, match="departs from the authors' protocol in .*fd_virtual_lr"):
         AP.show_knob("cifar10")
 
@@ -79,3 +80,37 @@ def test_baseline_knob_means_per_epoch(tiny):
            _record("no_distillation", 9, [0.4, 0.5], [1, 1], augment="flip_crop", epochs=2, shuffle=True))
     with pytest.raises(ValueError, match="shuffle"):
         AP.show_baseline_knob("cifar10")
+
+
+def test_val_knob_runs_depart_in_augment_val_alone(tiny):
+    _write(tiny / "cifar10" / "val_not_augmented" / "runs", "a.json",
+           _record("gradient", 1, [0.45, 0.69], [2.0, 10.0], augment_val=False))
+    _write(tiny / "pending" / "cifar10" / "authors" / "runs", "b.json", _record("gradient", 1, [0.47, 0.71], [2.0, 10.0]))
+    table = AP.show_knob("cifar10", "val_not_augmented")
+    assert table.loc[1, "ours with the training batches augmented only: final accuracy"] == pytest.approx(0.69)
+    assert table.loc[1, "ours, authors' protocol: final accuracy"] == pytest.approx(0.71)
+    _write(tiny / "cifar10" / "val_not_augmented" / "runs", "c.json",
+           _record("gradient", 2, [0.45, 0.66], [2.0, 9.0], augment="none", augment_val=False))
+    with pytest.raises(ValueError, match=r"departs from the authors' protocol in \['augment', 'augment_val'\]"):
+        AP.show_knob("cifar10", "val_not_augmented")
+
+
+def test_val_augment_sets_the_archives_loss_ratio_beside_the_authors(tiny, isolated_kdlib_env):
+    logs = isolated_kdlib_env["data"] / "authors" / "logs"
+    full = [dict(results=[{"epoch": 0, "accuracy": 0.4, "temp": 5.0, "lambda1": 0.5, "val loss": v, "test loss": t}])
+            for v, t in ((1.05, 1.0), (2.2, 2.0))]
+    (logs / "exp20_full_cifar__opt.jsonl").write_text("\n".join(json.dumps(r) for r in full))
+    reduced = [dict(results=[{"epoch": 0, "accuracy": 0.3, "temp": 5.0, "lambda1": 0.5, "val loss": 0.99,
+                              "test loss": 1.0}])]
+    (logs / "exp33_opt.jsonl").write_text(json.dumps(reduced[0]))
+    rec = _record("gradient", 0, [0.4, 0.7], [5.0, 10.0])
+    rec["history"][0].update(val_loss=1.6, test_loss=1.5)  # epoch 0
+    _write(tiny / "pending" / "cifar10" / "authors" / "runs", "g.json", rec)
+    table = AP.show_val_augment("cifar10").set_index(["source", "method"])
+    theirs = table.loc[("authors' logs, cifar10", "gradient")]
+    assert theirs.runs == 2 and theirs["mean"] == pytest.approx((1.05 + 1.1) / 2) and theirs["max"] == pytest.approx(1.1)
+    assert table.loc[("authors' logs, cifar10_reduced", "gradient"), "mean"] == pytest.approx(0.99)
+    ours = table.loc[("ours, authors' protocol (D_val augmented)", "gradient")]
+    assert ours.runs == 1 and ours["mean"] == pytest.approx(1.6 / 1.5)
+    assert ("ours, authors' protocol (D_val augmented)", "proposed") not in table.index  # no proposed run yet
+    assert AP.show_val_augment("fashion_mnist") is None  # its protocol does not augment D_val

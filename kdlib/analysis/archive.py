@@ -421,6 +421,32 @@ def main_effects(table: pd.DataFrame, factors: Mapping[str, Sequence[Any]],
     return out
 
 
+def val_test_table(groups: Mapping[str, Sequence[dict[str, Any]]], logs: str | os.PathLike, datasets: Sequence[str],
+                   methods: Iterable[str] = TUNED_METHODS, epoch: int = 0) -> pd.DataFrame:
+    """Validation loss over test loss after ``epoch``, one row per (source, method) with the runs, mean, min and
+    max of the per-run ratio: the authors' logs of each of ``datasets`` (:func:`authors_logs.loss_ratios`), then
+    each group of ``groups`` (label -> records) whose history logs ``test_loss``. D_val and the test set are
+    both unseen images, so the ratio is about 1 unless one of them is transformed (augmented D_val raises it)."""
+    methods = tuple(methods)
+    rows = []
+
+    def add(source: str, method: str, ratios: list[float]) -> None:
+        if ratios:
+            rows.append(dict(source=source, method=method, runs=len(ratios), mean=float(np.mean(ratios)),
+                             min=float(np.min(ratios)), max=float(np.max(ratios))))
+
+    for ds in datasets:
+        for m in methods:
+            name = authors_logs.TABLE2_FILES[ds].get(m)
+            if name and (Path(logs) / name).exists():
+                add(f"authors' logs, {ds}", m, authors_logs.loss_ratios(Path(logs) / name, epoch))
+    for label, recs in groups.items():
+        for m in methods:
+            add(label, m, [h["val_loss"] / h["test_loss"] for r in recs if r["config"]["method"] == m
+                           for h in r["history"] if h["epoch"] == epoch and h.get("test_loss")])
+    return pd.DataFrame(rows, columns=["source", "method", "runs", "mean", "min", "max"])
+
+
 def late_spread(curves: pd.DataFrame, from_epoch: int, x: str = "epoch", value: str = "test_accuracy") -> float:
     """The median over runs (column ``run``) of the standard deviation of ``value`` across the logged points at
     ``x >= from_epoch``: how much a run's accuracy still moves between checkpoints once its lr has decayed (a

@@ -241,6 +241,17 @@ def parse_log(path: str | os.PathLike, dataset: str = "", method: str = "",
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
+def loss_ratios(path: str | os.PathLike, epoch: int = 0) -> list[float]:
+    """Per run of one log file, its logged validation loss over its test loss at ``epoch`` (the tuned methods'
+    logs hold both; the baselines', which have no D_val, do not: an empty list)."""
+    out = []
+    for run in read_jsonl(path):
+        row = next((r for r in run.results if int(r["epoch"]) == epoch), None)
+        if row is not None and row.get("val loss") is not None and row.get("test loss"):
+            out.append(float(row["val loss"]) / float(row["test loss"]))
+    return out
+
+
 def extrapolation_extremes(root: str | os.PathLike | None = None) -> dict[str, float]:
     """Smallest and largest logged ``lambda1`` (the authors' convention) and ``temp`` over the linear-trajectory
     ("splines") runs behind the paper (synthetic exp8 and reduced-CIFAR exp33, including the e1/e2 sweeps):

@@ -184,8 +184,9 @@ def protocol_table(datasets: tuple[str, ...] = ("fashion_mnist", "cifar10_reduce
             "metaparameter steps per epoch": f"{-(-(n - n // 10) // cfg.batch_size)}",
             "T_val, hypergradient": f"{cfg.t_val:g}, {cfg.estimator.replace('_', ' ')}",
             "proposed: e1, e2 (reset)": f"{cfg.e1}, {cfg.e2} ({cfg.proposed_reset})",
-            "train batches of the tuned methods": ("flipped and padded-cropped (use_aug=True)"
-                                                   if cfg.augment != "none" else "as stored (use_aug=False)"),
+            "train and validation batches of the tuned methods": (
+                "flipped and padded-cropped (use_aug=True)" + ("" if cfg.augment_val else ", training only")
+                if cfg.augment != "none" else "as stored (use_aug=False)"),
             "test accuracy logged": f"epoch 0 and every {cfg.eval_every}th",
             "teacher": teacher_label(cfg.teacher),
             "authors' logs": ", ".join(f"`{f}`" for f in dict.fromkeys(v for v in files.values() if v)),
@@ -298,8 +299,9 @@ def _recheck_one(pick: dict, first_rows: int, column: str) -> pd.DataFrame | Non
 
 # Runs made without one knob of the authors' protocol, kept beside the column for the dataset page's "Which knob?":
 # dataset -> (folder under archive/<dataset>/, method, the one field they differ in, what that departure is)
-KNOB_RUNS: dict[str, tuple[str, str, str, str]] = {
-    "cifar10": ("without_augment", "gradient", "augment", "without the authors' augmentation"),
+KNOB_RUNS: dict[str, dict[str, tuple[str, tuple[str, ...], str]]] = {
+    "cifar10": {"without_augment": ("gradient", ("augment", "augment_val"), "without the authors' augmentation"),
+                "val_not_augmented": ("gradient", ("augment_val",), "with the training batches augmented only")},
 }
 
 
@@ -316,23 +318,24 @@ def _knob_records(dataset: str, folder: str, method: str, absent: str) -> tuple[
     return recs, logs
 
 
-def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
+def show_knob(dataset: str = "cifar10", folder: str = "without_augment") -> pd.DataFrame | None:
     """The runs of ``archive/<dataset>/<folder>/runs`` (:data:`KNOB_RUNS`: made under the authors' protocol but
-    for one field) beside the runs of the same index under the protocol (the archive, a column in progress
+    for the knob's fields) beside the runs of the same index under the protocol (the archive, a column in progress
     included) and the authors' logs: final accuracy and T per run, their means, and the accuracy curves. Checks
-    that every such record departs from the protocol in that one field. Returns the table it showed."""
-    if dataset not in KNOB_RUNS:
+    that every such record departs from the protocol in those fields exactly. Returns the table it showed."""
+    if folder not in KNOB_RUNS.get(dataset, {}):
         return None
-    folder, method, field, what = KNOB_RUNS[dataset]
+    method, fields, what = KNOB_RUNS[dataset][folder]
     found = _knob_records(dataset, folder, method, f"run {what}")
     if found is None:
         return None
     off, logs = found
     for rec in off:
         departs = set(protocol_departures(rec["config"], dataset))
-        if departs != {field}:
+        if departs != set(fields):
             raise ValueError(f"{dataset}/{folder}/runs: seed {rec['config']['seed']} departs from the authors' "
-                             f"protocol in {sorted(departs)}, not in {field!r} alone; fix: keep only such runs there")
+                             f"protocol in {sorted(departs)}, not in {sorted(fields)} exactly; fix: keep only such "
+                             f"runs there")
     archive = A.load_archive(dataset, pending=True)["authors"]
     on = [r for r in archive if r["config"]["method"] == method]
     ours_off = A.run_table({"off": off}, [method]).set_index("run")
@@ -372,6 +375,27 @@ def show_knob(dataset: str = "cifar10") -> pd.DataFrame | None:
     ax.set(xlabel="epoch", ylabel="test accuracy",
            title=f"{DATASET_LABELS.get(dataset, dataset)}, {METHOD_LABELS[method]}: one colour per run")
     plt.show()
+    return table
+
+
+def show_val_augment(dataset: str = "cifar10") -> pd.DataFrame | None:
+    """The evidence for ``augment_val``: validation loss over test loss after epoch 0 in the authors' tuned logs of
+    ``dataset`` and of reduced CIFAR-10 (whose loaders did not augment), and in the archive's runs under the
+    authors' protocol (D_val augmented) that log their test loss. None (silently) where the protocol does not
+    augment D_val; says so when the logs are absent. Returns the table it showed."""
+    if not authors_protocol("gradient", dataset).get("augment_val"):
+        return None
+    logs = authors_logs.find_logs_dir()
+    if logs is None:
+        show_markdown("*The authors' logs are not on this machine: the validation and test losses cannot be set "
+                      "side by side.*")
+        return None
+    groups = {"ours, authors' protocol (D_val augmented)": A.load_archive(dataset, pending=True)["authors"]}
+    table = A.val_test_table(groups, logs, [dataset, "cifar10_reduced"])
+    shown = table.assign(source=table.source.str.replace(", cifar10_reduced", ", reduced CIFAR-10 (no augmentation)")
+                         .str.replace(f", {dataset}", f", {DATASET_LABELS.get(dataset, dataset)}"),
+                         method=table.method.map(METHOD_LABELS))
+    show_table(shown.round(3), index=False)
     return table
 
 
