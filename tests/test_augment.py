@@ -17,7 +17,7 @@ from kdlib.data.augment import FlipCrop
 from kdlib.errors import ConfigError
 from kdlib.experiments.config import ExperimentConfig
 from kdlib.methods import fixed_tuner
-from kdlib.train import Settings, loop, make_tuner, stacked, train_student, train_students_stacked
+from kdlib.train import Settings, loop, make_tuner, train_student, train_students_stacked
 
 
 def _torchvision(raw: np.ndarray, flip: bool, top: int, left: int, mean, std) -> torch.Tensor:
@@ -166,17 +166,59 @@ def test_augment_val_moves_neither_the_training_stream_nor_a_fixed_run():
     assert metas[1] == metas[2] and metas[0] != metas[1]
 
 
-def test_augment_val_needs_augment_and_trains_one_by_one():
+def test_augment_val_needs_augment():
     with pytest.raises(ConfigError, match="augment_val"):
         Settings(epochs=1, augment_val=True).validate()
     with pytest.raises(ConfigError, match="augment_val"):
         Settings(epochs=1, augment="flip_crop", augment_val="yes").validate()
-    cfg = ExperimentConfig(dataset="cifar10", method="gradient", epochs=1, augment="flip_crop", augment_val=True,
-                           engine="stacked")
-    assert "augment_val" in (stacked.unsupported(cfg, "gradient") or "")
-    assert "augment_val" in (stacked.unsupported(cfg, "fixed") or "")
-    assert stacked.unsupported(dataclasses.replace(cfg, augment_val=False), "fixed") is None
+
+
+@pytest.mark.parametrize("estimator", ["finite_difference", "unrolled"])
+def test_stacked_runs_augment_their_own_dval_as_their_one_by_one_runs(estimator):
+    """Stacked, each run draws its own augmented D_val batches and validation (a leading run axis): the same
+    metaparameter path and logged validation as its one-by-one run, within float32 rounding."""
     problem = _augmented_problem()
-    sts = [Settings(seed=s, epochs=1, batch_size=16, augment="flip_crop", augment_val=True) for s in (0, 1)]
-    with pytest.raises(ValueError, match="augment_val"):
-        train_students_stacked(sts, problem, torch.tensor([[0.3, 1.5], [0.7, 4.0]]))
+    values = torch.tensor([[0.3, 1.5], [0.7, 4.0]])
+    sts = [Settings(seed=s, epochs=2, batch_size=16, lr=0.1, shuffle=False, augment="flip_crop", augment_val=True,
+                    estimator=estimator, eval_every=1) for s in (0, 1)]
+    got = train_students_stacked(sts, problem, values, schedule="gradient")
+    for st, v, run in zip(sts, values, got):
+        ref = train_student(st, problem, _tuned(v.tolist()))
+        assert_same_history(run, ref, rows=2, abs_tol=1e-5, rel_tol=1e-4, accuracy_tol=1 / 16 + 1e-12)
+    # the two runs drew different D_val images: their logged validation differs though their start is shared
+    assert got[0].history[0]["val_loss"] != got[1].history[0]["val_loss"]
+
+
+def test_a_checkpoint_with_one_runs_val_streams_saved_flat_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """e9dab33 saved a run's two D_val streams as one flat pair (one run per loop then); resumed now, such a
+    checkpoint goes on as if uninterrupted."""
+    from kdlib.train.checkpoint import Checkpoint
+
+    problem = _augmented_problem()
+    st = Settings(seed=1, epochs=3, batch_size=16, lr=0.1, shuffle=False, augment="flip_crop", augment_val=True,
+                  estimator="finite_difference", eval_every=1)
+    ref = train_student(st, problem, _tuned([0.5, 2.0]))
+    path = tmp_path / "run.0.pt"
+    real = Checkpoint.save
+
+    class Killed(BaseException):
+        pass
+
+    def save_then_die(self, settings, **state):
+        real(self, settings, **state)
+        raise Killed()
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        train_student(st, problem, _tuned([0.5, 2.0]), checkpoint=Checkpoint(path))
+    monkeypatch.setattr(Checkpoint, "save", real)
+    state = torch.load(path, weights_only=False)
+    (pair,) = state["val_gens"]
+    state["val_gens"] = list(pair)  # the e9dab33 layout
+    torch.save(state, path)
+    resumed = train_student(st, problem, _tuned([0.5, 2.0]), checkpoint=Checkpoint(path))
+    drop = lambda h: [{k: v for k, v in r.items() if k != "wall_time"} for r in h]  # noqa: E731
+    assert drop(resumed.history) == drop(ref.history)
+    state["val_gens"] = [torch.Generator().manual_seed(9).get_state()] * 2  # other streams: the test can fail
+    torch.save(state, path)
+    assert drop(train_student(st, problem, _tuned([0.5, 2.0]), checkpoint=Checkpoint(path)).history) != drop(ref.history)

@@ -105,7 +105,8 @@ class Backend(Protocol):
         """Per run: lambda1, temperature, hypergrad_evals, nan_skipped, phase of the values trained at."""
 
     def evaluate(self, split: Split, t_val: float) -> list[tuple[float, float]]:
-        """Per run: accuracy and mean L_val on ``split`` (eval mode)."""
+        """Per run: accuracy and mean L_val on ``split`` (eval mode); with ``split.per_run``, run s on
+        ``split.x[s]`` (its own augmented D_val)."""
 
     def finish(self) -> list[RunOutput]:
         """Per run: the trained model (or None) and its Tuner (or None); raises if every hypergradient of a run
@@ -139,9 +140,6 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
     if st.augment != "none" and problem.augment is None:
         raise ConfigError(f"config field 'augment': {st.augment!r} needs image data, and this problem has no "
                           f"augmentation; fix: set augment=none")
-    if st.augment_val and len(sts) > 1:
-        raise ValueError("augment_val: stacked runs share each D_val batch, and augmented D_val batches are drawn "
-                         "per run; train such runs one by one (kdlib.train.select_backend does)")
     backend = backend_factory()
     by_iteration = st.iterations is not None
     if checkpoint is not None and by_iteration:
@@ -158,8 +156,9 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
     gens = [torch.Generator().manual_seed(s.seed) for s in sts]
     augment_gens = ([torch.Generator().manual_seed(s.seed + AUGMENT_SEED_OFFSET) for s in sts]
                     if st.augment != "none" else None)
-    val_gens = ((torch.Generator().manual_seed(st.seed + AUGMENT_VAL_SEED_OFFSET),
-                 torch.Generator().manual_seed(st.seed + AUGMENT_VAL_LOG_SEED_OFFSET)) if st.augment_val else None)
+    val_gens = ([(torch.Generator().manual_seed(s.seed + AUGMENT_VAL_SEED_OFFSET),
+                  torch.Generator().manual_seed(s.seed + AUGMENT_VAL_LOG_SEED_OFFSET)) for s in sts]
+                if st.augment_val else None)
     outs = [RunOutput() for _ in sts]
     t0 = time.perf_counter()
     lr = st.lr
@@ -172,8 +171,7 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
 
     def log(step: int, epoch: int) -> None:
         tests = backend.evaluate(problem.test, st.t_val)
-        val = problem.val if val_gens is None else Split(problem.augment(problem.val.x, val_gens[1]), problem.val.y)
-        vals = backend.evaluate(val, st.t_val)
+        vals = backend.evaluate(problem.val if val_gens is None else augmented_val(), st.t_val)
         for out, row, (acc, test_loss), (val_acc, val_loss) in zip(outs, backend.rows(), tests, vals):
             if score_on_val:
                 out.best_val_accuracy = max(val_acc, out.best_val_accuracy) \
@@ -187,7 +185,15 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
         nonlocal val_drawn
         val_drawn += 1
         x, y = next(val_iter)
-        return (x, y) if val_gens is None else (problem.augment(x, val_gens[0]), y)
+        if val_gens is None:
+            return x, y
+        xs = [problem.augment(x, g) for g, _ in val_gens]  # each run's own draw; stacked: a leading run axis
+        return (xs[0] if len(xs) == 1 else torch.stack(xs)), y
+
+    def augmented_val() -> Split:
+        assert val_gens is not None
+        xs = [problem.augment(problem.val.x, g) for _, g in val_gens]
+        return Split(xs[0], problem.val.y) if len(xs) == 1 else Split(torch.stack(xs), problem.val.y, per_run=True)
 
     train = problem.train
     step = 0
@@ -202,8 +208,12 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
             g.set_state(state)
         for g, state in zip(augment_gens or [], saved["augment_gens"] or []):
             g.set_state(state)
-        for g, state in zip(val_gens or [], saved.get("val_gens") or []):
-            g.set_state(state)
+        val_states = saved.get("val_gens") or []
+        if val_states and isinstance(val_states[0], torch.Tensor):  # e9dab33 saved its one run's pair flat
+            val_states = [val_states]
+        for gs, states in zip(val_gens or [], val_states):
+            for g, state in zip(gs, states):
+                g.set_state(state)
         val_drawn = int(saved["val_drawn"])
         val_iter = _val_cycle(problem.val, st.batch_size, val_drawn)
         for out, (history, best) in zip(outs, saved["outs"]):
@@ -219,7 +229,7 @@ def run_loop(sts: Sequence[Settings], problem: Problem, backend_factory: Callabl
                         cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                         gens=[g.get_state() for g in gens],
                         augment_gens=None if augment_gens is None else [g.get_state() for g in augment_gens],
-                        val_gens=None if val_gens is None else [g.get_state() for g in val_gens],
+                        val_gens=None if val_gens is None else [[g.get_state() for g in gs] for gs in val_gens],
                         val_drawn=val_drawn, outs=[(out.history, out.best_val_accuracy) for out in outs],
                         step=step, epoch=epoch + 1, lr=lr, elapsed=time.perf_counter() - t0)
 

@@ -15,6 +15,8 @@ class Split:
     x: Tensor
     y: Tensor
     teacher: Tensor | None = None
+    # x holds one copy of the images per run on a leading axis (S, N, ...): each stacked run's own augmented D_val
+    per_run: bool = False
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -77,6 +77,7 @@ class StackedFixed:
 
         self._train_loss = vmap(train_loss)
         self._logits = vmap(logits, in_dims=(0, 0, None))
+        self._logits_per_run = vmap(logits)  # a split with one copy of the images per run (augment_val)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -106,14 +107,18 @@ class StackedFixed:
     @torch.no_grad()
     def evaluate(self, split: Any, t_val: float, batch_size: int = 1024) -> list[tuple[float, float]]:
         """Per run: accuracy and mean L_val on ``split`` in eval mode (running statistics), like
-        :func:`kdlib.train.evaluate`."""
+        :func:`kdlib.train.evaluate`. ``split.x`` is shared, or holds one copy per run on a leading axis (each
+        run's own augmented D_val)."""
         self.base.eval()
         correct = torch.zeros(self.runs, device=split.y.device)
         loss_sum = torch.zeros(self.runs, device=split.y.device)
         params = {k: v.detach() for k, v in self.params.items()}
         for start in range(0, len(split), batch_size):
-            xb, yb = split.x[start:start + batch_size], split.y[start:start + batch_size]
-            out = self._logits(params, self.buffers, xb)  # (S, B, K)
+            yb = split.y[start:start + batch_size]
+            if split.per_run:
+                out = self._logits_per_run(params, self.buffers, split.x[:, start:start + batch_size])
+            else:
+                out = self._logits(params, self.buffers, split.x[start:start + batch_size])  # (S, B, K)
             correct += (out.argmax(-1) == yb).sum(-1)
             loss_sum += vmap(validation_loss, in_dims=(0, None, None))(out, yb, t_val) * yb.shape[0]
         self.base.train()
@@ -209,6 +214,7 @@ class StackedTuned(StackedFixed):
 
         one = finite_difference if self.estimator == "finite_difference" else unrolled
         self._hypergradient = vmap(one, in_dims=(0, 0, 0, 0, 0, None, None, None, None))
+        self._hypergradient_per_run = vmap(one, in_dims=(0, 0, 0, 0, 0, 0, None, None, None))  # augment_val
 
     def _device_scalar(self, value: float) -> Tensor:
         """A 0-d tensor of the students' dtype on their device (a fill kernel: no host-to-device copy)."""
@@ -238,12 +244,14 @@ class StackedTuned(StackedFixed):
 
     def hypergradient(self, value: Tensor, x: Tensor, y: Tensor, t: Tensor, xv: Tensor, yv: Tensor) -> Tensor:
         """The (S, 2) hypergradient of eq. (3) at ``value`` for the stacked train batch and the validation batch
-        ``(xv, yv)``, at the current lr: device work only (:mod:`kdlib.train.stacked_graph` captures it)."""
+        ``(xv, yv)`` (shared, or one per run on a leading axis, as ``x``: augment_val), at the current lr: device
+        work only (:mod:`kdlib.train.stacked_graph` captures it)."""
         params = {k: v.detach() for k, v in self.params.items()}
         lr = self.lr
         virtual_lr = lr if self.virtual_lr is None else self.virtual_lr
         self.base.train()
-        return self._hypergradient(value, params, x, y, t, xv, yv, lr, virtual_lr)
+        hypergradient = self._hypergradient_per_run if xv.ndim == x.ndim else self._hypergradient
+        return hypergradient(value, params, x, y, t, xv, yv, lr, virtual_lr)
 
     def rows(self) -> list[dict[str, Any]]:
         lam = self.values.detach().float().cpu().tolist()
@@ -273,10 +281,7 @@ def stack_batches(batches: Sequence[tuple[Tensor, Tensor, Tensor]],
 def unsupported(st: Any, schedule: str) -> str | None:
     """Why runs of settings ``st`` (any object with the run settings' field names) under ``schedule`` cannot train
     on this backend, or None. Fixed values: any optimizer, either loss form, with or without the T^2 factor; a
-    moving schedule: also plain SGD and the one-step unrolled or the finite-difference estimator. Never
-    ``augment_val``: the stacked runs share each D_val batch, and augmented ones are drawn per run."""
-    if getattr(st, "augment_val", False):
-        return "augment_val draws each run's D_val batches and validation afresh; the stacked backends share them"
+    moving schedule: also plain SGD and the one-step unrolled or the finite-difference estimator."""
     if schedule == "fixed":
         return None
     if st.optimizer != "sgd" or st.momentum or st.weight_decay or st.nesterov:
