@@ -50,7 +50,8 @@ def _kill_after(monkeypatch, saves: int) -> dict:
             raise Killed()
 
     monkeypatch.setattr(Checkpoint, "save", save)
-    return seen
+    seen["revive"] = lambda: monkeypatch.setattr(Checkpoint, "save", real)  # not monkeypatch.undo(): the test's
+    return seen  # isolated KDLIB_DATA / KDLIB_CACHE (the same monkeypatch) must stay
 
 
 def _run(out: Path, method: str, teacher: Path, **over) -> dict:
@@ -85,7 +86,7 @@ def test_killed_run_resumes_to_the_same_record(teacher_file, tmp_path, monkeypat
     with pytest.raises(Killed):
         _run(out, method, teacher_file)
     assert seen["n"] == kill_at and not list((out / "runs").glob("*.json"))
-    monkeypatch.undo()
+    seen["revive"]()
     left = sorted((out / ".partial").glob("*.pt"))
     assert left, "the killed run left no checkpoint"
 
@@ -130,10 +131,10 @@ def test_loop_resume_restores_dropout_momentum_and_the_rng(tmp_path, monkeypatch
     uninterrupted run's parameters and rows; resuming without the saved global RNG state would not."""
     ref = train_student(_settings(), _problem(), _tuner)
     path = tmp_path / "run.0.pt"
-    _kill_after(monkeypatch, 1)
+    seen = _kill_after(monkeypatch, 1)
     with pytest.raises(Killed):
         train_student(_settings(), _problem(), _tuner, checkpoint=Checkpoint(path))
-    monkeypatch.undo()
+    seen["revive"]()
     after_epoch_0 = torch.load(path, weights_only=False)
     assert after_epoch_0["epoch"] == 1
     got = train_student(_settings(), _problem(), _tuner, checkpoint=Checkpoint(path))

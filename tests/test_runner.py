@@ -150,3 +150,20 @@ def test_cli_export_round_trip(tmp_path):
     images, labels = read_npz(tmp_path / "out" / "fashion_mnist" / "train.npz")
     np.testing.assert_array_equal(images, xtr)
     np.testing.assert_array_equal(labels, ytr)
+
+
+def test_the_data_memo_follows_kdlib_data(tmp_path, monkeypatch):
+    """The in-process memo of datasets keys on the resolved data root: a process that points $KDLIB_DATA at
+    another folder (a notebook, a test) gets that folder's images, not the ones it loaded before."""
+    from conftest import make_fmnist_root
+
+    roots = {}
+    for n, name in ((30, "a"), (40, "b")):
+        roots[name] = tmp_path / name
+        make_fmnist_root(roots[name], n_train=n, n_test=10, seed=n)
+    cfg = resolve_config("fashion_mnist", "no_distillation", "smoke", 0)
+    sizes = []
+    for name in ("a", "b", "a"):
+        monkeypatch.setenv("KDLIB_DATA", str(roots[name]))
+        sizes.append(len(runner.load_bundle(cfg).train_full))
+    assert sizes == [30, 40, 30]

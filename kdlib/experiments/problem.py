@@ -14,6 +14,7 @@ from kdlib.data.augment import FlipCrop
 from kdlib.experiments.config import ExperimentConfig
 from kdlib.methods import get_method
 from kdlib.models import LogReg, make_student
+from kdlib.paths import data_root
 from kdlib.teachers import TeacherLogits, get_teacher
 from kdlib.train import Problem, Split
 
@@ -22,9 +23,10 @@ _TEACHERS: dict[tuple, TeacherLogits] = {}
 
 
 def bundle_key(cfg: ExperimentConfig) -> tuple:
-    """What determines the data of ``cfg``."""
-    return (cfg.dataset, cfg.variant, cfg.holdout, cfg.n_train, cfg.n_test, cfg.split_seed, cfg.data_root,
-            cfg.download)
+    """What determines the data of ``cfg``: its fields, with the data root resolved (``data_root`` None reads
+    ``$KDLIB_DATA``, which a process may change between runs)."""
+    return (cfg.dataset, cfg.variant, cfg.holdout, cfg.n_train, cfg.n_test, cfg.split_seed,
+            str(data_root(cfg.data_root)), cfg.download)
 
 
 def teacher_key(cfg: ExperimentConfig) -> tuple:
