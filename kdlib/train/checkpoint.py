@@ -99,9 +99,8 @@ class Checkpoint:
             why = f"format {state.get('format') if isinstance(state, dict) else '?'} is not {FORMAT}"
         elif state["environment"] != _environment():
             why = f"written under {state['environment']}, this process is {_environment()}"
-        elif _with_defaults(state["settings"], settings) != dataclasses.asdict(settings):
-            diff = sorted(k for k, v in dataclasses.asdict(settings).items()
-                          if _with_defaults(state["settings"], settings).get(k) != v)
+        elif (saved := _with_defaults(state["settings"], settings)) != (mine := dataclasses.asdict(settings)):
+            diff = sorted(k for k, v in mine.items() if saved.get(k) != v)
             why = f"written for other settings (differing: {diff})"
         if why:
             warnings.warn(f"checkpoint {self.path} is not used: {why}; the training starts over", stacklevel=3)
