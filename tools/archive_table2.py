@@ -90,19 +90,20 @@ def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
     return rows
 
 
+def _hours(record: dict) -> float:
+    """A run record's wall time in hours (every sitting of a resumed run counted)."""
+    return float(record["summary"].get("wall_time") or 0.0) / 3600
+
+
 def run_hours(dataset: str, method: str, out_root: Path) -> list[float]:
-    """The wall time (hours) of each stored record of this entry (every sitting of a resumed run counted)."""
-    return [float(json.loads(p.read_text())["summary"].get("wall_time") or 0.0) / 3600
-            for p in stored(dataset, method, out_root)]
+    """The wall time (hours) of each stored record of this entry."""
+    return [_hours(json.loads(p.read_text())) for p in stored(dataset, method, out_root)]
 
 
 def epoch_hours(records: list[Path]) -> float | None:
     """The median wall time (hours) of one epoch of these records (a run's wall time over its config's epochs;
     hyperopt's epoch counts all its trainings), or None for no record."""
-    per_epoch = []
-    for p in records:
-        r = json.loads(p.read_text())
-        per_epoch.append(float(r["summary"].get("wall_time") or 0.0) / 3600 / int(r["config"]["epochs"]))
+    per_epoch = [_hours(r) / int(r["config"]["epochs"]) for r in (json.loads(p.read_text()) for p in records)]
     return statistics.median(per_epoch) if per_epoch else None
 
 
