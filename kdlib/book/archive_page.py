@@ -392,9 +392,9 @@ def show_val_augment(dataset: str = "cifar10") -> pd.DataFrame | None:
         return None
     groups = {"ours, authors' protocol (D_val augmented)": A.load_archive(dataset, pending=True)["authors"]}
     table = A.val_test_table(groups, logs, [dataset, "cifar10_reduced"])
-    shown = table.assign(source=table.source.str.replace(", cifar10_reduced", ", reduced CIFAR-10 (no augmentation)")
-                         .str.replace(f", {dataset}", f", {DATASET_LABELS.get(dataset, dataset)}"),
-                         method=table.method.map(METHOD_LABELS))
+    labels = {f"authors' logs, {dataset}": f"authors' logs, {DATASET_LABELS.get(dataset, dataset)}",
+              "authors' logs, cifar10_reduced": "authors' logs, reduced CIFAR-10 (no augmentation)"}
+    shown = table.assign(source=table.source.replace(labels), method=table.method.map(METHOD_LABELS))
     show_table(shown.round(3), index=False)
     return table
 
