@@ -89,6 +89,22 @@ def test_cost_table_display_has_labels_units_and_no_nan():
     assert not d.isna().any().any() and "nan" not in d.to_string().lower()
 
 
+def test_cost_table_median_wall_time_ignores_a_slowed_run():
+    """On a shared machine one slowed run moves the mean wall time, not the median; the counts are means either
+    way, and the proposed method's saving follows the statistic asked for."""
+    rows = [("gradient", 0, 100, 300.0), ("gradient", 1, 100, 330.0), ("gradient", 2, 100, 3000.0),
+            ("proposed", 0, 50, 200.0), ("proposed", 1, 50, 210.0), ("proposed", 2, 50, 220.0)]
+    s = pd.DataFrame([dict(dataset="cifar10", method=m, seed=k, hypergrad_evals=h, full_trainings=1, wall_time=w,
+                           final_accuracy=0.7, diverged=False) for m, k, h, w in rows])
+    med = analysis.cost_table(None, summaries=s, wall_time="median").set_index("method")
+    mean = analysis.cost_table(None, summaries=s).set_index("method")
+    assert med.loc["gradient", "wall_time_s"] == 330.0 and mean.loc["gradient", "wall_time_s"] == 1210.0
+    assert med.loc["proposed", "saving_vs_gradient_time"] == pytest.approx(1 - 210 / 330)
+    assert med.loc["proposed", "saving_vs_gradient_evals"] == mean.loc["proposed", "saving_vs_gradient_evals"] == 0.5
+    with pytest.raises(ValueError, match="wall_time"):
+        analysis.cost_table(None, summaries=s, wall_time="max")
+
+
 def test_display_path_never_absolute(tmp_path):
     p = tmp_path / "data" / "cifar10" / "train.npz"
     assert analysis.display_path(p, {"[data root]": tmp_path / "data"}) == "[data root]/cifar10/train.npz"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kdlib.book import toy
@@ -220,6 +221,66 @@ def test_a_column_in_progress_is_shown_as_such_with_its_verdict(tmp_path, monkey
     finals = summary_page.SummaryPage("smoke").paper_protocol_finals()
     red = finals[finals.dataset == "cifar10_reduced"]
     assert len(red) == 3 and set(red.source) == {"archive, in progress"}
+
+
+def test_summary_findings_lead_with_the_paper_protocol(tmp_path, monkeypatch):
+    """The summary's "What we saw" puts the archived paper-protocol findings (gain, methods within tolerance,
+    runs on the authors' branch, the proposed method's saving counted from the archive) before the findings of
+    the build's own profile; a method outside the tolerance is named with its difference."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from test_analysis import _record
+
+    from kdlib.book import summary_page
+    from kdlib.experiments import protocol as P
+
+    from test_analysis import _authors_log
+
+    from kdlib.analysis import authors_logs
+
+    logs = _tiny_reduced_logs(tmp_path, monkeypatch)
+    for name in authors_logs.table2_file_names():  # a whole logs folder, as on a real data root
+        if not (logs / name).exists():
+            _authors_log(logs / name, [(1.0, 0.5, 1.0, 0.5, 0.5)])
+    root = tmp_path / "archive"
+    d = P.archive_dir("cifar10_reduced", "authors", root)
+    d.mkdir(parents=True)
+    recs = [_record("gradient", 0, [0.56, 1.0], [8.07, 10.0], [0.38, 0.60]),
+            _record("gradient", 1, [0.0, 0.0], [0.37, 0.43], [0.30, 0.54]),
+            _record("proposed", 0, [0.56, 1.0], [8.0, 9.0], [0.38, 0.59]),
+            _record("proposed", 1, [0.0, 0.9], [0.4, 2.0], [0.30, 0.53]),
+            _record("no_distillation", 0, [0.0, 0.0], [1.0, 1.0], [0.3, 0.50])]
+    for r, evals, wall in zip(recs, (100, 100, 40, 40, 0), (300.0, 330.0, 200.0, 210.0, 100.0)):
+        r["summary"].update(hypergrad_evals=evals, full_trainings=1, wall_time=wall)
+        (d / f"cifar10_reduced__{r['config']['method']}__seed{r['config']['seed']}.json").write_text(json.dumps(r))
+    monkeypatch.setenv("KDLIB_ARCHIVE", str(root))
+    shown = []
+    monkeypatch.setattr(summary_page, "show_markdown", lambda text: shown.append(text))
+    monkeypatch.setattr(summary_page, "show_table", lambda df, **kw: shown.append(df))
+    page = summary_page.SummaryPage("smoke")
+    page._missing = []  # this build's own runs at its profile: two, given here
+    page.results = pd.DataFrame(dict(dataset="cifar10_reduced", method=["gradient", "no_distillation"], seed=0,
+                                     step=10, test_accuracy=[0.41, 0.40], hypergrad_evals=[10, 0]))
+    page.paper_table2()
+    costs = page.paper_cost().set_index("method")
+    assert costs.loc["proposed", "saving_vs_gradient_evals"] == pytest.approx(0.6)
+    assert costs.loc["gradient", "wall_time_s"] == pytest.approx(315.0)
+    lines = page.what_we_saw()
+    assert lines[0] == "**At the paper's protocol**"
+    text = "\n".join(lines)
+    assert "- Reduced CIFAR-10: gradient-based minus no distillation +0.0700 (2 and 1 runs)" in text
+    # authors: gradient 0.5710, proposed 0.5650, no distillation 0.55; ours 0.57, 0.56, 0.50 (off by -0.05)
+    assert "2 of 3 archived methods within 0.015 of the authors' mean (outside: Without distillation -0.0500)" in text
+    assert "- Reduced CIFAR-10, Gradient-based: 2 of 2 runs end on the branch" in text
+    assert "- Reduced CIFAR-10, Proposed: 1 of 2 runs end on the branch" in text
+    assert "at the paper's protocol: the proposed method used 60% fewer hypergradient evaluations" in text
+    assert lines.index("**At this build's profile (`smoke`)**") > lines.index("- The paper's column is regenerated "
+                                                                         "from the authors' logs and matches the "
+                                                                         "printed Table 2 to every printed digit.")
+    assert "- Reduced CIFAR-10: best mean final accuracy **Gradient-based** (0.4100, 1 seeds)" in text
 
 
 def test_recheck_record_reproduces_a_run_and_catches_a_stale_one():

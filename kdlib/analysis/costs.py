@@ -29,15 +29,18 @@ def run_summaries(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def cost_table(results: pd.DataFrame, methods: Iterable[str] = METHODS,
-               summaries: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per (dataset, method): mean over seeds of the hypergradient evaluations, full training runs and wall
-    time of a run, plus the proposed method's saving against ``gradient`` in hypergradient evaluations and
-    wall time (fractions, positive = cheaper).
+def cost_table(results: pd.DataFrame | None, methods: Iterable[str] = METHODS,
+               summaries: pd.DataFrame | None = None, wall_time: str = "mean") -> pd.DataFrame:
+    """Per (dataset, method): mean over seeds of the hypergradient evaluations and full training runs, the
+    ``wall_time`` statistic ("mean" or "median") of a run's wall time, plus the proposed method's saving
+    against ``gradient`` in hypergradient evaluations and wall time (fractions, positive = cheaper).
 
     From ``results`` the counters are read at each run's last logged step (they are cumulative); the logged
     wall time of a hyperopt run covers only its final training, so pass ``summaries``
-    (:func:`run_summaries`) to use each run's total wall time instead."""
+    (:func:`run_summaries`) to use each run's total wall time instead. The median suits runs timed on a shared
+    machine, where a few runs are slowed by other work."""
+    if wall_time not in ("mean", "median"):
+        raise ValueError(f"cost_table: wall_time must be 'mean' or 'median', not {wall_time!r}")
     cols = ["hypergrad_evals", "full_trainings", "wall_time"]
     if summaries is not None and len(summaries):
         df = summaries
@@ -49,7 +52,7 @@ def cost_table(results: pd.DataFrame, methods: Iterable[str] = METHODS,
     last = df.groupby(["dataset", "method", "seed"], as_index=False)[cols].max()
     per = last.groupby(["dataset", "method"], as_index=False).agg(
         seeds=("seed", "nunique"), hypergrad_evals=("hypergrad_evals", "mean"),
-        full_trainings=("full_trainings", "mean"), wall_time_s=("wall_time", "mean"))
+        full_trainings=("full_trainings", "mean"), wall_time_s=("wall_time", wall_time))
     order = {m: i for i, m in enumerate(methods)}
     per = per[per.method.isin(order)].copy()
     per["saving_vs_gradient_evals"] = np.nan

@@ -15,7 +15,7 @@ from kdlib.analysis import archive, authors_logs, benchmarks
 from kdlib.analysis.costs import cost_table, cost_table_display, run_summaries
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS
 from kdlib.analysis.provenance import display_path
-from kdlib.analysis.final import final_accuracy, records_final
+from kdlib.analysis.final import final_accuracy, records_final, summarize
 from kdlib.analysis.table2 import format_numeric, side_by_side, table2, table2_from_final, table2_numeric
 from kdlib.book import plots
 from kdlib.book.archive_page import archive_columns
@@ -42,6 +42,8 @@ class SummaryPage:
         self.records: list[dict[str, Any]] = []
         self.costs = pd.DataFrame()
         self.paper = pd.DataFrame()
+        self.paper_costs = pd.DataFrame()
+        self.archived: dict[str, list[dict[str, Any]]] = {}  # dataset -> its authors'-protocol records
         self._missing: list[str] | None = None
 
     def authors_table(self) -> pd.DataFrame:
@@ -98,6 +100,7 @@ class SummaryPage:
         for ds in ARCHIVE_DATASETS:
             recs = archive.load_archive(ds, pending=True, protocols=("authors",))["authors"]
             if recs:
+                self.archived[ds] = recs
                 state = archive.column_states(ds, protocols=("authors",))["authors"]
                 frames.append(records_final(recs).assign(
                     source="archive" + (", in progress" if state == "in progress" else "")))
@@ -166,6 +169,19 @@ class SummaryPage:
             show_markdown("No runs at this profile, so no costs.")
         return self.costs
 
+    def paper_cost(self) -> pd.DataFrame:
+        """The cost table of the archived paper-protocol runs (call after :meth:`paper_table2`): hypergradient
+        evaluations and full trainings per run as counted, and the median wall time of a run, which is robust to
+        the few runs that shared the machine with other work."""
+        recs = [r for ds in ARCHIVE_DATASETS for r in self.archived.get(ds, [])]
+        if not recs:
+            show_markdown("No archived paper-protocol runs on this machine, so no costs at the paper's protocol.")
+            return self.paper_costs
+        self.paper_costs = cost_table(None, summaries=run_summaries(recs), wall_time="median")
+        show_table(cost_table_display(self.paper_costs).rename(
+            columns={"Wall time per run": "Wall time per run (median)"}), index=False)
+        return self.paper_costs
+
     def benchmark(self) -> pd.DataFrame | None:
         """The benchmark's targets at this profile (``results/<profile>/benchmark.json``, written by
         ``make book``), or a line saying it was not run."""
@@ -180,7 +196,69 @@ class SummaryPage:
         return table
 
     def what_we_saw(self) -> list[str]:
-        """The generated findings, each computed from the tables above."""
+        """The generated findings, each computed from the tables above: the paper's protocol first (the
+        archived columns and this build's synthetic runs at the paper's scale), then this build's profile."""
+        paper, profile = self._paper_findings(), self._profile_findings()
+        lines = []
+        if paper:
+            lines += ["**At the paper's protocol**", "", *paper, ""]
+        if profile:
+            lines += [f"**At this build's profile (`{self.profile}`)**", "", *profile]
+        show_markdown("\n".join(lines) if lines else "No runs were found at this profile.")
+        return lines
+
+    @staticmethod
+    def _saving_lines(costs: pd.DataFrame, where: str) -> list[str]:
+        if not len(costs):
+            return []
+        lines = []
+        for _, r in costs[costs.method == "proposed"].iterrows():
+            if not (np.isfinite(r.saving_vs_gradient_evals) and np.isfinite(r.saving_vs_gradient_time)):
+                continue
+            ev, wt = r.saving_vs_gradient_evals, r.saving_vs_gradient_time
+            lines.append(f"- {DATASET_LABELS[r.dataset]}{where}: the proposed method used {abs(ev):.0%} "
+                         f"{'fewer' if ev >= 0 else 'more'} hypergradient evaluations than gradient-based "
+                         f"tuning, and {abs(wt):.0%} {'less' if wt >= 0 else 'more'} wall time.")
+        return lines
+
+    def _paper_findings(self) -> list[str]:
+        """Per dataset at the paper's protocol: the gain of gradient-based tuning beside the authors', how many
+        methods land within the tolerance of the authors' mean, the runs on the authors' branch, and what the
+        proposed method saved."""
+        def authors_mean(ds: str, method: str) -> float:
+            return summarize(authors_logs.final_accuracies(self.logs / authors_logs.TABLE2_FILES[ds][method]))["mean"]
+
+        lines = []
+        for ds in DATASETS:
+            n = self.paper[self.paper.dataset == ds].set_index("method") if len(self.paper) else pd.DataFrame()
+            if self.logs is not None and {"gradient", "no_distillation"} <= set(n.index[n["n"] > 0]):
+                gain = n.loc["gradient", "mean"] - n.loc["no_distillation", "mean"]
+                paper_gain = authors_mean(ds, "gradient") - authors_mean(ds, "no_distillation")
+                lines.append(f"- {DATASET_LABELS[ds]}: gradient-based minus no distillation {gain:+.4f} "
+                             f"({int(n.loc['gradient', 'n'])} and {int(n.loc['no_distillation', 'n'])} runs); in "
+                             f"the authors' logs {paper_gain:+.4f} (10 runs each).")
+            if ds in self.archived and self.logs is not None:
+                vs = archive.against_authors({"authors": self.archived[ds]}, self.logs, ds)
+                vs = vs[np.isfinite(vs.authors)]
+                if len(vs):
+                    off = [f"{METHOD_LABELS[r.method]} {r.difference:+.4f}" for r in vs.itertuples() if not r.within]
+                    lines.append(f"- {DATASET_LABELS[ds]}: {int(vs.within.sum())} of {len(vs)} archived methods "
+                                 f"within {vs.tolerance.iloc[0]} of the authors' mean"
+                                 + (f" (outside: {', '.join(off)})" if off else "") + ".")
+                comp = archive.branch_comparison(archive.run_table({"authors": self.archived[ds]}),
+                                                 archive.authors_run_table(self.logs, ds))
+                for m, g in comp.groupby("method"):
+                    lines.append(f"- {DATASET_LABELS[ds]}, {METHOD_LABELS[m]}: {int(g.same_branch.sum())} of "
+                                 f"{len(g)} runs end on the branch of the authors' run with the same index.")
+        lines += self._saving_lines(self.paper_costs, " at the paper's protocol")
+        if self.logs is not None:
+            lines.append("- The paper's column is regenerated from the authors' logs and matches the printed "
+                         "Table 2 to every printed digit.")
+        return lines
+
+    def _profile_findings(self) -> list[str]:
+        """This build's own runs at its profile: the best method, the gain, the proposed method's saving, and
+        (below the paper's scale) how far tuning could move."""
         lines = []
         num = table2_numeric(self.results)
         for ds in DATASETS:
@@ -191,30 +269,9 @@ class SummaryPage:
             lines.append(f"- {DATASET_LABELS[ds]}: best mean final accuracy **{METHOD_LABELS[best]}** "
                          f"({n.loc[best, 'mean']:.4f}, {int(n.loc[best, 'n'])} seeds); gradient-based minus no "
                          f"distillation {n.loc['gradient', 'mean'] - n.loc['no_distillation', 'mean']:+.4f}.")
-        if len(self.costs):
-            for _, r in self.costs[self.costs.method == "proposed"].iterrows():
-                if not (np.isfinite(r.saving_vs_gradient_evals) and np.isfinite(r.saving_vs_gradient_time)):
-                    continue
-                ev, wt = r.saving_vs_gradient_evals, r.saving_vs_gradient_time
-                lines.append(f"- {DATASET_LABELS[r.dataset]}: the proposed method used {abs(ev):.0%} "
-                             f"{'fewer' if ev >= 0 else 'more'} hypergradient evaluations than gradient-based "
-                             f"tuning, and {abs(wt):.0%} {'less' if wt >= 0 else 'more'} wall time.")
-        if len(self.paper) and self.logs is not None:
-            ref = authors_logs.table2_numeric(self.logs).set_index(["dataset", "method"])["mean"]
-            for ds in DATASETS:
-                n = self.paper[self.paper.dataset == ds].set_index("method")
-                if not {"gradient", "no_distillation"} <= set(n.index[n["n"] > 0]):
-                    continue
-                gain = n.loc["gradient", "mean"] - n.loc["no_distillation", "mean"]
-                paper_gain = ref[(ds, "gradient")] - ref[(ds, "no_distillation")]
-                lines.append(f"- {DATASET_LABELS[ds]} at the paper's protocol: gradient-based minus no distillation "
-                             f"{gain:+.4f} ({int(n.loc['gradient', 'n'])} and {int(n.loc['no_distillation', 'n'])} "
-                             f"runs); in the authors' logs {paper_gain:+.4f} (10 runs each).")
-        if self.logs is not None:
-            lines.append("- The paper's column is regenerated from the authors' logs and matches the printed "
-                         "Table 2 to every printed digit.")
-        if self.profile != "paper":
-            lines.append(f"- This build ran at the `{self.profile}` profile, so our columns are scaled-down runs. "
+        lines += self._saving_lines(self.costs, "")
+        if self.profile != "paper" and lines:
+            lines.append(f"- This build ran at the `{self.profile}` profile, so these columns are scaled-down runs. "
                          "Compare the ordering of the methods, not the absolute accuracies.")
             for ds in DATASETS:  # how far tuning could move: each metaparameter step is clipped to meta_lr*meta_clip
                 cfg = resolve_config(ds, "gradient", self.profile, 0)
@@ -225,7 +282,6 @@ class SummaryPage:
                                  f"each at most {cfg.meta_lr * cfg.meta_clip:.3g}, so $\\lambda_1$ could move by "
                                  f"at most {min(1.0, steps * cfg.meta_lr * cfg.meta_clip):.2f} from its random "
                                  "start.")
-        show_markdown("\n".join(lines) if lines else "No runs were found at this profile.")
         return lines
 
     def finish(self) -> None:
