@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +73,53 @@ def test_entries_without_a_run_are_estimated_from_the_reference_column(tmp_path)
                                 f"runs' medians, {estimated:.1f} estimated")
     assert lines[-1].endswith("not estimated (no run stored, no reference): fashion_mnist naive")
 
+
+
+def _archive_name(cfg, threads: int, kernels: str) -> str:
+    from kdlib.experiments.store import config_hash, run_threads
+
+    return f"{cfg.key()}__{config_hash(cfg, run_threads(cfg, threads), kernels)}.json"
+
+
+def test_the_resume_command_finds_every_committed_record_of_its_queue():
+    """The archive resumes only if the queue's commands, through the CLI's own parser and plan, still key each
+    committed record as its file is named: a change to a default, a protocol field or the hash would otherwise
+    re-run the whole column silently. Checked for every (dataset, method) of the queue with records in the
+    repository, pending or archived."""
+    from kdlib.cli import _build_parser
+    from kdlib.experiments.runner import plan
+
+    checked = 0
+    for dataset, method, extra in tool.QUEUE:
+        files = set()
+        for folder in (REPO / "archive" / "pending", REPO / "archive"):
+            files |= {p.name for p in tool.stored(dataset, method, folder)}
+        if not files:
+            continue
+        argv = tool.command(dataset, method, extra, REPO / "archive" / "pending")[3:]  # after `python -m kdlib`
+        args = _build_parser().parse_args(argv)
+        assert args.cpu_kernels == "avx2" and args.threads == 1
+        cfgs = plan(args.dataset, args.methods, args.seeds, args.profile, args.device, dict(args.overrides))
+        expected = {_archive_name(c, args.threads, args.cpu_kernels) for c in cfgs}
+        assert files <= expected, (dataset, method, sorted(files - expected))
+        checked += len(files)
+    if not checked:
+        pytest.skip("no committed record of the queue in this checkout")
+
+
+def test_every_committed_record_is_named_by_the_key_of_its_own_config():
+    """Every run record under archive/ (every column, knob and sweep folder) sits under the key that the current
+    store computes from its own config, thread count and kernel pin, so the runner recognises it as stored."""
+    from kdlib.experiments.config import ExperimentConfig
+
+    files = sorted((REPO / "archive").glob("**/runs/*.json"))
+    if not files:
+        pytest.skip("no committed record in this checkout")
+    wrong = []
+    for path in files:
+        rec = json.loads(path.read_text())
+        prov = rec["provenance"]
+        cfg = ExperimentConfig.from_dict(rec["config"])
+        if path.name != _archive_name(cfg, int(prov.get("threads", 1)), prov.get("cpu_kernels", "native")):
+            wrong.append(str(path.relative_to(REPO)))
+    assert not wrong, wrong
