@@ -225,18 +225,18 @@ class SummaryPage:
         """Per dataset at the paper's protocol: the gain of gradient-based tuning beside the authors', how many
         methods land within the tolerance of the authors' mean, the runs on the authors' branch, and what the
         proposed method saved."""
-        def authors_mean(ds: str, method: str) -> float:
-            return summarize(authors_logs.final_accuracies(self.logs / authors_logs.TABLE2_FILES[ds][method]))["mean"]
+        def authors(ds: str, method: str) -> dict[str, float | int]:
+            return summarize(authors_logs.final_accuracies(self.logs / authors_logs.TABLE2_FILES[ds][method]))
 
         lines = []
         for ds in DATASETS:
             n = self.paper[self.paper.dataset == ds].set_index("method") if len(self.paper) else pd.DataFrame()
             if self.logs is not None and {"gradient", "no_distillation"} <= set(n.index[n["n"] > 0]):
                 gain = n.loc["gradient", "mean"] - n.loc["no_distillation", "mean"]
-                paper_gain = authors_mean(ds, "gradient") - authors_mean(ds, "no_distillation")
+                g, b = authors(ds, "gradient"), authors(ds, "no_distillation")
                 lines.append(f"- {DATASET_LABELS[ds]}: gradient-based minus no distillation {gain:+.4f} "
                              f"({int(n.loc['gradient', 'n'])} and {int(n.loc['no_distillation', 'n'])} runs); in "
-                             f"the authors' logs {paper_gain:+.4f} (10 runs each).")
+                             f"the authors' logs {g['mean'] - b['mean']:+.4f} ({g['n']} and {b['n']} runs).")
             if ds in self.archived and self.logs is not None:
                 vs = archive.against_authors({"authors": self.archived[ds]}, self.logs, ds)
                 vs = vs[np.isfinite(vs.authors)]
@@ -247,9 +247,9 @@ class SummaryPage:
                                  + (f" (outside: {', '.join(off)})" if off else "") + ".")
                 comp = archive.branch_comparison(archive.run_table({"authors": self.archived[ds]}),
                                                  archive.authors_run_table(self.logs, ds))
-                for m, g in comp.groupby("method"):
-                    lines.append(f"- {DATASET_LABELS[ds]}, {METHOD_LABELS[m]}: {int(g.same_branch.sum())} of "
-                                 f"{len(g)} runs end on the branch of the authors' run with the same index.")
+                for _, r in archive.agreement(comp).iterrows():
+                    lines.append(f"- {DATASET_LABELS[ds]}, {METHOD_LABELS[r.method]}: {r['same branch']} of {r.runs} "
+                                 "runs end on the branch of the authors' run with the same index.")
         lines += self._saving_lines(self.paper_costs, " at the paper's protocol")
         if self.logs is not None:
             lines.append("- The paper's column is regenerated from the authors' logs and matches the printed "
