@@ -44,6 +44,14 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _parse_seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed-list expects comma-separated integers, e.g. 3,7; got {text!r}") \
+            from None
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(part.strip() for part in str(err).splitlines() if part.strip())
 
@@ -59,6 +67,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
     run.add_argument("--methods", required=True, help="comma-separated method names")
     run.add_argument("--seeds", type=int, default=None, help="number of seeds, >= 1 (default: the profile's)")
+    run.add_argument("--seed-list", type=_parse_seed_list, default=None, metavar="S,S,...",
+                     help="run these seeds only (instead of --seeds), under the keys that the whole column's "
+                          "command gives them, e.g. to spread one column over several processes")
     run.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)}")
     run.add_argument("--out", required=True, help="output directory (created; must be writable)")
     run.add_argument("--device", default="cpu")
@@ -115,7 +126,11 @@ def _run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = dict(cluster=args.cluster, partition=args.partition, timeout_min=args.timeout_min,
                                    wait=not args.no_wait,
                                    parallelism=args.workers if args.workers > 1 else None)
-    df = run_experiments(args.dataset, args.methods, args.seeds, args.profile, args.out, device=args.device,
+    if args.seed_list is not None and args.seeds is not None:
+        raise KdlibError(f"--seeds {args.seeds} and --seed-list {','.join(map(str, args.seed_list))}: give one; fix: "
+                         "--seeds N for seeds 0..N-1, or --seed-list for chosen seeds")
+    seeds = args.seed_list if args.seed_list is not None else args.seeds
+    df = run_experiments(args.dataset, args.methods, seeds, args.profile, args.out, device=args.device,
                          overrides=overrides, progress=not args.no_progress, workers=args.workers,
                          threads=args.threads, executor=args.executor,
                          executor_options=options if args.executor == "submitit" else None)

@@ -96,12 +96,18 @@ def test_the_resume_command_finds_every_committed_record_of_its_queue():
             files |= {p.name for p in tool.stored(dataset, method, folder)}
         if not files:
             continue
-        argv = tool.command(dataset, method, extra, REPO / "archive" / "pending")[3:]  # after `python -m kdlib`
-        args = _build_parser().parse_args(argv)
-        assert args.cpu_kernels == "avx2" and args.threads == 1
-        cfgs = plan(args.dataset, args.methods, args.seeds, args.profile, args.device, dict(args.overrides))
-        expected = {_archive_name(c, args.threads, args.cpu_kernels) for c in cfgs}
-        assert files <= expected, (dataset, method, sorted(files - expected))
+        def names(seeds):  # what the command (after `python -m kdlib`) would store
+            args = _build_parser().parse_args(tool.command(dataset, method, extra, REPO / "archive", seeds)[3:])
+            assert args.cpu_kernels == "avx2" and args.threads == 1
+            cfgs = plan(args.dataset, args.methods, args.seed_list if seeds else args.seeds, args.profile,
+                        args.device, dict(args.overrides))
+            return {_archive_name(c, args.threads, args.cpu_kernels) for c in cfgs}
+
+        column = names(None)
+        assert files <= column, (dataset, method, sorted(files - column))
+        for seed in tool.stored_seeds(dataset, method, REPO / "archive" / "pending"):  # a lane's one-seed command
+            (one,) = names([seed])
+            assert one in column and f"__seed{seed}__" in one
         checked += len(files)
     if not checked:
         pytest.skip("no committed record of the queue in this checkout")
@@ -123,3 +129,45 @@ def test_every_committed_record_is_named_by_the_key_of_its_own_config():
         if path.name != _archive_name(cfg, int(prov.get("threads", 1)), prov.get("cpu_kernels", "native")):
             wrong.append(str(path.relative_to(REPO)))
     assert not wrong, wrong
+
+
+def test_lanes_take_the_unstored_runs_in_queue_order_one_seed_at_a_time(tmp_path):
+    """Both lanes work down one column before the next (seeds ascending, stored ones skipped), each run as the
+    column's command restricted to its seed."""
+    runs = tmp_path / "cifar10" / "authors" / "runs"
+    runs.mkdir(parents=True)
+    for seed in (0, 1, 2, 3, 4, 5, 6, 7, 9):
+        (runs / f"cifar10__gradient__seed{seed}__{seed:016x}.json").write_text("{}")
+    (runs / "cifar10__no_distillation__seed0__0000000000000000.json").write_text("{}")
+    queue = [("cifar10", "gradient", {}), ("cifar10", "no_distillation", {})]
+    todo = tool.pending_runs(queue, tmp_path)
+    assert [(ds, m, s) for ds, m, _, s in todo[:3]] == [("cifar10", "gradient", 8), ("cifar10", "no_distillation", 1),
+                                                        ("cifar10", "no_distillation", 2)]
+    assert len(todo) == 1 + 9
+    cmd = tool.command("cifar10", "gradient", {}, tmp_path, seeds=[8])
+    assert cmd[cmd.index("--seed-list") + 1] == "8" and "--seeds" not in cmd
+    assert tool.command("cifar10", "gradient", {}, tmp_path)[-12:] == \
+        tool.command("cifar10", "gradient", {}, tmp_path, seeds=[8])[-12:]  # the same protocol flags and --out
+
+
+def test_a_sitting_runs_each_missing_seed_once_on_its_lanes(tmp_path, monkeypatch, capsys):
+    """main(): two lanes share one column's missing seeds; each seed's command runs once and stores its record."""
+    import sys
+
+    runs = tmp_path / "fashion_mnist" / "authors" / "runs"
+    runs.mkdir(parents=True)
+    for seed in range(7):
+        (runs / f"fashion_mnist__naive__seed{seed}__{seed:016x}.json").write_text("{}")
+    calls = []
+
+    def fake(dataset, method, extra, out_root, seeds=None):
+        calls.append(seeds)
+        target = out_root / dataset / "authors" / "runs" / f"{dataset}__{method}__seed{seeds[0]}__{'f' * 16}.json"
+        return [sys.executable, "-c", f"open({str(target)!r}, 'w').write('{{}}')"]
+
+    monkeypatch.setattr(tool, "QUEUE", [("fashion_mnist", "naive", {})])
+    monkeypatch.setattr(tool, "command", fake)
+    assert tool.main(["--out-root", str(tmp_path), "--lanes", "2"]) == 0
+    assert sorted(c[0] for c in calls) == [7, 8, 9]
+    assert tool.done("fashion_mnist", "naive", tmp_path) == 10
+    assert "fashion_mnist naive seed 9: exit 0" in capsys.readouterr().out

@@ -167,3 +167,20 @@ def test_the_data_memo_follows_kdlib_data(tmp_path, monkeypatch):
         monkeypatch.setenv("KDLIB_DATA", str(roots[name]))
         sizes.append(len(runner.load_bundle(cfg).train_full))
     assert sizes == [30, 40, 30]
+
+
+def test_cli_seed_list_runs_only_those_seeds_under_the_column_keys(tmp_path):
+    """`--seed-list 1` stores seed 1 alone, under the key the whole column's command (`--seeds 2`) gives it; with
+    --seeds as well, or a list that is not integers, it stops before any compute with the fix."""
+    base = [sys.executable, "-m", "kdlib", "run", "--dataset", "synthetic", "--methods", "no_distillation",
+            "--profile", "smoke", "--no-progress", "--set", "iterations=20"]
+    proc = subprocess.run([*base, "--seed-list", "1", "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    names = [p.name for p in (tmp_path / "one" / "runs").glob("*.json")]
+    assert names == [store.record_path(tmp_path, resolve_config("synthetic", "no_distillation", "smoke", 1,
+                                                                iterations=20)).name]
+    both = subprocess.run([*base, "--seeds", "2", "--seed-list", "1", "--out", str(tmp_path / "both")],
+                          capture_output=True, text=True)
+    assert both.returncode == 2 and "give one" in both.stderr and not (tmp_path / "both" / "runs").exists()
+    bad = subprocess.run([*base, "--seed-list", "1,x", "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "comma-separated integers" in bad.stderr

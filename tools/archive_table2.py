@@ -1,13 +1,15 @@
 """Make (or resume) the paper-protocol archive of Table 2's Fashion-MNIST and CIFAR-10 columns.
 
 One command for every sitting (the runs take about 20 hours of a 2-core machine): each (dataset, method) of
-:data:`QUEUE` is one ``python -m kdlib run`` of 10 seeds under the authors' protocol
+:data:`QUEUE` is a column of 10 seeds under the authors' protocol
 (:func:`kdlib.experiments.protocol.authors_protocol`) and the AVX2 pin, written to
-``<out-root>/<dataset>/authors/``. ``--lanes`` processes (one thread each) take the queue's entries in order,
-one entry per lane at a time, so that a partial archive already answers the main question (gradient-based
-against no distillation first). The runner skips every record already stored, so an interrupted sitting resumes
-with the same command; a finished entry costs a second, and a run the sitting interrupted goes on from its last
-finished epoch (``<out-root>/<dataset>/authors/.partial/``, :mod:`kdlib.train.checkpoint`), bit for bit.
+``<out-root>/<dataset>/authors/``; ``--dry-run`` prints each column's ``python -m kdlib run --seeds 10`` command.
+``--lanes`` processes (one thread each) take the runs not yet stored in the queue's order, one run at a time:
+the column's command restricted to that seed (``--seed-list s``, the same record), so that both lanes work on
+the first unfinished column and no lane idles while the last one runs; a partial archive thus already answers
+the main question (gradient-based against no distillation first). An interrupted sitting resumes with the same
+command: a run the sitting interrupted goes on from its last finished epoch
+(``<out-root>/<dataset>/authors/.partial/``, :mod:`kdlib.train.checkpoint`), bit for bit.
 
 Run it from a clean checkout at a fixed commit (``git worktree add ../kd-archive <commit>``), so that work on the
 code beside it cannot change a record::
@@ -57,11 +59,14 @@ QUEUE: list[tuple[str, str, dict[str, object]]] = [
 ]
 
 
-def command(dataset: str, method: str, extra: dict[str, object], out_root: Path) -> list[str]:
-    """The ``kdlib run`` command of one queue entry."""
+def command(dataset: str, method: str, extra: dict[str, object], out_root: Path,
+            seeds: list[int] | None = None) -> list[str]:
+    """The ``kdlib run`` command of one queue entry: its whole column (``--seeds 10``), or only ``seeds``
+    (``--seed-list``: the same records)."""
     sets = [f"--set={k}={v}" for k, v in {**authors_protocol(method, dataset), **extra}.items()]
+    which = ["--seeds", str(SEEDS)] if seeds is None else ["--seed-list", ",".join(map(str, seeds))]
     return [sys.executable, "-m", "kdlib", "run", "--dataset", dataset, "--methods", method, "--profile", "paper",
-            "--seeds", str(SEEDS), "--no-progress", "--workers", "1", "--threads", "1", "--cpu-kernels", "avx2",
+            *which, "--no-progress", "--workers", "1", "--threads", "1", "--cpu-kernels", "avx2",
             *sets, "--out", str(out_root / dataset / "authors")]
 
 
@@ -72,6 +77,18 @@ def stored(dataset: str, method: str, out_root: Path) -> list[Path]:
 
 def done(dataset: str, method: str, out_root: Path) -> int:
     return len(stored(dataset, method, out_root))
+
+
+def stored_seeds(dataset: str, method: str, out_root: Path) -> set[int]:
+    """The seeds of this entry with a stored record (``<dataset>__<method>__seed<k>__<hash>.json``)."""
+    return {int(p.name.split("__")[2][len("seed"):]) for p in stored(dataset, method, out_root)}
+
+
+def pending_runs(queue: list[tuple[str, str, dict[str, object]]], out_root: Path
+                 ) -> list[tuple[str, str, dict[str, object], int]]:
+    """(dataset, method, extra, seed) of every run not stored yet, in the queue's order, seeds ascending."""
+    return [(ds, m, extra, seed) for ds, m, extra in queue
+            for seed in range(SEEDS) if seed not in stored_seeds(ds, m, out_root)]
 
 
 def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
@@ -175,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except BlockingIOError:
         print(f"another archive_table2 is running into {out_root}; stop it first", file=sys.stderr)
         return 2
-    todo = [q for q in queue if done(q[0], q[1], out_root) < SEEDS]
+    todo = pending_runs(queue, out_root)
     take = threading.Lock()
     failed: list[str] = []
 
@@ -184,19 +201,19 @@ def main(argv: list[str] | None = None) -> int:
             with take:
                 if not todo:
                     return
-                ds, m, extra = todo.pop(0)
-            log = out_root / ds / "authors" / f"{m}.log"
+                ds, m, extra, seed = todo.pop(0)
+            log = out_root / ds / "authors" / f"{m}.seed{seed}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
-            print(f"[lane {k}] {time.strftime('%H:%M:%S')} {ds} {m}: start ({done(ds, m, out_root)}/{SEEDS} stored)",
-                  flush=True)
-            with open(log, "a") as fh:
-                rc = subprocess.call(command(ds, m, extra, out_root), cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
-            print(f"[lane {k}] {time.strftime('%H:%M:%S')} {ds} {m}: exit {rc} after {time.time() - t0:.0f} s "
+            print(f"[lane {k}] {time.strftime('%H:%M:%S')} {ds} {m} seed {seed}: start "
                   f"({done(ds, m, out_root)}/{SEEDS} stored)", flush=True)
+            with open(log, "a") as fh:
+                rc = subprocess.call(command(ds, m, extra, out_root, seeds=[seed]), cwd=REPO, stdout=fh,
+                                     stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            print(f"[lane {k}] {time.strftime('%H:%M:%S')} {ds} {m} seed {seed}: exit {rc} after "
+                  f"{time.time() - t0:.0f} s ({done(ds, m, out_root)}/{SEEDS} stored)", flush=True)
             if rc != 0:
-                failed.append(f"{ds} {m} (exit {rc}, log {log})")
+                failed.append(f"{ds} {m} seed {seed} (exit {rc}, log {log})")
 
     threads = [threading.Thread(target=lane, args=(k,)) for k in range(args.lanes)]
     for t in threads:
