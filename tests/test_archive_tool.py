@@ -171,3 +171,18 @@ def test_a_sitting_runs_each_missing_seed_once_on_its_lanes(tmp_path, monkeypatc
     assert sorted(c[0] for c in calls) == [7, 8, 9]
     assert tool.done("fashion_mnist", "naive", tmp_path) == 10
     assert "fashion_mnist naive seed 9: exit 0" in capsys.readouterr().out
+
+
+def test_every_table2_column_record_comes_from_a_clean_commit():
+    """Issue 19's check: the records of Table 2's paper-protocol columns (archive/<dataset>/authors and its pending
+    copy) were made from a clean commit (provenance without ``+dirty``), under the AVX2 pin, one thread each."""
+    files = sorted((REPO / "archive").glob("*/authors/runs/*.json")) + \
+        sorted((REPO / "archive" / "pending").glob("*/authors/runs/*.json"))
+    if not files:
+        pytest.skip("no committed record in this checkout")
+    off = []
+    for path in files:
+        prov = json.loads(path.read_text())["provenance"]
+        if "+dirty" in prov["commit"] or prov.get("cpu_kernels") != "avx2" or prov.get("threads") != 1:
+            off.append((str(path.relative_to(REPO)), prov["commit"], prov.get("cpu_kernels"), prov.get("threads")))
+    assert not off, off
