@@ -87,8 +87,11 @@ def stored_seeds(dataset: str, method: str, out_root: Path) -> set[int]:
 def pending_runs(queue: list[tuple[str, str, dict[str, object]]], out_root: Path
                  ) -> list[tuple[str, str, dict[str, object], int]]:
     """(dataset, method, extra, seed) of every run not stored yet, in the queue's order, seeds ascending."""
-    return [(ds, m, extra, seed) for ds, m, extra in queue
-            for seed in range(SEEDS) if seed not in stored_seeds(ds, m, out_root)]
+    todo = []
+    for ds, m, extra in queue:
+        have = stored_seeds(ds, m, out_root)
+        todo += [(ds, m, extra, seed) for seed in range(SEEDS) if seed not in have]
+    return todo
 
 
 def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
