@@ -5,6 +5,7 @@ generated "What we saw". It reads the records the dataset pages wrote at the sam
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -43,9 +44,15 @@ class SummaryPage:
         self.costs = pd.DataFrame()
         self.paper = pd.DataFrame()
         self.paper_costs = pd.DataFrame()
-        self.theirs = pd.DataFrame(columns=["dataset", "method", "run", "test_accuracy"])  # the authors' runs
         self.archived: dict[str, list[dict[str, Any]]] = {}  # dataset -> its authors'-protocol records
         self._missing: list[str] | None = None
+
+    @cached_property
+    def theirs(self) -> pd.DataFrame:
+        """The authors' runs, one final accuracy each (read once from their logs; empty without them)."""
+        if self.logs is None:
+            return pd.DataFrame(columns=["dataset", "method", "run", "test_accuracy"])
+        return authors_logs.final_table(self.logs)
 
     def authors_table(self) -> pd.DataFrame:
         """The paper's Table 2 rebuilt from the authors' logs, checked against the printed values (a mismatch
@@ -133,8 +140,7 @@ class SummaryPage:
             show_markdown(f"**{DATASET_LABELS[ds]}**")
             show_table(part)
         if self.logs is not None and len(finals):
-            self.theirs = theirs = authors_logs.final_table(self.logs)
-            plots.table2_points(finals, theirs, list(DATASETS), dataset_labels=DATASET_LABELS,
+            plots.table2_points(finals, self.theirs, list(DATASETS), dataset_labels=DATASET_LABELS,
                                 ours_label="ours, paper protocol", theirs_label="authors' logs")
             plt.show()
         self.paper = num
@@ -226,7 +232,7 @@ class SummaryPage:
         """Per dataset at the paper's protocol: the gain of gradient-based tuning beside the authors', how many
         methods land within the tolerance of the authors' mean, the runs on the authors' branch, and what the
         proposed method saved."""
-        def authors(ds: str, method: str) -> dict[str, float | int]:  # from the runs paper_table2 read
+        def authors(ds: str, method: str) -> dict[str, float | int]:
             t = self.theirs
             return summarize(t[(t.dataset == ds) & (t.method == method)].test_accuracy)
 
