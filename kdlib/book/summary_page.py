@@ -223,9 +223,11 @@ class SummaryPage:
             if not (np.isfinite(r.saving_vs_gradient_evals) and np.isfinite(r.saving_vs_gradient_time)):
                 continue
             ev, wt = r.saving_vs_gradient_evals, r.saving_vs_gradient_time
+            g = costs[(costs.dataset == r.dataset) & (costs.method == "gradient")].seeds.iloc[0]
             lines.append(f"- {DATASET_LABELS[r.dataset]}{where}: the proposed method used {abs(ev):.0%} "
                          f"{'fewer' if ev >= 0 else 'more'} hypergradient evaluations than gradient-based "
-                         f"tuning, and {abs(wt):.0%} {'less' if wt >= 0 else 'more'} wall time.")
+                         f"tuning, and {abs(wt):.0%} {'less' if wt >= 0 else 'more'} wall time "
+                         f"({int(r.seeds)} and {int(g)} runs).")
         return lines
 
     def _paper_findings(self) -> list[str]:
@@ -249,7 +251,8 @@ class SummaryPage:
                 vs = archive.against_authors({"authors": self.archived[ds]}, self.logs, ds)
                 vs = vs[np.isfinite(vs.authors)]
                 if len(vs):
-                    off = [f"{METHOD_LABELS[r.method]} {r.difference:+.4f}" for r in vs.itertuples() if not r.within]
+                    off = [f"{METHOD_LABELS[r.method]} {r.difference:+.4f} over {r.runs} run{'s' * (r.runs != 1)}"
+                           for r in vs.itertuples() if not r.within]
                     lines.append(f"- {DATASET_LABELS[ds]}: {int(vs.within.sum())} of {len(vs)} archived methods "
                                  f"within {vs.tolerance.iloc[0]} of the authors' mean"
                                  + (f" (outside: {', '.join(off)})" if off else "") + ".")
