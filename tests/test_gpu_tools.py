@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.cuda_graphs import GRAPH_VARIANTS
+from benchmarks.step_times import VARIANTS
 from conftest import make_cifar_npz
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,18 +55,18 @@ def test_gpu_check_dry_run_writes_every_stage(tmp_path):
     t = r["tests"]
     assert t["status"] == "ok" and t["failed"] == [] and t["skipped"] >= 30 and t["passed"] >= 2
     variants = r["step_times"]["fashion_mnist"]["variants"]
-    assert set(variants) == set(gpu_check.VARIANTS)
+    assert set(variants) == set(VARIANTS)
     for name, engines in variants.items():
         assert "step_ms" in engines["one_by_one"], (name, engines)
         stacked = engines["stacked"]
         assert "step_ms" in stacked or "unsupported" in stacked, (name, stacked)
         assert "error" not in stacked
-    for name in gpu_check.VARIANTS:  # the stacked engine implements every variant, the authors' FD ones included
+    for name in VARIANTS:  # the stacked engine implements every variant, the authors' FD ones included
         assert "step_ms" in variants[name]["stacked"]
     # stage 5 through the graphs' CPU stand-in: the same static-buffer path, bit-equal to the eager stacked step
     graphs = r["graphs"]["fashion_mnist"]
     assert graphs["complete"] and graphs["setup"]["capturer"] == "StandIn (CPU)"
-    assert set(graphs["variants"]) == set(gpu_check.GRAPH_VARIANTS)
+    assert set(graphs["variants"]) == set(GRAPH_VARIANTS)
     for name, res in graphs["variants"].items():
         assert res["bit_identical"] is True and res["capturer"]["captures"] >= 1, (name, res)
         assert res["eager_step_ms"] > 0 and res["graphed_step_ms"] > 0 and res["graphed_speedup"] > 0
@@ -98,54 +99,6 @@ def test_tf32_is_one_setting_passed_to_the_runs_and_refused_on_the_cpu(tmp_path)
     assert proc.returncode == 2 and "--tf32 on" in proc.stderr and not (tmp_path / "out").exists()
 
 
-def test_column_protocol_counts_the_papers_steps_and_evaluations():
-    """steps = epochs * ceil(n / 128) with n = |D_train| (9/10 of |D|) for the methods tuned on D_val, |D| for the
-    others; evaluations at eval_every = 5 (epochs 0, 4, 9, ...); hyperopt's 5 trainings; Fashion-MNIST hyperopt at
-    the authors' 40 epochs."""
-    red = gpu_check.column_protocol("cifar10_reduced")
-    assert (red["gradient"]["steps"], red["gradient"]["evals"]) == (50 * math.ceil(11520 / 128), 11)
-    assert red["no_distillation"]["steps"] == 50 * 100 and red["hyperopt"]["trainings"] == 5
-    assert red["gradient"]["estimator"] == "finite_difference" and red["gradient"]["variant"] == "gradient_fd"
-    # engine=stacked runs every method of the authors' protocol stacked (kdlib.train.select_backend)
-    assert all(red[m]["stacked_today"] is True for m in ("naive", "gradient", "proposed", "hyperopt"))
-    assert red["hyperopt"]["runs"] == 10
-    full = gpu_check.column_protocol("cifar10")
-    assert (full["proposed"]["steps"], full["proposed"]["evals"]) == (100 * math.ceil(45000 / 128), 21)
-    fm = gpu_check.column_protocol("fashion_mnist")
-    assert (fm["hyperopt"]["epochs"], fm["hyperopt"]["steps"], fm["hyperopt"]["evals"]) == (
-        40, 40 * math.ceil(54000 / 128), 9)
-
-
-def test_projection_is_the_documented_formula():
-    steps = {"fixed": (1.0, 2.0), "gradient_fd": (3.0, 2.0), "proposed_fd": (2.0, 2.0),
-             "gradient_unrolled": (5.0, 6.0), "proposed_unrolled": (4.0, 7.0)}  # (one-by-one ms, stacked ms)
-    variants = {v: {"one_by_one": {"step_ms": a, "eval_s": 0.5},
-                    "stacked": {"step_ms": b, "eval_s": 1.0} if v in ("fixed", "gradient_unrolled",
-                                                                       "proposed_unrolled") else {"unsupported": "x"}}
-                for v, (a, b) in steps.items()}
-    proto = gpu_check.column_protocol("cifar10_reduced")
-    res = gpu_check.project({"cifar10_reduced": {"variants": variants, "column_protocol": proto}}, seeds=10)
-    col = res["per_column"]["cifar10_reduced"]
-
-    def run(m: str, step_ms: float, ev: float) -> float:
-        p = proto[m]
-        return p["trainings"] * (p["steps"] * step_ms / 1e3 + p["evals"] * ev)
-
-    one = sum(10 * run(m, steps[p["variant"]][0], 0.5) for m, p in proto.items())
-    # today: stacked where the engine runs the method stacked and its stacked step was measured (here: not the
-    # finite-difference variants, "unsupported" in this made-up measurement), one by one elsewhere
-    today = sum(run(m, 2.0, 1.0) for m in ("no_distillation", "naive", "random", "hyperopt")) + sum(
-        10 * run(m, steps[proto[m]["variant"]][0], 0.5) for m in ("gradient", "proposed"))
-    stacked = sum(run(m, 2.0, 1.0) for m in ("no_distillation", "naive", "random", "hyperopt")) + \
-        run("gradient", 6.0, 1.0) + run("proposed", 7.0, 1.0)  # the stacked unrolled steps stand in for FD
-    assert col["one_by_one_min"] == pytest.approx(one / 60, abs=0.01)
-    assert col["today_min"] == pytest.approx(today / 60, abs=0.01)
-    assert col["all_stacked_min"] == pytest.approx(stacked / 60, abs=0.01)
-    assert res["table2_min"]["all_stacked"] == col["all_stacked_min"] and len(col["notes"]) == 2
-    assert res["target"]["table2_all_stacked_le_30_min"] is (stacked / 60 <= 30)
-
-
-# --------------------------------------------------------------------------------------------- staging
 def test_stage_data_reads_back_through_kdlib(tmp_path, monkeypatch):
     """The staged data root holds kdlib's npz cache (LZMA-zipped) of at most the first 12,800 training images, the
     test set and the verified teacher logits; kdlib reads it back equal to the source."""

@@ -14,29 +14,12 @@ own process (a crash, a hang or a CUDA error in one is written down and the next
    without ``.git``), the TF32 setting every stage computes under (``--tf32``, below).
 2. ``tests``: pytest on the CUDA-marked tests (``tests/test_cuda.py`` and every test marked ``cuda``) and the two
    tests with a CUDA branch; counts and failures from its JUnit XML.
-3. ``step_times``, per image dataset (one process each): the student's step one by one (:func:`kdlib.train.
-   train_student`, the Tuner's shared-forward step) and stacked (:func:`kdlib.train.train_students_stacked`,
-   ``--seeds`` runs as one vmapped model), fixed metaparameters and tuned (gradient and proposed, with the finite
-   difference of the authors' protocol and with the unrolled estimator), at the paper profile's student and batch
-   size on random tensors of the datasets' shapes (the real data cannot travel; a step's cost does not depend on
-   the pixel values). Each time is a difference of two whole training runs through the loop, of N1 and N2 steps,
-   after a warm-up run: ``step = (T(N2) - T(N1)) / (N2 - N1)``, timed with CUDA events (and the wall clock), so
-   that the loop's own per-step work (batch slicing, stacking) is in it and the set-up and the one evaluation
-   at the end of each run cancel; ``eval = T(N1) - N1 * step`` is the cost of one evaluation on the paper-size
-   test and validation sets (plus the run's set-up). The same pair of runs under ``torch.profiler`` gives the
-   device's busy time per step (the union of the kernels' and copies' intervals), and the ``busy fraction =
-   busy time per step / step``; under ``torch.cuda.set_sync_debug_mode("warn")`` it counts the host
-   synchronisations per step. Peak memory is that of the N2 run. A stacked variant the engine does not implement
-   is reported as ``unsupported`` with the engine's reason. N1 = 5, N2 = 25: the 20 steps between them are one
-   whole cycle of Algorithm 1 (e1 + e2 = 20), so the proposed method's step is its mean over both phases.
-4. ``projection``: the time of each Table 2 column and of the whole table (formula below).
-5. ``graphs``, per image dataset (one process each): the stacked step eager (:mod:`kdlib.train.stacked`) against
-   the same step captured into CUDA graphs (:mod:`kdlib.train.stacked_graph`, ``engine="stacked_graph"``) for the
-   fixed step, the authors' finite difference and the unrolled estimator, ``--seeds`` runs at the paper's batch
-   size: both backends from the same seeds through the same steps (full batches and a shorter last batch, each
-   captured after its warm-up) and the largest difference of their weights and values (``bit_identical`` when
-   none), then the step time of each (CUDA events over 20 full-batch steps, the fastest of 2 rounds) and
-   ``graphed_speedup`` = eager / graphed. The dry run takes the graphs' CPU stand-in (the same code, no graph).
+3. ``step_times``, per image dataset (one process each): the student's step one by one and stacked (``--seeds``
+   runs as one vmapped model), fixed and tuned, its GPU busy fraction, host synchronisations and peak memory
+   (:mod:`benchmarks.step_times`, whose docstring says how each is measured).
+4. ``projection``: the time of each Table 2 column and of the whole table (:mod:`benchmarks.projection`, its formula).
+5. ``graphs``, per image dataset (one process each): the stacked step eager against the same step captured into
+   CUDA graphs, their largest difference and the speed-up (:mod:`benchmarks.cuda_graphs`).
 6. ``tuner``: :func:`benchmarks.tuner.bench_tuner_step` on the device (the Tuner's iteration against a plain step
    on the CIFAR-10 student, batch 128; on CUDA the timer synchronises around each call), with issue 22's figures
    ``tuner_*_after_backward_over_plain`` (target <= 2.6) gathered under ``issue_22``.
@@ -45,25 +28,6 @@ own process (a crash, a hang or a CUDA error in one is written down and the next
    CLI on the GPU, with ``--column-workers`` processes; its records are packed into ``authors-cuda.tar.gz``
    (``cifar10_reduced/authors-cuda/runs/*.json``) and the final branch of each tuned run is compared with the CPU
    archive's run of the same seed (``archive/cifar10_reduced/authors/runs``).
-
-**Projection formula** (per column c = dataset, method m of Table 2 under the authors' protocol, R = 10 runs):
-
-    steps(m)  = epochs(m) * ceil(n(m) / batch_size),  n(m) = |D_train| = |D| - |D| // 10 for the methods that tune on
-                D_val (gradient, proposed, hyperopt), |D| for the others (|D| = 60,000 / 12,800 / 50,000)
-    evals(m)  = the epochs after which a run evaluates (eval_every = 5: epochs 0, 4, 9, ...; kdlib.train.evaluates_after)
-    trainings(m) = hyperopt_evals (5) for hyperopt, else 1
-    one run     = steps(m) * step + evals(m) * eval
-    one_by_one: T(c) = sum_m R * trainings(m) * one run (one-by-one step and eval)
-    stacked:    T(c) = sum_m ceil(R / S) * trainings(m) * one run (stacked step and eval of S = --seeds runs)
-
-with ``step`` the measured step of the method's variant (fixed for no distillation, naive, random and hyperopt's
-trials; gradient_fd / proposed_fd for the tuned methods). Three projections are given: ``one_by_one`` (every run
-alone), ``today`` (what ``--set engine=stacked`` runs now, from :func:`kdlib.experiments.runner.choose_backend`:
-the stacked step where the engine implements the method -- every method of the authors' protocol, hyperopt's k-th
-trials of all seeds as one stacked model -- one by one elsewhere) and ``all_stacked`` (every method stacked; where
-a variant's stacked step was not measured, the stacked unrolled step stands in for it, and the column says so).
-Table 2 = the sum over the three image columns;
-the synthetic column runs on the CPU's batched engine in seconds and is left out.
 
 **Order and time boxes** (``--budget-s``, 460 s by default): environment, tests, graphs, tuner, step times,
 projection, column. The tests get at most 180 s and leave 280 s. Stages 5 and 6 are short and go first, each
@@ -83,7 +47,8 @@ cuda-marked tests switch TF32 off themselves. Nothing sets the flags process-wid
 Everything is written to ONE folder (``--out``, ``$OUT`` on the device machine), at most 6 files, none in
 sub-folders: ``results-cuda.json``, ``gpu_check.log`` (this run's whole output), ``pytest-cuda.xml``,
 ``nvidia-smi.txt``, ``authors-cuda.tar.gz`` (records, if the column ran). kdlib is imported inside the stages
-only (each stage is a child process): a missing package fails that stage, with its error in the JSON, not the run.
+only (each stage is a child process, and the :mod:`benchmarks` modules they call import kdlib inside their
+functions too): a missing package fails that stage, with its error in the JSON, not the run.
 """
 from __future__ import annotations
 
@@ -91,7 +56,6 @@ import argparse
 import datetime as _dt
 import importlib.util
 import json
-import math
 import os
 import platform
 import shutil
@@ -102,7 +66,6 @@ import tempfile
 import threading
 import time
 import traceback
-import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable
@@ -113,22 +76,13 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402  (after the path: the device machine runs kdlib from source)
 
+from benchmarks.cuda_graphs import bench_graphs  # noqa: E402
+from benchmarks.projection import project  # noqa: E402
+from benchmarks.step_times import bench_step_times  # noqa: E402
 from benchmarks.timing import Timer  # noqa: E402
 
 SCHEMA = 1
 DATASETS = ("cifar10_reduced", "cifar10", "fashion_mnist")
-# variant -> (method, protocol, estimator override): what one step of each Table 2 method costs
-VARIANTS: dict[str, tuple[str, str, str | None]] = {
-    "fixed": ("naive", "authors", None),  # no distillation, naive, random and every hyperopt trial
-    "gradient_fd": ("gradient", "authors", None),  # the authors' protocol: finite difference, per-epoch reset, KL
-    "proposed_fd": ("proposed", "authors", None),
-    "gradient_unrolled": ("gradient", "defaults", "unrolled"),  # the paper's defaults with the exact estimator
-    "proposed_unrolled": ("proposed", "defaults", "unrolled"),
-}
-METHOD_VARIANT = {"no_distillation": "fixed", "naive": "fixed", "random": "fixed", "hyperopt": "fixed",
-                  "gradient": "gradient_fd", "proposed": "proposed_fd"}
-STACKED_STANDIN = {"gradient_fd": "gradient_unrolled", "proposed_fd": "proposed_unrolled"}
-GRAPH_VARIANTS = ("fixed", "gradient_fd", "gradient_unrolled")  # stage 5: the stacked step eager vs graphed
 # the column's CLI invocations, in order: the headline (gradient-based) first
 COLUMN_ORDER: tuple[tuple[str, ...], ...] = (("gradient",), ("no_distillation", "naive", "random"), ("proposed",),
                                              ("hyperopt",))
@@ -284,383 +238,6 @@ def run_tests(args: argparse.Namespace, log: Log, timeout: float) -> dict[str, A
         res.update(junit_summary(xml))
     res["status"] = "ok" if rc == 0 else ("timed out" if rc is None else "failed")
     return res
-
-
-# ------------------------------------------------------------------------------------------- 3. step times
-class Clock(Timer):
-    """Seconds of a call: CUDA events around it (and the wall clock), synchronised only outside it
-    (:class:`benchmarks.timing.Timer`'s device and synchronisation)."""
-
-    def time(self, fn: Callable[[], Any]) -> tuple[float, float]:
-        """(event seconds, wall seconds); on the CPU both are the wall clock."""
-        self.sync()
-        if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            w0 = time.perf_counter()
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1000.0, time.perf_counter() - w0
-        w0 = time.perf_counter()
-        fn()
-        w = time.perf_counter() - w0
-        return w, w
-
-    def busy(self, fn: Callable[[], Any]) -> float | None:
-        """Seconds the device was busy during ``fn`` (union of the kernels' and copies' intervals,
-        ``torch.profiler``); None on the CPU."""
-        if not self.cuda:
-            return None
-        from torch.autograd import DeviceType
-        from torch.profiler import ProfilerActivity, profile
-
-        self.sync()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            fn()
-            self.sync()
-        spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                       if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
-        total, cur_s, cur_e = 0.0, None, None
-        for s, e in spans:
-            if cur_e is None or s > cur_e:
-                if cur_e is not None:
-                    total += cur_e - cur_s
-                cur_s, cur_e = s, e
-            else:
-                cur_e = max(cur_e, e)
-        if cur_e is not None:
-            total += cur_e - cur_s
-        return total / 1e6  # microseconds
-
-    def syncs(self, fn: Callable[[], Any]) -> int | None:
-        """Host synchronisations during ``fn`` (``torch.cuda.set_sync_debug_mode("warn")``); None on the CPU."""
-        if not self.cuda:
-            return None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                fn()
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        return sum("synchroniz" in str(w.message).lower() for w in caught)
-
-
-def _sizes(dataset: str, dry: bool) -> dict[str, Any]:
-    from kdlib.experiments.profiles import PAPER_IMAGES
-
-    n = PAPER_IMAGES[dataset]
-    if dry:
-        return dict(n_val=16, n_test=16, n1=1, n2=2, repeats=1, batch_size=8)
-    return dict(n_val=n // 10, n_test=10_000, n1=5, n2=25, repeats=2, batch_size=None)
-
-
-def variant_config(dataset: str, variant: str, seed: int, device_name: str, batch_size: int | None = None):
-    """The paper profile's config of ``variant`` (:data:`VARIANTS`) on ``dataset``: one epoch, lr 0.1 (random data
-    stay finite; a step's cost does not depend on the lr), ``batch_size`` when given."""
-    from kdlib.experiments.protocol import authors_protocol
-    from kdlib.experiments.profiles import resolve_config
-
-    method, protocol, estimator = VARIANTS[variant]
-    over: dict[str, Any] = dict(authors_protocol(method, dataset)) if protocol == "authors" else {}
-    if estimator is not None:
-        over["estimator"] = estimator
-    over.update(epochs=1, lr=0.1, lr_step_epochs=None, eval_every=1, device=device_name)
-    if batch_size:
-        over["batch_size"] = batch_size
-    return resolve_config(dataset, method, "paper", seed=seed, **over)
-
-
-def bench_dataset(dataset: str, device_name: str, seeds: int, dry: bool, log: Log,
-                  flush: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
-    """Step times of every variant, one by one and stacked, on ``dataset``'s shapes (module docstring);
-    ``flush(partial)`` after each measurement, so that a run stopped at its time box keeps what it measured."""
-    from kdlib.data import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
-    from kdlib.data.augment import FlipCrop
-    from kdlib.methods import fixed_tuner, get_method
-    from kdlib.models import make_student
-    from kdlib.train import Problem, Split, make_tuner, train_student, train_students_stacked
-
-    device = torch.device(device_name)
-    clock = Clock(device)
-    sz = _sizes(dataset, dry)
-    shape = (1, 28, 28) if dataset == "fashion_mnist" else (3, 32, 32)
-    g = torch.Generator().manual_seed(0)
-
-    def draw(n: int, teacher: bool) -> Split:
-        x = torch.randn(n, *shape, generator=g).to(device)
-        y = torch.randint(0, 10, (n,), generator=g).to(device)
-        return Split(x, y, (3 * torch.randn(n, 10, generator=g)).to(device) if teacher else None)
-
-    def config(variant: str, seed: int):
-        return variant_config(dataset, variant, seed, device_name, sz["batch_size"])
-
-    cfg0 = config("fixed", 0)
-    bs = int(cfg0.batch_size)
-    val, test = draw(sz["n_val"], False), draw(sz["n_test"], False)
-    trains = {n: draw(n * bs, True) for n in (sz["n1"], sz["n2"])}
-
-    mean, std = (FMNIST_MEAN, FMNIST_STD) if dataset == "fashion_mnist" else (CIFAR_MEAN, CIFAR_STD)
-    augment = FlipCrop.for_normalization(mean, std)  # full CIFAR-10's tuned variants train on augmented batches
-
-    def problem(n: int) -> Problem:
-        return Problem(train=trains[n], val=val, test=test, make_student=lambda: make_student(dataset),
-                       augment=augment)
-
-    def one_call(variant: str, engine: str) -> Callable[[int], Any]:
-        method = VARIANTS[variant][0]
-        m = get_method(method)
-        if engine == "one_by_one":
-            cfg = config(variant, 0)
-            init = m.initial(cfg)
-            if variant == "fixed":
-                return lambda n: train_student(cfg, problem(n), fixed_tuner(init))
-            return lambda n: train_student(cfg, problem(n), lambda o, s: make_tuner(s, o, init, m.schedule))
-        cfgs = [config(variant, s) for s in range(seeds)]
-        values = torch.stack([m.initial(c).detach().float().cpu() for c in cfgs])
-        schedule = "fixed" if variant == "fixed" else m.schedule
-        return lambda n: train_students_stacked(cfgs, problem(n), values, schedule=schedule)
-
-    out: dict[str, Any] = dict(setup=dict(
-        dataset=dataset, device=device_name, student=type(make_student(dataset)).__name__, batch_size=bs,
-        input_shape=list(shape), seeds_stacked=seeds, n1=sz["n1"], n2=sz["n2"], repeats=sz["repeats"],
-        n_val=sz["n_val"], n_test=sz["n_test"], data="random tensors of the dataset's shapes",
-        lr="0.1 (random data; the cost of a step does not depend on it)"), variants={})
-    n1, n2 = sz["n1"], sz["n2"]
-    for variant in VARIANTS:
-        out["variants"][variant] = {}
-        for engine in ("one_by_one", "stacked"):
-            t0 = time.monotonic()
-            try:
-                run = one_call(variant, engine)
-                if not dry:
-                    run(n1)  # warm-up: cuDNN's choices, allocations, vmap's first trace
-                t1s, t2s, w1s, w2s = [], [], [], []
-                peak = None
-                for _ in range(sz["repeats"]):
-                    e1, w1 = clock.time(lambda: run(n1))
-                    if clock.cuda:
-                        torch.cuda.reset_peak_memory_stats()
-                    e2, w2 = clock.time(lambda: run(n2))
-                    if clock.cuda:
-                        peak = torch.cuda.max_memory_allocated() / 2**20
-                    t1s.append(e1), t2s.append(e2), w1s.append(w1), w2s.append(w2)
-                step = (min(t2s) - min(t1s)) / (n2 - n1)
-                step_wall = (min(w2s) - min(w1s)) / (n2 - n1)
-                res: dict[str, Any] = dict(step_ms=round(1e3 * step, 4), step_ms_wall=round(1e3 * step_wall, 4),
-                                           eval_s=round(max(min(t1s) - n1 * step, 0.0), 5),
-                                           run_s=dict(n1=[round(t, 5) for t in t1s], n2=[round(t, 5) for t in t2s]),
-                                           peak_memory_mib=None if peak is None else round(peak, 1),
-                                           noisy=bool(step <= 0 or step_wall <= 0))  # a difference lost in noise
-                try:  # the profiler's reading is extra: its failure keeps the step time
-                    b1, b2 = clock.busy(lambda: run(n1)), clock.busy(lambda: run(n2))
-                    if b1 is not None and b2 is not None:
-                        busy = (b2 - b1) / (n2 - n1)
-                        res.update(busy_ms_per_step=round(1e3 * busy, 4),
-                                   busy_fraction=round(busy / step, 4) if step > 0 else None)
-                except Exception as exc:  # noqa: BLE001
-                    res["busy_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                try:
-                    s1, s2 = clock.syncs(lambda: run(n1)), clock.syncs(lambda: run(n2))
-                    if s1 is not None and s2 is not None:
-                        res["syncs_per_step"] = round((s2 - s1) / (n2 - n1), 3)
-                except Exception as exc:  # noqa: BLE001
-                    res["syncs_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                res["seconds"] = round(time.monotonic() - t0, 2)
-                log(f"  {dataset} {variant:17s} {engine:10s} step {res['step_ms']:9.3f} ms"
-                    + (f", busy {res['busy_fraction']}" if res.get("busy_fraction") is not None else "")
-                    + (f", syncs/step {res['syncs_per_step']}" if "syncs_per_step" in res else ""))
-            except Exception as exc:  # noqa: BLE001 - a measurement reports its error, the others still run
-                if engine == "stacked" and isinstance(exc, ValueError) and "stacked" in str(exc):
-                    res = dict(unsupported=str(exc)[:400])  # the stacked engine says what it does not implement
-                    log(f"  {dataset} {variant:17s} {engine:10s} unsupported: {str(exc)[:100]}")
-                    out["variants"][variant][engine] = res
-                    flush(out)
-                    continue
-                res = dict(error=f"{type(exc).__name__}: {exc}"[:600], traceback=traceback.format_exc()[-2000:])
-                log(f"  {dataset} {variant:17s} {engine:10s} ERROR {type(exc).__name__}: {str(exc)[:200]}")
-            out["variants"][variant][engine] = res
-            flush(out)
-    return out
-
-
-def column_protocol(dataset: str) -> dict[str, dict[str, Any]]:
-    """Per method of Table 2 under the authors' protocol at the paper profile: steps, evaluations and trainings of
-    one run, and whether ``--set engine=stacked`` runs it stacked today."""
-    from kdlib.experiments.protocol import authors_protocol
-    from kdlib.experiments.profiles import PAPER_IMAGES, profile_seeds, resolve_config
-    from kdlib.methods import get_method
-    from kdlib.names import METHOD_NAMES
-    from kdlib.train import evaluates_after
-
-    from kdlib.experiments.runner import choose_backend
-
-    out = {}
-    for m in METHOD_NAMES:
-        cfg = resolve_config(dataset, m, "paper", 0, **authors_protocol(m, dataset), engine="stacked")
-        n_full = PAPER_IMAGES[dataset]
-        n = n_full - n_full // 10 if get_method(m).uses_val_split else n_full
-        epochs = int(cfg.epochs)
-        out[m] = dict(epochs=epochs, batch_size=int(cfg.batch_size), n_train=n,
-                      steps=epochs * math.ceil(n / int(cfg.batch_size)),
-                      evals=sum(evaluates_after(e, epochs, cfg.log_every, cfg.eval_every) for e in range(epochs)),
-                      trainings=int(cfg.hyperopt_evals) if m == "hyperopt" else 1,
-                      runs=profile_seeds("paper", dataset), estimator=cfg.estimator, variant=METHOD_VARIANT[m],
-                      stacked_today=choose_backend(cfg, runs=profile_seeds("paper", dataset)).backend == "stacked")
-    return out
-
-
-# ------------------------------------------------------------------------------------------- 4. projection
-def _timing(variants: dict[str, Any], variant: str, engine: str) -> tuple[float, float] | None:
-    r = variants.get(variant, {}).get(engine, {})
-    return (r["step_ms"] / 1e3, r["eval_s"]) if "step_ms" in r else None
-
-
-def project(step_times: dict[str, Any], seeds: int) -> dict[str, Any]:
-    """The projected time of each column and of Table 2 (module docstring's formula)."""
-    per_column: dict[str, Any] = {}
-    totals = {"one_by_one": 0.0, "today": 0.0, "all_stacked": 0.0}
-    missing: list[str] = []
-    for dataset, res in step_times.items():
-        if "variants" not in res:
-            missing.append(dataset)
-            continue
-        variants = res["variants"]
-        col: dict[str, Any] = {"per_method": {}, "notes": []}
-        sums = {k: 0.0 for k in totals}
-        for m, p in (res.get("column_protocol") or column_protocol(dataset)).items():
-            v = p["variant"]
-            one = _timing(variants, v, "one_by_one")
-            stacked = _timing(variants, v, "stacked")
-            standin = None
-            if stacked is None and v in STACKED_STANDIN:
-                standin = _timing(variants, STACKED_STANDIN[v], "stacked")
-            if one is None:
-                missing.append(f"{dataset}/{m}")
-                continue
-            groups = math.ceil(p["runs"] / seeds)
-
-            def cost(t: tuple[float, float], count: int) -> float:
-                return count * p["trainings"] * (p["steps"] * t[0] + p["evals"] * t[1])
-
-            t_one = cost(one, p["runs"])
-            stacked_today = p["stacked_today"] if p["stacked_today"] is not None else (
-                stacked is not None and m != "hyperopt")
-            t_today = cost(stacked, groups) if (stacked_today and stacked is not None) else t_one
-            best = stacked if stacked is not None else standin
-            t_all = cost(best, groups) if best is not None else t_one
-            if stacked is None and standin is not None:
-                col["notes"].append(f"{m}: the stacked {v} step is not implemented; all_stacked uses the stacked "
-                                    f"{STACKED_STANDIN[v]} step in its place")
-            col["per_method"][m] = dict(variant=v, steps=p["steps"], evals=p["evals"], trainings=p["trainings"],
-                                        runs=p["runs"], one_by_one_s=round(t_one, 1), today_s=round(t_today, 1),
-                                        all_stacked_s=round(t_all, 1), stacked_today=bool(stacked_today))
-            sums["one_by_one"] += t_one
-            sums["today"] += t_today
-            sums["all_stacked"] += t_all
-        col.update({f"{k}_min": round(v / 60, 2) for k, v in sums.items()})
-        per_column[dataset] = col
-        for k in totals:
-            totals[k] += sums[k]
-    busy = [r["variants"][v]["stacked"].get("busy_fraction") for r in step_times.values() if "variants" in r
-            for v in r["variants"] if isinstance(r["variants"][v].get("stacked"), dict)]
-    busy = [b for b in busy if b is not None]
-    table2 = {k: round(v / 60, 2) for k, v in totals.items()}
-    return dict(formula=("steps(m) = epochs(m) * ceil(n(m) / batch_size); run = steps * step + evals * eval; "
-                         "column = sum_m count(m) * trainings(m) * run, count = runs (one by one) or ceil(runs / S) "
-                         "(stacked, S seeds per model); Table 2 = the three image columns (synthetic: CPU, seconds)"),
-                seeds_stacked=seeds, per_column=per_column, table2_min=table2,
-                target=dict(table2_all_stacked_le_30_min=(table2["all_stacked"] <= 30) if not missing else None,
-                            stacked_busy_fraction_min=min(busy) if busy else None,
-                            stacked_busy_ge_80=(min(busy) >= 0.8) if busy else None),
-                incomplete=missing)
-
-
-# --------------------------------------------------------------------------------------------- 5. graphs
-def bench_graphs(dataset: str, device_name: str, seeds: int, dry: bool, log: Log,
-                 flush: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
-    """Stage 5 on ``dataset``'s shapes (module docstring): per variant of :data:`GRAPH_VARIANTS`, the eager and the
-    graphed stacked backend from the same seeds through the same steps, their largest differences, then the step
-    time of each; ``flush(partial)`` after each variant."""
-    from kdlib.methods import get_method
-    from kdlib.models import make_student
-    from kdlib.train import Problem, Split
-    from kdlib.train import stacked, stacked_graph
-
-    device = torch.device(device_name)
-    clock = Clock(device)
-    bs = 8 if dry else int(variant_config(dataset, "fixed", 0, device_name).batch_size)
-    short = max(1, bs // 2)  # a last batch of another shape: graphs of its own
-    rounds, n_time = (2, 4) if dry else (4, 20)
-    shape = (1, 28, 28) if dataset == "fashion_mnist" else (3, 32, 32)
-    g = torch.Generator().manual_seed(0)
-    n = 2 * bs + short
-    x = torch.randn(n, *shape, generator=g).to(device)
-    y = torch.randint(0, 10, (n,), generator=g).to(device)
-    t = (3 * torch.randn(n, 10, generator=g)).to(device)
-    xv = torch.randn(bs, *shape, generator=g).to(device)
-    yv = torch.randint(0, 10, (bs,), generator=g).to(device)
-    problem = Problem(train=Split(x, y, t), val=Split(xv, yv), test=Split(xv, yv),
-                      make_student=lambda: make_student(dataset))
-    full_a, full_b = ([(x[i:i + bs], y[i:i + bs], t[i:i + bs])] * seeds for i in (0, bs))
-    last = [(x[2 * bs:], y[2 * bs:], t[2 * bs:])] * seeds
-
-    def val() -> tuple[torch.Tensor, torch.Tensor]:
-        return xv, yv
-
-    out: dict[str, Any] = dict(setup=dict(
-        dataset=dataset, device=device_name, seeds_stacked=seeds, batch_size=bs, last_batch=short,
-        equality_steps=3 * rounds, timed_steps=n_time, capturer="CudaGraphs" if clock.cuda else "StandIn (CPU)",
-        warmup=stacked_graph.WARMUP, data="random tensors of the dataset's shapes"), variants={})
-    for variant in GRAPH_VARIANTS:
-        t0 = time.monotonic()
-        try:
-            method = VARIANTS[variant][0]
-            m = get_method(method)
-            cfgs = [variant_config(dataset, variant, s, device_name, bs) for s in range(seeds)]
-            values = torch.stack([m.initial(c).detach().float().cpu() for c in cfgs])
-            schedule = "fixed" if variant == "fixed" else m.schedule
-            eager = stacked.build(cfgs, problem, values, schedule)
-            graphed = stacked_graph.build(cfgs, problem, values, schedule,
-                                          capturer=None if clock.cuda else stacked_graph.StandIn())
-            for backend in (eager, graphed):  # the same steps: full, full, last, ... (each key warmed, captured)
-                backend.set_lr(float(cfgs[0].lr))
-                backend.new_epoch()
-                for _ in range(rounds):
-                    for b in (full_a, full_b, last):
-                        backend.step(b, val)
-            clock.sync()
-            diff = max(float((eager.params[k] - graphed.params[k]).detach().abs().max()) for k in eager.params)
-            bdiff = max((float((eager.buffers[k].double() - graphed.buffers[k].double()).abs().max())
-                         for k in eager.buffers), default=0.0)
-            vdiff = float((eager.values - graphed.values).abs().max())
-            res: dict[str, Any] = dict(max_abs_diff_params=diff, max_abs_diff_buffers=bdiff, max_abs_diff_values=vdiff,
-                                       bit_identical=diff == bdiff == vdiff == 0.0,
-                                       capturer_after_equality=graphed.capturer.counts())
-            for name, backend in (("eager", eager), ("graphed", graphed)):
-                evs, walls = [], []
-                for _ in range(2):
-                    ev, wall = clock.time(lambda: [backend.step(b, val) for b in (full_a, full_b) * (n_time // 2)])
-                    evs.append(ev), walls.append(wall)
-                res[f"{name}_step_ms"] = round(1e3 * min(evs) / n_time, 4)
-                res[f"{name}_step_ms_wall"] = round(1e3 * min(walls) / n_time, 4)
-            res["graphed_speedup"] = round(res["eager_step_ms"] / res["graphed_step_ms"], 3) \
-                if res["graphed_step_ms"] > 0 else None
-            res["capturer"] = graphed.capturer.counts()
-            res["seconds"] = round(time.monotonic() - t0, 2)
-            log(f"  {dataset} {variant:17s} eager {res['eager_step_ms']:9.3f} ms, graphed "
-                f"{res['graphed_step_ms']:9.3f} ms (x{res['graphed_speedup']}), max |diff| {diff:.2e}")
-        except Exception as exc:  # noqa: BLE001 - a measurement reports its error, the others still run
-            if isinstance(exc, ValueError) and ("cannot train" in str(exc) or "stacked tuned backend" in str(exc)):
-                res = dict(unsupported=str(exc)[:400])  # a variant a backend refuses: its reason
-                log(f"  {dataset} {variant:17s} unsupported: {str(exc)[:100]}")
-            else:
-                res = dict(error=f"{type(exc).__name__}: {exc}"[:600], traceback=traceback.format_exc()[-2000:])
-                log(f"  {dataset} {variant:17s} ERROR {type(exc).__name__}: {str(exc)[:200]}")
-        out["variants"][variant] = res
-        flush(out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- 6. tuner
@@ -854,7 +431,7 @@ def stage_child(args: argparse.Namespace) -> int:
             out["seconds"] = round(time.monotonic() - t0, 1)
             write_json(Path(args.stage_out), out)
             return 0
-        bench = bench_dataset if args.stage == "bench" else bench_graphs
+        bench = bench_step_times if args.stage == "bench" else bench_graphs
         for ds in args.dataset.split(","):
             t0 = time.monotonic()
 
