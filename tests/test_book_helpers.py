@@ -171,7 +171,7 @@ def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypat
     monkeypatch.setenv("KDLIB_ARCHIVE", str(root))
     shown.clear()
     out = archive_page.show_archive("cifar10_reduced")
-    assert "3 records" in shown[0]
+    assert "3 records in `[archive]/cifar10_reduced/authors/runs`" in shown[0]
     comp = out["comparison"].set_index(["method", "run"])
     assert comp.loc[("gradient", 0), "same_branch"] and not comp.loc[("gradient", 1), "same_branch"]
     cols = archive_page.archive_columns("cifar10_reduced")
@@ -211,6 +211,7 @@ def test_a_column_in_progress_is_shown_as_such_with_its_verdict(tmp_path, monkey
         monkeypatch.setattr(mod, "show_table", lambda df, **kw: shown.append(df))
     out = archive_page.show_archive("cifar10_reduced")
     assert any(isinstance(s, str) and s.startswith("**In progress.**") and "3 of its runs" in s for s in shown)
+    assert "3 records in `[archive]/pending/cifar10_reduced/authors/runs`" in shown[0]  # where they are
     assert list(archive_page.archive_columns("cifar10_reduced"))[0] == \
         "paper protocol, authors' protocol (archive, in progress)"
     page = image_page.ImagePage("cifar10_reduced", "smoke", seeds=[0])

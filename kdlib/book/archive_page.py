@@ -4,7 +4,7 @@ that is the same at every profile, because it reads stored records and logs and 
 """
 from __future__ import annotations
 
-
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,7 +19,7 @@ from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
 from kdlib import cpu_kernels
 from kdlib.experiments.profiles import PAPER_IMAGES, resolve_config
-from kdlib.experiments.protocol import (archive_root, authors_protocol, pending_dir, protocol_departures,
+from kdlib.experiments.protocol import (archive_dir, archive_root, authors_protocol, pending_dir, protocol_departures,
                                        protocol_differences)
 from kdlib.experiments.recheck import compare_rows, rerun, same_kernels
 from kdlib.experiments.store import cpu_capability
@@ -47,6 +47,12 @@ def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
     return cols
 
 
+def archive_path(path: Path) -> str:
+    """``path`` inside the archive for a reader: ``archive/...`` (``[archive]/...`` when ``$KDLIB_ARCHIVE`` puts the
+    archive outside the repository)."""
+    return display_path(path, {"[archive]": archive_root()} if "KDLIB_ARCHIVE" in os.environ else None)
+
+
 def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
     """Everything the page shows about the archive of ``dataset``: where it is and what it holds (or that it is
     empty), its provenance, the authors' initial sequence and branches, the run-by-run branch table, final
@@ -54,23 +60,25 @@ def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
     label = DATASET_LABELS.get(dataset, dataset)
     archive = A.load_archive(dataset, pending=True)
     states = A.column_states(dataset)
-    where = display_path(archive_root() / dataset)
+    where = archive_path(archive_root() / dataset)
     logs = authors_logs.find_logs_dir()
     out: dict[str, object] = {"archive": archive}
     if A.archive_is_empty(archive):
         show_markdown(f"**The archive is empty.** Neither `{where}/{{authors,defaults}}/runs/` nor "
-                      f"`{display_path(archive_root() / 'pending' / dataset)}` holds a run record yet, "
+                      f"`{archive_path(archive_root() / 'pending' / dataset)}` holds a run record yet, "
                       f"so this section shows the authors' {label} runs alone. Once the paper-protocol runs are "
                       "archived there, this section shows them beside the authors' run by run, at every profile.")
     else:
-        n = {PROTOCOL_LABELS.get(p, p): len(r) for p, r in archive.items() if r}
-        show_markdown(f"Archived paper-protocol runs in `{where}` (full scale, run by the project's CLI and stored "
+        folder = {p: pending_dir(dataset, p) if states[p] == "in progress" else archive_dir(dataset, p)
+                  for p in archive}
+        show_markdown(f"Archived paper-protocol runs of {label} (full scale, run by the project's CLI and stored "
                       "with their provenance; not re-run by this build): "
-                      + ", ".join(f"{k}: {v} records" for k, v in n.items()) + ".")
+                      + ", ".join(f"{PROTOCOL_LABELS.get(p, p)}: {len(r)} records in `{archive_path(folder[p])}`"
+                                  for p, r in archive.items() if r) + ".")
         for p, state in states.items():
             if state == "in progress":
                 show_markdown(f"**In progress.** The {PROTOCOL_LABELS.get(p, p)} column is still being computed "
-                              f"(`{display_path(pending_dir(dataset, p))}`, committed as its runs finish): it holds "
+                              f"(`{archive_path(pending_dir(dataset, p))}`, committed as its runs finish): it holds "
                               f"{len(archive[p])} of its runs so far, " + ", ".join(
                                   f"{METHOD_LABELS.get(m, m)} {k}" for m, k in
                                   pd.Series([r['config']['method'] for r in archive[p]]).value_counts(sort=False)
