@@ -21,7 +21,7 @@ import pandas as pd
 from kdlib.analysis.final import summarize
 from kdlib.analysis.separation import paired_difference
 from kdlib.experiments.runner import run_experiments
-from kdlib.experiments.store import final_accuracy
+from kdlib.experiments.store import run_finals
 from kdlib.names import METHOD_NAMES, PLACEMENTS
 
 
@@ -33,7 +33,7 @@ def compare(out: str, seeds: int = 10, profile: str = "paper", variant: str = "a
     for placement in PLACEMENTS:
         df = run_experiments("synthetic", list(methods), seeds, profile, out,
                              overrides=dict(overrides, variant=variant, placement=placement), progress=False)
-        finals[placement] = final_accuracy(df)
+        finals[placement] = run_finals(df)
     before, after = finals["before_backward"], finals["after_backward"]
     rows: dict[str, Any] = {}
     for m in methods:

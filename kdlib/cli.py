@@ -22,7 +22,7 @@ from kdlib.data import export_main
 from kdlib.errors import CellsFailed, KdlibError
 from kdlib.experiments.recheck import check_recheckable, rerun, verdict
 from kdlib.experiments.runner import run_experiments
-from kdlib.experiments.store import aggregate, prepare_out_dir, summarize, write_record
+from kdlib.experiments.store import aggregate, method_summaries, prepare_out_dir, write_record
 from kdlib.names import DATASETS, PROFILES
 
 
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
                          executor_options=options if args.executor == "submitit" else None)
     if args.executor == "submitit" and args.no_wait:
         return 0
-    print(json.dumps(summarize(df), indent=1))
+    print(json.dumps(method_summaries(df), indent=1))
     missing = df.attrs.get("missing") or []
     if missing:
         print(f"kdlib: warning: {len(missing)} requested run(s) not stored yet: {', '.join(missing)}",

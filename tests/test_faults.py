@@ -230,9 +230,9 @@ def test_diverging_lr_is_recorded_as_diverged(fmnist, tmp_path):
         df = _run(out, "no_distillation,naive,gradient", teacher=f"file:{user}", lr=1e6)
     diverged = [str(w.message) for w in caught if "diverged" in str(w.message)]
     assert len(diverged) == 3 and all("lr" in m for m in diverged)  # one warning per method
-    fin = store.final_accuracy(df)
+    fin = store.run_finals(df)
     assert list(fin.status) == ["diverged"] * 3 and fin.test_accuracy.isna().all()
-    assert {m: s["diverged"] for m, s in store.summarize(df).items()} == dict.fromkeys(
+    assert {m: s["diverged"] for m, s in store.method_summaries(df).items()} == dict.fromkeys(
         ["gradient", "naive", "no_distillation"], 1)
     for p in (out / "runs").glob("*.json"):
         text = p.read_text()
@@ -256,7 +256,7 @@ def test_all_nonfinite_hypergradients_become_a_diverged_record(fmnist, tmp_path,
     user = _save(tmp_path / "t.npy", table)
     with pytest.warns(UserWarning, match="every hypergradient was non-finite"):
         df = _run(tmp_path / "out", "gradient", teacher=f"file:{user}")
-    assert list(store.final_accuracy(df).status) == ["diverged"]
+    assert list(store.run_finals(df).status) == ["diverged"]
 
 
 # ------------------------------------------------------------------------------------------------ the store
@@ -310,7 +310,7 @@ def test_two_writers_with_different_configs_never_mix(fmnist, tmp_path):
                                      batch_size=32, lr=lr)
         assert {r["config"]["lr"] for r in store.load_records(out, configs=cfgs)} == {lr}
         # what each writer printed is the mean of its own config only
-        assert printed[lr] == store.summarize(mine)
+        assert printed[lr] == store.method_summaries(mine)
 
 
 # ------------------------------------------------------------------------------------------------ workers

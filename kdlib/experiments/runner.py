@@ -28,16 +28,16 @@ from kdlib.experiments import executors
 from kdlib.experiments.config import ExperimentConfig
 from kdlib.experiments.problem import build_problem, load_bundle, load_teacher, problem_for, teacher_key
 from kdlib.experiments.profiles import RESERVED_FIELDS, profile_seeds
-from kdlib.experiments.store import (RESULT_COLUMNS, aggregate, checkpoint_dir, final_accuracy, git_commit,
+from kdlib.experiments.store import (RESULT_COLUMNS, aggregate, checkpoint_dir, git_commit,
                                      load_records, load_results, make_record, pin_commit, prepare_out_dir,
-                                     read_record, record_key, record_path, resolve_configs, run_threads, summarize,
+                                     read_record, record_key, record_path, resolve_configs, run_threads,
                                      write_record)
 from kdlib.methods import METHODS, FixedController, NonFiniteHypergradient, get_method
 from kdlib.train import Choice, evaluate, select_backend, train_student
 from kdlib.train.checkpoint import Checkpoints
 
 __all__ = ["run_experiments", "run_one", "run_cells", "fixed_grid", "load_records", "load_results", "aggregate",
-           "final_accuracy", "summarize", "RESULT_COLUMNS", "load_bundle", "load_teacher", "build_problem"]
+           "RESULT_COLUMNS", "load_bundle", "load_teacher", "build_problem"]
 
 
 @contextlib.contextmanager

@@ -454,7 +454,7 @@ def load_results(out_dir: str | os.PathLike, dataset: str | None = None, methods
     return df
 
 
-def final_accuracy(df: pd.DataFrame) -> pd.DataFrame:
+def run_finals(df: pd.DataFrame) -> pd.DataFrame:
     """Per run (dataset, method, seed, config hash): :func:`kdlib.analysis.final.final_rows` -- the test
     accuracy at the last logged point, NaN and ``diverged`` for a diverged run (counted apart, never averaged)."""
     by = [*RUN_KEYS] + [c for c in ("config_hash",) if c in df.columns]
@@ -465,10 +465,10 @@ def final_accuracy(df: pd.DataFrame) -> pd.DataFrame:
     return fin[by + ["test_accuracy", "status", "diverged"]]
 
 
-def summarize(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def method_summaries(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per method: :func:`kdlib.analysis.final.summarize` of its runs' final accuracies (mean, max, population
     std and count of the finite ones, and the number of diverged runs); JSON-ready (null for no runs)."""
-    fin = final_accuracy(df)
+    fin = run_finals(df)
     out: dict[str, dict[str, Any]] = {}
     for m, g in fin.groupby("method", sort=False):
         s = summarize_final(g["test_accuracy"])
