@@ -274,7 +274,8 @@ def test_summary_findings_lead_with_the_paper_protocol(tmp_path, monkeypatch):
     text = "\n".join(lines)
     assert "- Reduced CIFAR-10: gradient-based minus no distillation +0.0700 (2 and 1 runs)" in text
     # authors: gradient 0.5710, proposed 0.5650, no distillation 0.55; ours 0.57, 0.56, 0.50 (off by -0.05)
-    assert "2 of 3 archived methods within 0.015 of the authors' mean (outside: Without distillation -0.0500 over 1 run)" in text
+    assert ("2 of 3 archived methods within 0.015 of the authors' mean (outside: Without distillation -0.0500 "
+            "over 1 run)") in text
     assert "- Reduced CIFAR-10, Gradient-based: 2 of 2 runs end on the branch" in text
     assert "- Reduced CIFAR-10, Proposed: 1 of 2 runs end on the branch" in text
     assert "at the paper's protocol: the proposed method used 60% fewer hypergradient evaluations" in text
