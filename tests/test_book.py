@@ -367,9 +367,11 @@ def test_cost_table(tmp_path):
     assert np.isnan(syn.loc["gradient", "saving_vs_gradient_evals"])
 
 
-def test_banner_fields():
+def test_banner_fields(tmp_path):
     text = report.banner("smoke", "cpu", [0, 1], "60 iterations", "synthetic (paper variant)", 12.3)
     for part in ("smoke", "cpu", "60 iterations", "synthetic (paper variant)", "12.3 s", "kdlib"):
         assert part in text
-    assert "commit" in text
-    assert report.git_commit("/") in ("unknown",) or report.git_commit("/")
+    head = report.head_commit()  # this checkout's short HEAD ("unknown" only where the tree has no git)
+    assert re.fullmatch(r"[0-9a-f]{7,40}", head) or (head == "unknown" and not (REPO / ".git").exists())
+    assert f"(commit `{head}`)" in text
+    assert report.head_commit(tmp_path) == "unknown"  # a folder outside any repository

@@ -70,11 +70,13 @@ def cost_table(results: pd.DataFrame | None, methods: Iterable[str] = METHODS,
     return per.sort_values(["dataset", "_o"]).drop(columns="_o").reset_index(drop=True)
 
 
-def _count(v: float) -> str:
+def count_text(v: float) -> str:
+    """A count for a table: 12,345, or "—" where not a number."""
     return "—" if v is None or not np.isfinite(v) else f"{v:,.0f}"
 
 
-def _seconds(v: float) -> str:
+def seconds_text(v: float) -> str:
+    """A duration for a table: seconds below two minutes, else minutes; "—" where not a number."""
     if v is None or not np.isfinite(v):
         return "—"
     return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
@@ -96,9 +98,9 @@ def cost_table_display(costs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"Dataset": DATASET_LABELS.get(r.dataset, r.dataset),
                      "Method": METHOD_LABELS.get(r.method, r.method),
                      "Runs": int(r.seeds),
-                     "Hypergradient evaluations per run": _count(r.hypergrad_evals),
-                     "Full trainings per run": _count(r.full_trainings),
-                     "Wall time per run": _seconds(r.wall_time_s),
+                     "Hypergradient evaluations per run": count_text(r.hypergrad_evals),
+                     "Full trainings per run": count_text(r.full_trainings),
+                     "Wall time per run": seconds_text(r.wall_time_s),
                      "vs gradient-based: hypergradients": _saving(r.saving_vs_gradient_evals),
                      "vs gradient-based: wall time": saving_time.replace("fewer", "less")})
     return pd.DataFrame(rows)

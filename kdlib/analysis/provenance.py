@@ -9,8 +9,9 @@ from pathlib import Path
 from kdlib.paths import REPO_ROOT
 
 
-def git_commit(repo: str | Path | None = None) -> str:
-    """``git rev-parse --short HEAD`` of the repository, or ``"unknown"``."""
+def head_commit(repo: str | Path | None = None) -> str:
+    """``git rev-parse --short HEAD`` of ``repo`` (default: this repository), or ``"unknown"``: the commit a page
+    was built at, for its banner (a run's own commit is :func:`kdlib.experiments.store.git_commit`)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(repo or REPO_ROOT),
                              capture_output=True, text=True, timeout=10)

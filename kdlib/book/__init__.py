@@ -8,13 +8,13 @@ The names a page displays from :mod:`kdlib.analysis` (Table 2, costs, labels) ar
 page needs one namespace for what it shows; the submodules with figures and runs are imported explicitly.
 """
 from kdlib.analysis import (DATASET_LABELS, DATASETS, METHOD_LABELS, METHODS, cost_table, cost_table_display,
-                            display_path, final_accuracy, git_commit, run_summaries, side_by_side, table2,
+                            display_path, final_accuracy, head_commit, run_summaries, side_by_side, table2,
                             table2_numeric)
 from kdlib.book.page import (PageBanner, banner, page_configs, repo_root, resolve_seeds, results_dir, results_root,
                              scale_text, show_markdown, show_table, source_text, teacher_table, to_markdown)
 
 __all__ = ["DATASET_LABELS", "DATASETS", "METHOD_LABELS", "METHODS", "cost_table", "cost_table_display",
-           "display_path", "final_accuracy", "git_commit", "run_summaries", "side_by_side", "table2",
+           "display_path", "final_accuracy", "head_commit", "run_summaries", "side_by_side", "table2",
            "table2_numeric", "PageBanner", "banner", "page_configs", "repo_root", "resolve_seeds", "results_dir",
            "results_root", "scale_text",
            "show_markdown", "show_table", "source_text", "teacher_table", "to_markdown"]

@@ -19,6 +19,7 @@ import torch
 from kdlib import ctkd
 from kdlib.analysis import archive as A
 from kdlib.analysis import beyond as B
+from kdlib.analysis.costs import count_text, seconds_text
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS
 from kdlib.analysis.provenance import display_path
 from kdlib.book import plots
@@ -62,16 +63,6 @@ def method_descriptions() -> pd.DataFrame:
          "combination neither paper ran."),
     ]
     return pd.DataFrame([{"method": METHOD_LABELS[m], "source": src, "what it does": text} for m, src, text in rows])
-
-
-def _seconds(v: float) -> str:
-    if v is None or not np.isfinite(v):
-        return "—"
-    return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
-
-
-def _count(v: float) -> str:
-    return "—" if v is None or not np.isfinite(v) else f"{v:,.0f}"
 
 
 class BeyondPage:
@@ -158,8 +149,8 @@ class BeyondPage:
                 "source": source, "method": t.method.map(METHOD_LABELS), "runs": t.runs,
                 "final accuracy, mean (max) ± std": [a if n else "not run yet" if source == ARCHIVE_SOURCE else "—"
                                                      for a, n in zip(t.accuracy, t.runs)],
-                "wall time per run": t.wall_time_s.map(_seconds), "full trainings per run": t.trainings.map(_count),
-                "hypergradients per run": t.hypergradients.map(_count), "timed on": t.machine}))
+                "wall time per run": t.wall_time_s.map(seconds_text), "full trainings per run": t.trainings.map(count_text),
+                "hypergradients per run": t.hypergradients.map(count_text), "timed on": t.machine}))
             if t.diverged.sum():
                 blocks[-1]["diverged runs"] = t.diverged
         if not blocks:
@@ -267,9 +258,9 @@ class BeyondPage:
             ratio = t.loc[m, "wall_time_s"] / g if comparable and np.isfinite(g) and g > 0 else np.nan
             if not comparable and np.isfinite(g):
                 elsewhere.append((METHOD_LABELS[m], t.loc[m, "machine"]))
-            costs.append(f"{METHOD_LABELS[m]} {_seconds(t.loc[m, 'wall_time_s'])} per run"
+            costs.append(f"{METHOD_LABELS[m]} {seconds_text(t.loc[m, 'wall_time_s'])} per run"
                          + (f" ({ratio:.2f}× gradient-based)" if np.isfinite(ratio) else "")
-                         + f", {_count(t.loc[m, 'hypergradients'])} hypergradients")
+                         + f", {count_text(t.loc[m, 'hypergradients'])} hypergradients")
         if costs:
             text += " Cost: " + "; ".join(costs) + "."
         if elsewhere:

@@ -20,7 +20,7 @@ from IPython.display import Markdown, display
 
 from kdlib import __version__
 from kdlib.analysis.labels import DATASET_LABELS, dataset_label, teacher_label
-from kdlib.analysis.provenance import REPO_ROOT, display_path, git_commit
+from kdlib.analysis.provenance import REPO_ROOT, display_path, head_commit
 from kdlib.experiments.profiles import PAPER_PROTOCOL, meta_steps, profile_seeds, resolve_config
 from kdlib.experiments.runner import plan
 from kdlib.names import METHOD_NAMES
@@ -76,7 +76,7 @@ def banner(profile: str, device: str, seeds: Any, epochs_or_iterations: Any, dat
         epochs = "—" if epochs_or_iterations is None else str(epochs_or_iterations)
     rows = [("profile", f"`{profile}`"), ("device", f"`{device}`"), ("seeds", _fmt_seeds(seeds)),
             ("epochs / iterations", epochs), ("data source", source_text(data_source)),
-            ("wall time", _fmt_time(wall_time_s)), ("kdlib", f"{__version__} (commit `{git_commit()}`)")]
+            ("wall time", _fmt_time(wall_time_s)), ("kdlib", f"{__version__} (commit `{head_commit()}`)")]
     rows += [(str(k), str(v)) for k, v in (extra or {}).items()]
     head = f"**{title}** · " if title else ""
     body = " · ".join(f"**{k}**: {v}" for k, v in rows)
