@@ -11,7 +11,6 @@ and 3e-3; the bounds below leave a margin of 10 to 20 for the GPU's other summat
 and that is a choice of the run (``tools/gpu_check.py`` records the flags), not a property of the estimators."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
