@@ -4,7 +4,6 @@ that is the same at every profile, because it reads stored records and logs and 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,7 +13,7 @@ import pandas as pd
 from kdlib.analysis import archive as A
 from kdlib.analysis import authors_logs
 from kdlib.analysis.labels import DATASET_LABELS, METHOD_LABELS, PROTOCOL_LABELS, teacher_label
-from kdlib.analysis.provenance import display_path
+from kdlib.analysis.provenance import REPO_ROOT, display_path
 from kdlib.book import plots
 from kdlib.book.page import error_line, show_markdown, show_table
 from kdlib import cpu_kernels
@@ -48,9 +47,10 @@ def archive_columns(dataset: str = "cifar10_reduced") -> dict[str, pd.Series]:
 
 
 def archive_path(path: Path) -> str:
-    """``path`` inside the archive for a reader: ``archive/...`` (``[archive]/...`` when ``$KDLIB_ARCHIVE`` puts the
-    archive outside the repository)."""
-    return display_path(path, {"[archive]": archive_root()} if "KDLIB_ARCHIVE" in os.environ else None)
+    """``path`` inside the archive for a reader: relative to the repository (``archive/...``), or ``[archive]/...``
+    where :func:`archive_root` lies outside it."""
+    root = archive_root().resolve()
+    return display_path(path, None if root.is_relative_to(REPO_ROOT.resolve()) else {"[archive]": root})
 
 
 def show_archive(dataset: str = "cifar10_reduced") -> dict[str, object]:
