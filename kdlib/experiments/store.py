@@ -143,7 +143,8 @@ def record_path(out_dir: str | os.PathLike, cfg: ExperimentConfig, threads: int 
 
 def checkpoint_dir(out_dir: str | os.PathLike) -> Path:
     """Where the unfinished runs of a store keep their checkpoints (:mod:`kdlib.train.checkpoint`), one file per
-    training, ``<record key>.<k>.pt``, deleted once the run's record is written; never committed."""
+    training, ``<record key>.<k>.pt``, deleted once the run's record is written (ignored by git; an archive sitting
+    commits its in-flight ones at its stop, ``archive/README.md``)."""
     return Path(out_dir) / PARTIAL
 
 
