@@ -75,6 +75,40 @@ def test_entries_without_a_run_are_estimated_from_the_reference_column(tmp_path)
 
 
 
+def test_a_fixed_metaparameter_entry_is_estimated_from_the_latest_stored_fixed_one(tmp_path):
+    """random's cost is a plain student step's, so it is estimated from naive (the latest fixed-metaparameter
+    column stored), not from gradient (about 3x a step) nor no_distillation (made sittings earlier)."""
+    reference = tmp_path / "reference" / "authors" / "runs"
+    for seed in range(3):
+        for method, hours in (("gradient", 0.30), ("no_distillation", 0.10), ("naive", 0.11), ("random", 0.12)):
+            _record(reference, "cifar10_reduced", method, seed, hours, 50)
+    out = tmp_path / "pending"
+    runs = out / "cifar10" / "authors" / "runs"
+    for seed in range(10):
+        _record(runs, "cifar10", "gradient", seed, 1.0, 100)
+        _record(runs, "cifar10", "no_distillation", seed, 0.37, 100)
+        _record(runs, "cifar10", "naive", seed, 0.21, 100)
+    assert tool.anchors("cifar10", "random")[:2] == ["naive", "no_distillation"]
+    assert tool.anchors("cifar10", "proposed")[0] == "gradient"
+    hours, how = tool.estimate("cifar10", "random", out, reference)
+    assert hours == pytest.approx(0.21 * 0.12 / 0.11) and how.startswith("cifar10 naive x random/naive")
+
+
+def test_a_column_moved_out_of_pending_counts_as_stored(tmp_path):
+    """Once a complete column moves from archive/pending/<ds>/authors/runs to archive/<ds>/authors/runs, the
+    resume command (``--out-root archive/pending``) still finds its records and runs none of them again."""
+    root = tmp_path / "archive"
+    for seed in range(10):
+        _record(root / "cifar10" / "authors" / "runs", "cifar10", "gradient", seed, 1.0, 100)
+    _record(root / "pending" / "cifar10" / "authors" / "runs", "cifar10", "random", 0, 0.2, 100)
+    queue = [q for q in tool.QUEUE if q[0] == "cifar10" and q[1] in ("gradient", "random")]
+    assert tool.stored_seeds("cifar10", "gradient", root / "pending") == set(range(10))
+    assert [(ds, m, s) for ds, m, _, s in tool.pending_runs(queue, root / "pending")] == \
+        [("cifar10", "random", s) for s in range(1, 10)]
+    # another out-root (not a pending/ folder) counts only its own records
+    assert tool.stored_seeds("cifar10", "gradient", tmp_path / "elsewhere") == set()
+
+
 def _archive_name(cfg, threads: int, kernels: str) -> str:
     from kdlib.experiments.store import config_hash, run_threads
 

@@ -17,7 +17,8 @@ code beside it cannot change a record::
     python tools/archive_table2.py --out-root /path/to/main/archive/pending   # resume; --dry-run lists the commands
 
 When a column holds all its records, move ``archive/pending/<dataset>/authors/runs`` to
-``archive/<dataset>/authors/runs`` (archive/README.md).
+``archive/<dataset>/authors/runs`` (archive/README.md); with ``--out-root`` an archive's ``pending/`` folder, the
+command counts the records of both places as stored (:func:`run_folders`).
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS = 10
 # The finished paper-protocol column whose per-method costs estimate the entries with no stored run yet
 REFERENCE = REPO / "archive" / "cifar10_reduced" / "authors" / "runs"
+# The methods that train with fixed metaparameters (a plain student step); the others tune them (about 3x a step)
+FIXED = ("no_distillation", "naive", "random", "hyperopt")
 # (dataset, method, extra overrides), in the order of issue 19: the headline comparison first
 QUEUE: list[tuple[str, str, dict[str, object]]] = [
     # (the reduced CIFAR-10 random column, re-made with random_law="authors" from 17520f5, is in archive/)
@@ -70,9 +73,20 @@ def command(dataset: str, method: str, extra: dict[str, object], out_root: Path,
             *sets, "--out", str(out_root / dataset / "authors")]
 
 
+def run_folders(dataset: str, out_root: Path) -> list[Path]:
+    """Where a dataset's records count as stored: ``<out-root>/<dataset>/authors/runs`` and, when ``out_root`` is
+    an archive's ``pending/`` folder, the finished column it is moved to (``archive/<dataset>/authors/runs``), so
+    that moving a complete column does not make the next sitting run it again."""
+    folders = [out_root / dataset / "authors" / "runs"]
+    if out_root.name == "pending":
+        folders.append(out_root.parent / dataset / "authors" / "runs")
+    return folders
+
+
 def stored(dataset: str, method: str, out_root: Path) -> list[Path]:
     """The records of this entry already stored (any config; the runner checks the config itself)."""
-    return sorted((out_root / dataset / "authors" / "runs").glob(f"{dataset}__{method}__seed*__*.json"))
+    return sorted(p for folder in run_folders(dataset, out_root)
+                  for p in folder.glob(f"{dataset}__{method}__seed*__*.json"))
 
 
 def done(dataset: str, method: str, out_root: Path) -> int:
@@ -127,14 +141,21 @@ def epoch_hours(records: list[Path]) -> float | None:
     return statistics.median(per_epoch) if per_epoch else None
 
 
+def anchors(dataset: str, method: str) -> list[str]:
+    """The dataset's other queue entries in the order :func:`estimate` tries them: those of the same kind
+    (:data:`FIXED` or tuned) first, the latest in :data:`QUEUE` first (made last, so on the machine and load
+    closest to the runs left)."""
+    others = [m for ds, m, _ in reversed(QUEUE) if ds == dataset and m != method]
+    return sorted(others, key=lambda m: (m in FIXED) != (method in FIXED))
+
+
 def estimate(dataset: str, method: str, out_root: Path, reference: Path) -> tuple[float, str] | None:
     """Hours a run of an entry with no stored run will take: a stored method of the same dataset (the anchor,
-    the first in :data:`QUEUE`), per epoch, times the two methods' per-epoch ratio in the ``reference`` column,
-    times the entry's epochs. Returns (hours, how), or None without an anchor or a reference."""
+    the first of :func:`anchors` with records), per epoch, times the two methods' per-epoch ratio in the
+    ``reference`` column, times the entry's epochs. Returns (hours, how), or None without an anchor or a
+    reference."""
     ref = epoch_hours(sorted(reference.glob(f"*__{method}__seed*__*.json")))
-    for ds, anchor, _ in QUEUE:
-        if ds != dataset or anchor == method:
-            continue
+    for anchor in anchors(dataset, method):
         mine = stored(dataset, anchor, out_root)
         ref_anchor = epoch_hours(sorted(reference.glob(f"*__{anchor}__seed*__*.json")))
         if mine and ref and ref_anchor:
