@@ -124,6 +124,22 @@ def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
     return rows
 
 
+def in_flight_done(dataset: str, method: str, out_root: Path) -> float:
+    """How many of this entry's runs its in-flight checkpoints have done, in runs (a checkpoint at epoch 37 of
+    100 counts 0.37; hyperopt's training k of n at epoch e of N counts (k + e/N)/n); unreadable ones count 0."""
+    trainings = 1
+    if method == "hyperopt":
+        trainings = int(resolve_config(dataset, method, "paper", 0, **authors_protocol(method, dataset)).hyperopt_evals)
+    done_runs = 0.0
+    for path in checkpoint_dir(out_root / dataset / "authors").glob(f"{dataset}__{method}__seed*__*{SUFFIX}"):
+        try:
+            at = peek(path)
+        except Exception:
+            continue
+        done_runs += (min(at["training"], trainings - 1) + at["epoch"] / max(at["epochs"], 1)) / trainings
+    return done_runs
+
+
 def _hours(record: dict) -> float:
     """A run record's wall time in hours (every sitting of a resumed run counted)."""
     return float(record["summary"].get("wall_time") or 0.0) / 3600
@@ -168,20 +184,22 @@ def estimate(dataset: str, method: str, out_root: Path, reference: Path) -> tupl
 def status(queue: list[tuple[str, str, dict[str, object]]], out_root: Path, lanes: int,
            reference: Path | None = None) -> list[str]:
     """Per entry: records stored, the median wall time of a stored run (or, with none, :func:`estimate`), the
-    runs in flight; then the lane-hours left (at those times, on this machine and its load). ``reference``:
+    runs in flight; then the lane-hours left (at those times, less what the runs in flight have done, on this
+    machine and its load). ``reference``:
     default :data:`REFERENCE`."""
     reference = REFERENCE if reference is None else reference
     lines, measured, estimated, unknown = [], 0.0, 0.0, []
     for ds, m, _ in queue:
         hours, flying = run_hours(ds, m, out_root), in_flight(ds, m, out_root)
+        ahead = in_flight_done(ds, m, out_root) if flying else 0.0
         line = f"# {ds} {m}: {len(hours)}/{SEEDS} stored"
         if hours:
             typical = statistics.median(hours)
             line += f", {typical:.2f} h a run (median of {len(hours)})"
-            measured += max(SEEDS - len(hours), 0) * typical
+            measured += max(SEEDS - len(hours) - ahead, 0) * typical
         elif (guess := estimate(ds, m, out_root, reference)) is not None:
             line += f", about {guess[0]:.2f} h a run (estimated: {guess[1]})"
-            estimated += SEEDS * guess[0]
+            estimated += max(SEEDS - ahead, 0) * guess[0]
         else:
             unknown.append(f"{ds} {m}")
         if flying:
@@ -189,7 +207,7 @@ def status(queue: list[tuple[str, str, dict[str, object]]], out_root: Path, lane
         lines.append(line)
     left = measured + estimated
     lines.append(f"# left: about {left:.1f} lane-hours ({measured:.1f} at stored runs' medians, {estimated:.1f} "
-                 f"estimated; {left / lanes:.1f} h on {lanes} lanes; in-flight progress not subtracted)"
+                 f"estimated; {left / lanes:.1f} h on {lanes} lanes; the in-flight runs' epochs done subtracted)"
                  + (f"; not estimated (no run stored, no reference): {', '.join(unknown)}" if unknown else ""))
     return lines
 
