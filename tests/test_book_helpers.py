@@ -172,6 +172,8 @@ def test_archive_section_renders_with_records_and_when_empty(tmp_path, monkeypat
     shown.clear()
     out = archive_page.show_archive("cifar10_reduced")
     assert "3 records in `[archive]/cifar10_reduced/authors/runs`" in shown[0]
+    assert any(isinstance(t, str) and t.startswith("The authors' protocol column has no ") and t.endswith(
+        "Hyperopt runs yet.") and "Gradient" not in t for t in shown)
     comp = out["comparison"].set_index(["method", "run"])
     assert comp.loc[("gradient", 0), "same_branch"] and not comp.loc[("gradient", 1), "same_branch"]
     cols = archive_page.archive_columns("cifar10_reduced")
@@ -383,3 +385,16 @@ def test_error_line_is_in_a_readers_words(tmp_path):
     line = error_line(err, "cifar10_reduced")
     assert line.startswith("Reduced CIFAR-10: no data found") and "Searched" not in line
     assert "cifar10_reduced" not in line
+
+
+def test_an_archived_column_names_the_methods_it_lacks_and_why():
+    """Full CIFAR-10's archived column has no hyperopt runs: the page says so and why (the paper prints no value
+    and the authors left no log); a complete column says nothing; a method with a log is only "not yet"."""
+    from kdlib.analysis.labels import METHODS
+    from kdlib.book.archive_page import absent_methods
+
+    recs = [{"config": {"method": m}} for m in METHODS if m != "hyperopt"]
+    note = absent_methods("cifar10", recs)
+    assert note.startswith("Hyperopt runs: the paper prints no Hyperopt value for CIFAR-10") and "yet" not in note
+    assert absent_methods("cifar10", recs + [{"config": {"method": "hyperopt"}}]) == ""
+    assert absent_methods("fashion_mnist", recs) == "Hyperopt runs yet"
