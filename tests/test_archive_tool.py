@@ -47,6 +47,10 @@ def test_dry_run_reports_stored_in_flight_and_hours_left(tmp_path, capsys, monke
     evals = resolve_config("fashion_mnist", "hyperopt", "paper", 0, **tool.authors_protocol("hyperopt", "fashion_mnist")
                            ).hyperopt_evals
     assert tool.in_flight_done("fashion_mnist", "hyperopt", tmp_path) == pytest.approx((2 + 3 / 40) / evals)
+    # the finished training 1 keeps its file until the record is written: the furthest training counts, once
+    torch.save({"settings": {"seed": 5, "epochs": 40}, "epoch": 40},
+               hyperopt / "fashion_mnist__hyperopt__seed5__00000000000000cc.1.pt")
+    assert tool.in_flight_done("fashion_mnist", "hyperopt", tmp_path) == pytest.approx((2 + 3 / 40) / evals)
     assert "not estimated (no run stored, no reference): cifar10 no_distillation" in lines[-1]
 
 

@@ -130,14 +130,15 @@ def in_flight_done(dataset: str, method: str, out_root: Path) -> float:
     trainings = 1
     if method == "hyperopt":
         trainings = int(resolve_config(dataset, method, "paper", 0, **authors_protocol(method, dataset)).hyperopt_evals)
-    done_runs = 0.0
+    per_seed: dict[int, float] = {}  # a finished training keeps its file beside the next one's: the furthest counts
     for path in checkpoint_dir(out_root / dataset / "authors").glob(f"{dataset}__{method}__seed*__*{SUFFIX}"):
         try:
             at = peek(path)
         except Exception:
             continue
-        done_runs += (min(at["training"], trainings - 1) + at["epoch"] / max(at["epochs"], 1)) / trainings
-    return done_runs
+        done = (min(at["training"], trainings - 1) + at["epoch"] / max(at["epochs"], 1)) / trainings
+        per_seed[at["seed"]] = max(per_seed.get(at["seed"], 0.0), done)
+    return sum(per_seed.values())
 
 
 def _hours(record: dict) -> float:
