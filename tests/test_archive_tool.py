@@ -39,18 +39,18 @@ def test_dry_run_reports_stored_in_flight_and_hours_left(tmp_path, capsys, monke
     hyper = next(ln for ln in lines if ln.startswith("# fashion_mnist hyperopt"))
     assert hyper == "# fashion_mnist hyperopt: 0/10 stored; in flight: seed 5: epoch 3/40 of training 2"
     # 7 runs left, seed 2 already 37 % done, at the median 4000 s: 7.4 lane-hours, 3.7 h on the default 2 lanes
-    assert tool.in_flight_done("cifar10", "gradient", tmp_path) == pytest.approx(0.37)
+    assert tool.in_flight("cifar10", "gradient", tmp_path)[1] == pytest.approx(0.37)
     assert lines[-1].startswith("# left: about 7.4 lane-hours (7.4 at stored runs' medians, 0.0 estimated; 3.7 h "
                                 "on 2 lanes; the in-flight runs' epochs done subtracted")
     # hyperopt's third training (k = 2) of its hyperopt_evals, 3 of 40 epochs in
     from kdlib.experiments.profiles import resolve_config
     evals = resolve_config("fashion_mnist", "hyperopt", "paper", 0, **tool.authors_protocol("hyperopt", "fashion_mnist")
                            ).hyperopt_evals
-    assert tool.in_flight_done("fashion_mnist", "hyperopt", tmp_path) == pytest.approx((2 + 3 / 40) / evals)
+    assert tool.in_flight("fashion_mnist", "hyperopt", tmp_path)[1] == pytest.approx((2 + 3 / 40) / evals)
     # the finished training 1 keeps its file until the record is written: the furthest training counts, once
     torch.save({"settings": {"seed": 5, "epochs": 40}, "epoch": 40},
                hyperopt / "fashion_mnist__hyperopt__seed5__00000000000000cc.1.pt")
-    assert tool.in_flight_done("fashion_mnist", "hyperopt", tmp_path) == pytest.approx((2 + 3 / 40) / evals)
+    assert tool.in_flight("fashion_mnist", "hyperopt", tmp_path)[1] == pytest.approx((2 + 3 / 40) / evals)
     assert "not estimated (no run stored, no reference): cifar10 no_distillation" in lines[-1]
 
 

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from kdlib.experiments.profiles import resolve_config
-from kdlib.experiments.protocol import authors_protocol
+from kdlib.experiments.protocol import archive_dir, authors_protocol
 from kdlib.experiments.store import checkpoint_dir
 from kdlib.train.checkpoint import SUFFIX, peek
 
@@ -77,9 +77,9 @@ def run_folders(dataset: str, out_root: Path) -> list[Path]:
     """Where a dataset's records count as stored: ``<out-root>/<dataset>/authors/runs`` and, when ``out_root`` is
     an archive's ``pending/`` folder, the finished column it is moved to (``archive/<dataset>/authors/runs``), so
     that moving a complete column does not make the next sitting run it again."""
-    folders = [out_root / dataset / "authors" / "runs"]
-    if out_root.name == "pending":
-        folders.append(out_root.parent / dataset / "authors" / "runs")
+    folders = [archive_dir(dataset, "authors", out_root)]
+    if out_root.name == "pending":  # out_root is pending_dir's parent: the column moves to archive_dir
+        folders.append(archive_dir(dataset, "authors", out_root.parent))
     return folders
 
 
@@ -108,10 +108,16 @@ def pending_runs(queue: list[tuple[str, str, dict[str, object]]], out_root: Path
     return todo
 
 
-def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
+def in_flight(dataset: str, method: str, out_root: Path) -> tuple[list[str], float]:
     """This entry's runs that a sitting cut off, as their checkpoints hold them (``seed s: epoch e/N``, and the
-    training for hyperopt's several), from ``<out-root>/<dataset>/authors/.partial``."""
-    rows = []
+    training for hyperopt's several), from ``<out-root>/<dataset>/authors/.partial``; and how many runs they have
+    done (a checkpoint at epoch 37 of 100 counts 0.37; hyperopt's training k of n at epoch e of N counts
+    (k + e/N)/n, the furthest training of a seed once, since a finished training keeps its file beside the next
+    one's; an unreadable file counts 0)."""
+    trainings = 1
+    if method == "hyperopt":
+        trainings = int(resolve_config(dataset, method, "paper", 0, **authors_protocol(method, dataset)).hyperopt_evals)
+    rows, per_seed = [], {}
     folder = checkpoint_dir(out_root / dataset / "authors")
     for path in sorted(folder.glob(f"{dataset}__{method}__seed*__*{SUFFIX}")):
         try:
@@ -121,24 +127,9 @@ def in_flight(dataset: str, method: str, out_root: Path) -> list[str]:
             continue
         rows.append(f"seed {at['seed']}: epoch {at['epoch']}/{at['epochs']}"
                     + (f" of training {at['training']}" if method == "hyperopt" else ""))
-    return rows
-
-
-def in_flight_done(dataset: str, method: str, out_root: Path) -> float:
-    """How many of this entry's runs its in-flight checkpoints have done, in runs (a checkpoint at epoch 37 of
-    100 counts 0.37; hyperopt's training k of n at epoch e of N counts (k + e/N)/n); unreadable ones count 0."""
-    trainings = 1
-    if method == "hyperopt":
-        trainings = int(resolve_config(dataset, method, "paper", 0, **authors_protocol(method, dataset)).hyperopt_evals)
-    per_seed: dict[int, float] = {}  # a finished training keeps its file beside the next one's: the furthest counts
-    for path in checkpoint_dir(out_root / dataset / "authors").glob(f"{dataset}__{method}__seed*__*{SUFFIX}"):
-        try:
-            at = peek(path)
-        except Exception:
-            continue
         done = (min(at["training"], trainings - 1) + at["epoch"] / max(at["epochs"], 1)) / trainings
         per_seed[at["seed"]] = max(per_seed.get(at["seed"], 0.0), done)
-    return sum(per_seed.values())
+    return rows, sum(per_seed.values())
 
 
 def _hours(record: dict) -> float:
@@ -191,8 +182,7 @@ def status(queue: list[tuple[str, str, dict[str, object]]], out_root: Path, lane
     reference = REFERENCE if reference is None else reference
     lines, measured, estimated, unknown = [], 0.0, 0.0, []
     for ds, m, _ in queue:
-        hours, flying = run_hours(ds, m, out_root), in_flight(ds, m, out_root)
-        ahead = in_flight_done(ds, m, out_root) if flying else 0.0
+        hours, (flying, ahead) = run_hours(ds, m, out_root), in_flight(ds, m, out_root)
         line = f"# {ds} {m}: {len(hours)}/{SEEDS} stored"
         if hours:
             typical = statistics.median(hours)
